@@ -1,0 +1,75 @@
+import uuid
+
+from django.db import models
+
+from evidence.choices import KeyAlgorithm, KeyStatus
+
+
+class AuditEvent(models.Model):
+    """One append-only, hash-chained event.
+
+    Two chains run through every row: the per-subject chain (``chain_id``,
+    ``sequence_no``, ``prev_hash``, ``hash``) and the ledger-wide chain across all rows
+    (``ledger_seq``, ``ledger_prev_hash``, ``ledger_hash``). See docs/evidence.md.
+    On Postgres a trigger refuses UPDATE and DELETE on this table.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chain_id = models.CharField(max_length=255)
+    sequence_no = models.PositiveIntegerField()
+    event_type = models.CharField(max_length=80, db_index=True)
+    performer_type = models.CharField(max_length=40)
+    performer_id = models.CharField(max_length=255)
+    payload = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField(db_index=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64)
+    ledger_seq = models.BigIntegerField(unique=True)
+    ledger_prev_hash = models.CharField(max_length=64, blank=True)
+    ledger_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["ledger_seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "sequence_no"], name="unique_chain_position"),
+        ]
+
+    def __str__(self):
+        return f"{self.chain_id}#{self.sequence_no} {self.event_type}"
+
+
+class LedgerHead(models.Model):
+    """The tip of the ledger-wide chain; its row lock serializes appends so chains never fork."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, blank=True)
+
+    def __str__(self):
+        return f"ledger head #{self.seq}"
+
+
+class SigningKey(models.Model):
+    """A platform signing key. The private half is encrypted at rest and never leaves
+    ``evidence.services.keys``; retired keys stay published so old signatures verify."""
+
+    kid = models.CharField(max_length=80, unique=True)
+    algorithm = models.CharField(max_length=10, choices=KeyAlgorithm.choices)
+    status = models.CharField(max_length=10, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
+    public_jwk = models.JSONField()
+    private_key_encrypted = models.TextField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["algorithm", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["algorithm"],
+                condition=models.Q(status=KeyStatus.ACTIVE),
+                name="one_active_key_per_algorithm",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.kid} ({self.algorithm}, {self.status})"

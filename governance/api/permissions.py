@@ -1,0 +1,42 @@
+"""Who may call what. Views name roles; the rule that checks them lives here once."""
+
+from rest_framework import exceptions, permissions
+
+from governance.api.authentication import Credential
+
+
+class Forbidden(exceptions.PermissionDenied):
+    def __init__(self, required_permission: str | None = None, detail: str = "forbidden"):
+        super().__init__(detail)
+        self.required_permission = required_permission
+
+
+def credential_of(request) -> Credential | None:
+    auth = getattr(request, "auth", None)
+    return auth if isinstance(auth, Credential) else None
+
+
+class IsAuthenticatedPrincipal(permissions.BasePermission):
+    """Any authenticated credential; the default for every API view."""
+
+    def has_permission(self, request, view):
+        if credential_of(request) is None:
+            raise exceptions.NotAuthenticated()
+        return True
+
+
+class HasRole(IsAuthenticatedPrincipal):
+    """Requires one of ``view.required_roles`` (a tuple, or a dict keyed by HTTP method).
+
+    ``view.required_permission`` names the permission in the 403 body
+    (``{"error": "forbidden", "required_permission": ...}``).
+    """
+
+    def has_permission(self, request, view):
+        super().has_permission(request, view)
+        required = getattr(view, "required_roles", ())
+        if isinstance(required, dict):
+            required = required.get(request.method, required.get("*", ()))
+        if not required or credential_of(request).has_any_role(*required):
+            return True
+        raise Forbidden(getattr(view, "required_permission", None) or " or ".join(required))

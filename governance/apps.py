@@ -1,0 +1,24 @@
+import logging
+
+from django.apps import AppConfig
+from django.conf import settings
+
+logger = logging.getLogger("mandate.security")
+
+
+class GovernanceConfig(AppConfig):
+    name = "governance"
+    verbose_name = "Identity"
+
+    def ready(self):
+        from governance import signals  # noqa: F401  (registers receivers)
+
+        if settings.MANDATE_AUTH_MODE == "open":
+            logger.warning(
+                "MANDATE_AUTH_MODE=open: unauthenticated API calls act as platform admin. "
+                "Never use this outside a local experiment."
+            )
+        elif settings.MANDATE_AUTH_MODE != "token":
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured("MANDATE_AUTH_MODE must be 'token' or 'open'")

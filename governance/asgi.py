@@ -1,0 +1,14 @@
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+
+django_application = get_asgi_application()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+# Mandate serves its own static assets (admin, Swagger UI) so one process is a whole
+# deployment; set SERVE_STATIC=false when a front proxy serves STATIC_ROOT instead.
+application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application

@@ -1,0 +1,21 @@
+"""The Celery app. Workers and beat start with ``celery -A governance worker|beat``."""
+
+import os
+from pathlib import Path
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+
+app = Celery("mandate")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_configure.connect
+def _prepare_filesystem_broker(sender, **kwargs):
+    # The embedded broker keeps messages in folders that must exist before the first send.
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "control_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,39 @@
+from django.contrib import admin
+from django.contrib.auth.views import redirect_to_login
+from django.shortcuts import redirect, render
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from evidence.api.views import JWKSView
+from governance.api.views import api_not_found, healthz, readyz
+
+admin.site.site_header = "Mandate"
+admin.site.site_title = "Mandate"
+admin.site.index_title = "Governance"
+
+
+def admin_login(request, extra_context=None):
+    """The admin signs people in through allauth, so every login method (password,
+    Google) and its policies apply to the inbox too."""
+    if request.user.is_authenticated:
+        if request.user.is_staff:
+            return redirect("admin:index")
+        return render(request, "admin/no_access.html", status=403)
+    return redirect_to_login(request.GET.get("next") or "/admin/")
+
+
+admin.site.login = admin_login
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path(".well-known/jwks.json", JWKSView.as_view(), name="jwks"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("v1/", include("evidence.api.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    # Unknown API routes answer the API's JSON error, not an HTML page.
+    re_path(r"^(?:v1|api|governance|auth)(?:/.*)?$", api_not_found),
+]

@@ -1,0 +1,69 @@
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from governance.choices import Role
+from governance.services.people import create_person, ensure_organization
+from governance.services.tokens import issue_token
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    on_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def organization(db):
+    return ensure_organization("acme", "Acme")
+
+
+@pytest.fixture
+def make_person(organization):
+    counter = {"n": 0}
+
+    def make(roles=(), username=None, **fields):
+        counter["n"] += 1
+        return create_person(organization, username or f"person{counter['n']}", roles=roles, **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_token(make_person):
+    def make(*roles, person=None):
+        person = person or make_person(roles=roles)
+        token, secret = issue_token(person, "test", roles)
+        return secret
+
+    return make
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_with(make_token):
+    """An API client authenticated with a fresh token carrying ``roles``."""
+
+    def make(*roles):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(*roles)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_client_api(client_with):
+    return client_with(Role.PLATFORM_ADMIN)
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"

@@ -1,0 +1,16 @@
+"""Test settings: the real settings, with a throwaway var dir and fast password hashing."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "mandate-test-secret-key")
+os.environ.setdefault("MANDATE_VAR_DIR", tempfile.mkdtemp(prefix="mandate-test-"))
+
+from governance.settings import *  # noqa: E402,F403
+from governance.settings import DATABASES, VAR_DIR  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so a Celery worker started by a test sees the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
