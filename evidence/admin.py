@@ -17,8 +17,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("ledger_seq", "chain_id", "sequence_no", "event_type", "performer_type", "performer_id",
-                    "occurred_at")
+    list_display = (
+        "ledger_seq",
+        "chain_id",
+        "sequence_no",
+        "event_type",
+        "performer_type",
+        "performer_id",
+        "occurred_at",
+    )
     list_filter = ("event_type", "performer_type")
     search_fields = ("chain_id", "event_type", "performer_id")
     ordering = ("-ledger_seq",)

@@ -55,6 +55,4 @@ def event_hash(
 
 
 def ledger_hash(*, ledger_seq: int, event_hash: str, ledger_prev_hash: str) -> str:
-    return canonical_hash(
-        {"ledger_seq": ledger_seq, "event_hash": event_hash, "ledger_prev_hash": ledger_prev_hash}
-    )
+    return canonical_hash({"ledger_seq": ledger_seq, "event_hash": event_hash, "ledger_prev_hash": ledger_prev_hash})

@@ -16,9 +16,7 @@ from django.conf import settings
 
 @cache
 def _fernet(material: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"mandate-at-rest", info=b"fernet").derive(
-        material.encode()
-    )
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"mandate-at-rest", info=b"fernet").derive(material.encode())
     return Fernet(base64.urlsafe_b64encode(key))
 
 

@@ -72,8 +72,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request,
             "admin/governance/apitoken/created.html",
-            {**self.admin_site.each_context(request), "token": obj, "secret": request._mandate_token_secret,
-             "opts": self.model._meta, "title": "API token created"},
+            {
+                **self.admin_site.each_context(request),
+                "token": obj,
+                "secret": request._mandate_token_secret,
+                "opts": self.model._meta,
+                "title": "API token created",
+            },
         )
 
     @admin.action(description="Revoke selected tokens")

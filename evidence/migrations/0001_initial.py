@@ -5,58 +5,75 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='LedgerHead',
+            name="LedgerHead",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('seq', models.BigIntegerField(default=0)),
-                ('hash', models.CharField(blank=True, max_length=64)),
+                ("id", models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("seq", models.BigIntegerField(default=0)),
+                ("hash", models.CharField(blank=True, max_length=64)),
             ],
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('chain_id', models.CharField(max_length=255)),
-                ('sequence_no', models.PositiveIntegerField()),
-                ('event_type', models.CharField(db_index=True, max_length=80)),
-                ('performer_type', models.CharField(max_length=40)),
-                ('performer_id', models.CharField(max_length=255)),
-                ('payload', models.JSONField(default=dict)),
-                ('occurred_at', models.DateTimeField(db_index=True)),
-                ('prev_hash', models.CharField(blank=True, max_length=64)),
-                ('hash', models.CharField(max_length=64)),
-                ('ledger_seq', models.BigIntegerField(unique=True)),
-                ('ledger_prev_hash', models.CharField(blank=True, max_length=64)),
-                ('ledger_hash', models.CharField(max_length=64)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("chain_id", models.CharField(max_length=255)),
+                ("sequence_no", models.PositiveIntegerField()),
+                ("event_type", models.CharField(db_index=True, max_length=80)),
+                ("performer_type", models.CharField(max_length=40)),
+                ("performer_id", models.CharField(max_length=255)),
+                ("payload", models.JSONField(default=dict)),
+                ("occurred_at", models.DateTimeField(db_index=True)),
+                ("prev_hash", models.CharField(blank=True, max_length=64)),
+                ("hash", models.CharField(max_length=64)),
+                ("ledger_seq", models.BigIntegerField(unique=True)),
+                ("ledger_prev_hash", models.CharField(blank=True, max_length=64)),
+                ("ledger_hash", models.CharField(max_length=64)),
             ],
             options={
-                'ordering': ['ledger_seq'],
-                'constraints': [models.UniqueConstraint(fields=('chain_id', 'sequence_no'), name='unique_chain_position')],
+                "ordering": ["ledger_seq"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("chain_id", "sequence_no"), name="unique_chain_position")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SigningKey',
+            name="SigningKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kid', models.CharField(max_length=80, unique=True)),
-                ('algorithm', models.CharField(choices=[('EdDSA', 'Ed25519 (receipts, seals, packages)'), ('ES256', 'ES256 / P-256 (JWTs)')], max_length=10)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('retired', 'Retired')], default='active', max_length=10)),
-                ('public_jwk', models.JSONField()),
-                ('private_key_encrypted', models.TextField(editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('retired_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kid", models.CharField(max_length=80, unique=True)),
+                (
+                    "algorithm",
+                    models.CharField(
+                        choices=[("EdDSA", "Ed25519 (receipts, seals, packages)"), ("ES256", "ES256 / P-256 (JWTs)")],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("retired", "Retired")], default="active", max_length=10
+                    ),
+                ),
+                ("public_jwk", models.JSONField()),
+                ("private_key_encrypted", models.TextField(editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("retired_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['algorithm', '-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('algorithm',), name='one_active_key_per_algorithm')],
+                "ordering": ["algorithm", "-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "active")),
+                        fields=("algorithm",),
+                        name="one_active_key_per_algorithm",
+                    )
+                ],
             },
         ),
     ]

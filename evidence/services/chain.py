@@ -43,12 +43,7 @@ def _lock_ledger_head() -> LedgerHead:
 
 
 def chain_tail(chain_id: str) -> AuditEvent | None:
-    return (
-        AuditEvent.objects.filter(chain_id=chain_id)
-        .only("sequence_no", "hash")
-        .order_by("-sequence_no")
-        .first()
-    )
+    return AuditEvent.objects.filter(chain_id=chain_id).only("sequence_no", "hash").order_by("-sequence_no").first()
 
 
 def append_events(chain_id: str, drafts: Sequence[EventDraft]) -> list[AuditEvent]:

@@ -129,17 +129,13 @@ def verify_ledger(batch_size: int = 5000) -> LedgerVerdict:
             return LedgerVerdict(False, seq - 1, head_seq, kind, message, seq)
 
         if event.ledger_seq != expected_seq:
-            return broken(
-                ChainErrorKind.SEQUENCE_GAP, f"expected ledger_seq {expected_seq}, found {event.ledger_seq}"
-            )
+            return broken(ChainErrorKind.SEQUENCE_GAP, f"expected ledger_seq {expected_seq}, found {event.ledger_seq}")
         if recompute_hash(event) != event.hash:
             return broken(ChainErrorKind.EVENT_HASH_MISMATCH, f"event at ledger_seq {expected_seq} was altered")
         if event.ledger_prev_hash != prev or event.ledger_hash != ledger_hash(
             ledger_seq=event.ledger_seq, event_hash=event.hash, ledger_prev_hash=event.ledger_prev_hash
         ):
-            return broken(
-                ChainErrorKind.PREV_HASH_MISMATCH, f"ledger link at ledger_seq {expected_seq} is broken"
-            )
+            return broken(ChainErrorKind.PREV_HASH_MISMATCH, f"ledger link at ledger_seq {expected_seq} is broken")
         prev = event.ledger_hash
     if expected_seq != head_seq or (head and head.hash != prev):
         return LedgerVerdict(

@@ -28,9 +28,7 @@ class Person(AbstractUser):
     organization = models.ForeignKey(
         Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="people"
     )
-    manager = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
-    )
+    manager = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports")
     must_change_password = models.BooleanField(
         default=False, help_text="Set for bootstrap accounts: the first login must change the password."
     )
@@ -68,9 +66,7 @@ class Team(models.Model):
     members = models.ManyToManyField(Person, through="TeamMembership", related_name="teams")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["organization", "name"], name="unique_team_name_per_org")
-        ]
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="unique_team_name_per_org")]
         ordering = ["name"]
 
     def __str__(self):

@@ -14,9 +14,7 @@ class ApiToken(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
-    principal = models.ForeignKey(
-        "governance.Person", on_delete=models.CASCADE, related_name="api_tokens"
-    )
+    principal = models.ForeignKey("governance.Person", on_delete=models.CASCADE, related_name="api_tokens")
     roles = models.JSONField(default=list, help_text="Namespaced role names this token carries.")
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)

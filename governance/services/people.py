@@ -20,8 +20,15 @@ def assign_roles(person: Person, roles) -> None:
 
 @transaction.atomic
 def create_person(
-    organization: Organization, username: str, *, password: str | None = None, roles=(), manager=None,
-    email: str = "", staff: bool = True, **fields,
+    organization: Organization,
+    username: str,
+    *,
+    password: str | None = None,
+    roles=(),
+    manager=None,
+    email: str = "",
+    staff: bool = True,
+    **fields,
 ) -> Person:
     person = Person(
         organization=organization, username=username, email=email, manager=manager, is_staff=staff, **fields

@@ -17,9 +17,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue_token(
-    principal: Person, name: str, roles, expires_at=None
-) -> tuple[ApiToken, str]:
+def issue_token(principal: Person, name: str, roles, expires_at=None) -> tuple[ApiToken, str]:
     """Create a token; return it with its secret, which is never retrievable again."""
     canonical = sorted({canonical_role(r) for r in roles})
     prefix = secrets.token_hex(6)
@@ -49,11 +47,7 @@ def authenticate_token(secret: str) -> ApiToken | None:
     parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_SCHEME:
         return None
-    token = (
-        ApiToken.objects.select_related("principal", "principal__organization")
-        .filter(prefix=parts[1])
-        .first()
-    )
+    token = ApiToken.objects.select_related("principal", "principal__organization").filter(prefix=parts[1]).first()
     candidate = _hash(secret)
     stored = token.secret_hash if token else _hash("")
     if not hmac.compare_digest(candidate, stored) or token is None:

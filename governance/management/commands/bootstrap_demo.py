@@ -28,10 +28,15 @@ class Command(BaseCommand):
         if admin is None:
             password = secrets.token_urlsafe(12)
             admin = create_person(
-                organization, "admin", password=password, roles=[Role.PLATFORM_ADMIN, Role.GOVERNANCE_APPROVER,
-                                                                Role.GOVERNANCE_REVIEWER],
-                email="admin@demo.example", is_superuser=True, must_change_password=True,
-                first_name="Demo", last_name="Admin",
+                organization,
+                "admin",
+                password=password,
+                roles=[Role.PLATFORM_ADMIN, Role.GOVERNANCE_APPROVER, Role.GOVERNANCE_REVIEWER],
+                email="admin@demo.example",
+                is_superuser=True,
+                must_change_password=True,
+                first_name="Demo",
+                last_name="Admin",
             )
             lines.append(f"  admin login:   {base_url}/admin/   user 'admin'   password '{password}'")
             lines.append("                 (you will be asked to change this password on first login)")
@@ -39,10 +44,24 @@ class Command(BaseCommand):
             lines.append(f"  admin login:   {base_url}/admin/   user 'admin' (password set earlier)")
 
         if not Person.objects.filter(username="alice").exists():
-            alice = create_person(organization, "alice", roles=[Role.GOVERNANCE_APPROVER], manager=admin,
-                                  email="alice@demo.example", first_name="Alice", last_name="Approver")
-            bob = create_person(organization, "bob", roles=[Role.PLATFORM_OPERATOR], manager=alice,
-                                email="bob@demo.example", first_name="Bob", last_name="Operator")
+            alice = create_person(
+                organization,
+                "alice",
+                roles=[Role.GOVERNANCE_APPROVER],
+                manager=admin,
+                email="alice@demo.example",
+                first_name="Alice",
+                last_name="Approver",
+            )
+            bob = create_person(
+                organization,
+                "bob",
+                roles=[Role.PLATFORM_OPERATOR],
+                manager=alice,
+                email="bob@demo.example",
+                first_name="Bob",
+                last_name="Operator",
+            )
             team, _ = Team.objects.get_or_create(organization=organization, name="Payments")
             add_team_member(team, alice, owner=True)
             add_team_member(team, bob)

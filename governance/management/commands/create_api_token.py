@@ -11,8 +11,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--name", required=True)
-        parser.add_argument("--role", action="append", dest="roles", required=True,
-                            help="repeat for several roles (aliases admin/operator/... accepted)")
+        parser.add_argument(
+            "--role",
+            action="append",
+            dest="roles",
+            required=True,
+            help="repeat for several roles (aliases admin/operator/... accepted)",
+        )
 
     def handle(self, *args, username, name, roles, **options):
         person = Person.objects.filter(username=username).first()

@@ -25,12 +25,37 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, web_workers, concurrency, no_worker, **options):
         python = sys.executable
         commands = {
-            "web": [python, "-m", "uvicorn", "governance.asgi:application", "--host", host, "--port", str(port),
-                    "--workers", str(web_workers), "--no-access-log", "--lifespan", "off"],
+            "web": [
+                python,
+                "-m",
+                "uvicorn",
+                "governance.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                str(web_workers),
+                "--no-access-log",
+                "--lifespan",
+                "off",
+            ],
         }
         if not no_worker:
-            commands["worker"] = [python, "-m", "celery", "-A", "governance", "worker", "--loglevel", "INFO",
-                                  "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
+            commands["worker"] = [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "governance",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+            ]
             commands["beat"] = [python, "-m", "celery", "-A", "governance", "beat", "--loglevel", "INFO"]
 
         processes = {}
