@@ -8,6 +8,7 @@ so neither a subject chain nor the ledger can fork. The unique constraint on
 """
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,9 +30,27 @@ class EventDraft:
     occurred_at: datetime | None = None
 
 
+# I-JSON (RFC 7493) numbers: integers beyond this cannot be hashed exactly by JCS.
+SAFE_INTEGER = 2**53 - 1
+
+
+def _i_json(value):
+    if isinstance(value, dict):
+        return {key: _i_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_i_json(item) for item in value]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int) and abs(value) > SAFE_INTEGER:
+        return str(value)  # kept exactly, as its decimal digits
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("audit payloads cannot hold NaN or infinite numbers")
+    return value
+
+
 def json_native(value):
-    """The value exactly as it will read back from a JSON column."""
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    """The value exactly as it will read back from a JSON column, in I-JSON's domain."""
+    return _i_json(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
 
 
 def _lock_ledger_head() -> LedgerHead:
