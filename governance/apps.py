@@ -12,6 +12,7 @@ class GovernanceConfig(AppConfig):
 
     def ready(self):
         from governance import signals  # noqa: F401  (registers receivers)
+        from governance.api import schema  # noqa: F401  (registers OpenAPI extensions)
 
         if settings.MANDATE_AUTH_MODE == "open":
             logger.warning(
