@@ -13,8 +13,8 @@ def test_openapi_schema_builds_without_warnings(client):
 
 
 def test_schema_generation_has_no_errors():
-    from drf_spectacular.generators import SchemaGenerator
     from drf_spectacular.drainage import GENERATOR_STATS
+    from drf_spectacular.generators import SchemaGenerator
 
     GENERATOR_STATS.reset()
     SchemaGenerator().get_schema(request=None, public=True)
