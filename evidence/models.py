@@ -73,3 +73,49 @@ class SigningKey(models.Model):
 
     def __str__(self):
         return f"{self.kid} ({self.algorithm}, {self.status})"
+
+
+class ControlPlaneAuditRecord(models.Model):
+    """Resource-centric trail of control-plane changes (``GET /v1/controlplane/audit``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization_id = models.UUIDField(null=True, blank=True, db_index=True)
+    resource_kind = models.CharField(max_length=40)
+    resource_id = models.CharField(max_length=255)
+    resource_version = models.PositiveIntegerField(null=True, blank=True)
+    action = models.CharField(max_length=40)
+    actor = models.CharField(max_length=255)
+    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    summary = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        indexes = [models.Index(fields=["resource_kind", "resource_id"])]
+
+    def __str__(self):
+        return f"{self.action} {self.resource_kind}/{self.resource_id}"
+
+
+class AdminAuditRecord(models.Model):
+    """Platform administrative actions (``GET /v1/platform/admin-audit``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization_id = models.UUIDField(null=True, blank=True, db_index=True)
+    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=60, db_index=True)
+    outcome = models.CharField(max_length=10, default="success")
+    actor_type = models.CharField(max_length=20)
+    actor_id = models.CharField(max_length=255, blank=True)
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=255, blank=True)
+    request_id = models.CharField(max_length=255, blank=True)
+    client_ip = models.CharField(max_length=64, blank=True)
+    required_permission = models.CharField(max_length=80, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+
+    def __str__(self):
+        return f"{self.action} ({self.outcome})"

@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("v1/", include("evidence.api.urls")),
+    path("v1/", include("controlplane.api.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     # Unknown API routes answer the API's JSON error, not an HTML page.

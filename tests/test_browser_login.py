@@ -11,8 +11,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_bootstrap_admin_signs_in_changes_password_and_reaches_the_console(page):  # noqa: F811
     organization = ensure_organization("acme", "Acme")
     create_person(
-        organization, "boot", password="first-Password-1", roles=[Role.PLATFORM_ADMIN],
-        is_superuser=True, must_change_password=True,
+        organization,
+        "boot",
+        password="first-Password-1",
+        roles=[Role.PLATFORM_ADMIN],
+        is_superuser=True,
+        must_change_password=True,
     )
 
     page.goto("/admin/")

@@ -1,0 +1,123 @@
+from django.db import models
+
+
+class ServiceType(models.TextChoices):
+    CUSTOMER_FACING = "customer_facing"
+    INTERNAL = "internal"
+    TECHNICAL = "technical"
+
+
+class BusinessServiceStatus(models.TextChoices):
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+
+
+class StructuralStatus(models.TextChoices):
+    """Capabilities and processes."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    DEPRECATED = "deprecated"
+
+
+class RiskTier(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class FailMode(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class SurfaceStatus(models.TextChoices):
+    DRAFT = "draft"
+    REVIEW = "review"
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+    RETIRED = "retired"
+
+
+class ProfileStatus(models.TextChoices):
+    REVIEW = "review"
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+    RETIRED = "retired"
+
+
+TERMINAL_STATUSES = frozenset({"deprecated", "retired"})
+
+
+class EscalationMode(models.TextChoices):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class ConsequenceType(models.TextChoices):
+    MONETARY = "monetary"
+    RISK_RATING = "risk_rating"
+
+
+class RiskRating(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+RISK_RATING_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+class AgentType(models.TextChoices):
+    AI = "ai"
+    SERVICE = "service"
+    OPERATOR = "operator"
+
+
+# YAML agent types that MIDAS bundles use, folded onto Mandate's three.
+AGENT_TYPE_ALIASES = {
+    "llm_agent": AgentType.AI,
+    "copilot": AgentType.AI,
+    "workflow": AgentType.SERVICE,
+    "automation": AgentType.SERVICE,
+    "rpa": AgentType.SERVICE,
+}
+
+
+class OperationalState(models.TextChoices):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+class GrantStatus(models.TextChoices):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+# Grant transitions: revoked is terminal.
+GRANT_TRANSITIONS = {
+    GrantStatus.ACTIVE: {GrantStatus.SUSPENDED, GrantStatus.REVOKED},
+    GrantStatus.SUSPENDED: {GrantStatus.ACTIVE, GrantStatus.REVOKED},
+    GrantStatus.REVOKED: set(),
+}
+
+
+class Kind(models.TextChoices):
+    """Bundle document kinds, in the order apply creates them."""
+
+    BUSINESS_SERVICE = "BusinessService"
+    CAPABILITY = "Capability"
+    BUSINESS_SERVICE_CAPABILITY = "BusinessServiceCapability"
+    PROCESS = "Process"
+    POLICY = "Policy"
+    SURFACE = "Surface"
+    AGENT = "Agent"
+    PROFILE = "Profile"
+    GRANT = "Grant"
+
+
+APPLY_ORDER = list(Kind.values)
+VERSIONED_KINDS = frozenset({Kind.SURFACE, Kind.PROFILE})

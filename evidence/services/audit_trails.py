@@ -1,0 +1,69 @@
+"""The two non-chained audit trails: control-plane changes and platform administration."""
+
+from evidence.models import AdminAuditRecord, ControlPlaneAuditRecord
+
+
+def record_controlplane_change(
+    *,
+    organization_id,
+    kind: str,
+    resource_id: str,
+    action: str,
+    actor: str,
+    version: int | None = None,
+    summary: str = "",
+    details: dict | None = None,
+) -> ControlPlaneAuditRecord:
+    return ControlPlaneAuditRecord.objects.create(
+        organization_id=organization_id,
+        resource_kind=kind,
+        resource_id=resource_id,
+        resource_version=version,
+        action=action,
+        actor=actor,
+        summary=summary,
+        details=details or {},
+    )
+
+
+def controlplane_change(**fields) -> ControlPlaneAuditRecord:
+    """An unsaved record, for bulk_create by callers writing many at once (bundle apply)."""
+    return ControlPlaneAuditRecord(
+        organization_id=fields["organization_id"],
+        resource_kind=fields["kind"],
+        resource_id=fields["resource_id"],
+        resource_version=fields.get("version"),
+        action=fields["action"],
+        actor=fields["actor"],
+        summary=fields.get("summary", ""),
+        details=fields.get("details") or {},
+    )
+
+
+def record_admin_action(
+    *,
+    action: str,
+    actor_type: str,
+    actor_id: str = "",
+    outcome: str = "success",
+    organization_id=None,
+    target_type: str = "",
+    target_id: str = "",
+    request_id: str = "",
+    client_ip: str = "",
+    required_permission: str = "",
+    details: dict | None = None,
+) -> AdminAuditRecord:
+    return AdminAuditRecord.objects.create(
+        organization_id=organization_id,
+        action=action,
+        outcome=outcome,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        request_id=request_id,
+        client_ip=client_ip,
+        required_permission=required_permission,
+        details=details or {},
+    )

@@ -1,0 +1,27 @@
+"""Which organization an API call acts in."""
+
+from django.conf import settings
+
+from governance.api.errors import APIError
+from governance.api.permissions import credential_of
+from governance.models import Organization
+
+
+def request_organization(request) -> Organization:
+    """The caller's organization: the credential's, else (open mode, or a superuser with no
+    organization) the default organization named by MANDATE_DEFAULT_ORGANIZATION."""
+    cached = getattr(request, "_mandate_organization", None)
+    if cached is not None:
+        return cached
+    credential = credential_of(request)
+    organization = None
+    if credential is not None and credential.organization_id:
+        organization = Organization.objects.filter(pk=credential.organization_id).first()
+    elif credential is not None and (credential.kind == "open" or getattr(request.user, "is_superuser", False)):
+        organization, _ = Organization.objects.get_or_create(
+            slug=settings.MANDATE_DEFAULT_ORGANIZATION, defaults={"name": settings.MANDATE_DEFAULT_ORGANIZATION}
+        )
+    if organization is None:
+        raise APIError(403, "forbidden: the credential is not bound to an organization")
+    request._mandate_organization = organization
+    return organization
