@@ -54,7 +54,10 @@ class APIBodyLimitMiddleware(MiddlewareMixin):
             return None
         view_class = getattr(view_func, "cls", None) or getattr(view_func, "view_class", None)
         limit = getattr(view_class, "max_body_bytes", None) or settings.MANDATE_MAX_BODY_BYTES
-        too_large = error_response(413, f"request body too large (limit {limit} bytes)")
+        # MIDAS answers 400 for oversized bundles; views say so with body_too_large_status.
+        too_large = error_response(
+            getattr(view_class, "body_too_large_status", 413), f"request body too large (limit {limit} bytes)"
+        )
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

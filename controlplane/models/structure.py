@@ -15,7 +15,7 @@ class BusinessService(Declared):
         max_length=20, choices=BusinessServiceStatus.choices, default=BusinessServiceStatus.ACTIVE
     )
     owner_id = models.CharField(max_length=255, blank=True)
-    external_ref = models.CharField(max_length=255, blank=True)
+    external_ref = models.JSONField(null=True, blank=True)  # a string or {source_system, source_id, ...}
 
     class Meta:
         ordering = ["key"]

@@ -1,0 +1,67 @@
+"""Rego policies, compiled and evaluated in-process with regopy (rego-cpp)."""
+
+import json
+import re
+from dataclasses import dataclass
+
+from regopy import Interpreter
+
+PACKAGE_LINE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$", re.M)
+PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class PolicyError(Exception):
+    """A policy that does not compile, or whose evaluation failed."""
+
+
+def declared_package(source: str) -> str | None:
+    match = PACKAGE_LINE.search(source)
+    return match.group(1) if match else None
+
+
+def _interpreter(module_name: str, source: str) -> Interpreter:
+    interpreter = Interpreter()
+    interpreter.add_module(module_name, source)
+    return interpreter
+
+
+def compile_check(package: str, source: str) -> None:
+    """Raise PolicyError unless ``source`` compiles and declares ``package``."""
+    found = declared_package(source)
+    if found is None:
+        raise PolicyError("source has no package declaration")
+    if found != package:
+        raise PolicyError(f"source declares package {found!r}, spec says {package!r}")
+    try:
+        _interpreter("policy.rego", source).query(f"data.{package}")
+    except Exception as exc:  # regopy raises RegoError with the compiler's messages
+        raise PolicyError(_first_line(exc)) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    messages = re.findall(r"errormsg \d+:([^)]*)\)", text)
+    return "; ".join(dict.fromkeys(messages)) if messages else (text.splitlines()[0] if text else type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    allow: bool
+    detail: dict
+
+
+def evaluate(package: str, source: str, rule: str, input_document: dict) -> PolicyDecision:
+    """Evaluate ``data.<package>.<rule>`` with ``input``; undefined means deny."""
+    try:
+        interpreter = _interpreter("policy.rego", source)
+        interpreter.set_input(input_document)
+        output = interpreter.query(f"data.{package}.{rule}")
+    except Exception as exc:
+        raise PolicyError(_first_line(exc)) from exc
+    text = str(output).strip()
+    if text == "undefined" or not text:
+        value = None
+    else:
+        expressions = json.loads(text).get("expressions") or []
+        value = expressions[0] if expressions else None
+    return PolicyDecision(allow=value is True, detail={"result": value})
