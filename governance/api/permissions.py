@@ -3,6 +3,7 @@
 from rest_framework import exceptions, permissions
 
 from governance.api.authentication import Credential
+from governance.api.errors import APIError
 
 
 class Forbidden(exceptions.PermissionDenied):
@@ -17,11 +18,22 @@ def credential_of(request) -> Credential | None:
 
 
 class IsAuthenticatedPrincipal(permissions.BasePermission):
-    """Any authenticated credential; the default for every API view."""
+    """Any authenticated credential; the default for every API view.
+
+    A session of a person who must change their password (the bootstrap admin) may only
+    call views marked ``allowed_before_password_change``. Bearer tokens are unaffected.
+    """
 
     def has_permission(self, request, view):
-        if credential_of(request) is None:
+        credential = credential_of(request)
+        if credential is None:
             raise exceptions.NotAuthenticated()
+        if (
+            credential.kind == "session"
+            and getattr(request.user, "must_change_password", False)
+            and not getattr(view, "allowed_before_password_change", False)
+        ):
+            raise APIError(403, "password change required")
         return True
 
 

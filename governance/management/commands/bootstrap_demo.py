@@ -8,6 +8,7 @@ import secrets
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from evidence.services.audit_trails import record_admin_action
 from governance.choices import Role
 from governance.models import Person, Team
 from governance.services.people import add_team_member, create_person, ensure_organization
@@ -37,6 +38,15 @@ class Command(BaseCommand):
                 must_change_password=True,
                 first_name="Demo",
                 last_name="Admin",
+            )
+            # A platform-level record (no organization): see docs/admin-audit.md. No password material.
+            record_admin_action(
+                action="bootstrap.admin_created",
+                actor_type="system",
+                actor_id="system:bootstrap",
+                target_type="user",
+                target_id=str(admin.pk),
+                details={"username": admin.username},
             )
             lines.append(f"  admin login:   {base_url}/admin/   user 'admin'   password '{password}'")
             lines.append("                 (you will be asked to change this password on first login)")
