@@ -28,6 +28,8 @@ run: install var/secret_key
 	$(PY) manage.py migrate --no-input && \
 	$(PY) manage.py collectstatic --no-input --verbosity 0 && \
 	$(PY) manage.py bootstrap_demo --base-url http://$(HOST):$(PORT) && \
+	$(PY) manage.py apply_bundle controlplane/demo/bundle.yaml --organization demo --actor system:demo \
+		--approve-as admin && \
 	exec $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install

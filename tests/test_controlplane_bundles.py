@@ -358,3 +358,18 @@ def test_concurrent_applies_of_one_bundle_create_once(organization):
     statuses = sorted(tuple(sorted({r["status"] for r in result})) for result in results)
     assert statuses == [("created",), ("unchanged",), ("unchanged",), ("unchanged",)]
     assert Surface.objects.count() == 1 and Grant.objects.count() == 1
+
+
+def test_apply_bundle_command_loads_and_approves_the_demo(organization, make_person, capsys):
+    from django.core.management import call_command
+
+    make_person(roles=[Role.PLATFORM_ADMIN], username="boss")
+    call_command("apply_bundle", "controlplane/demo/bundle.yaml", "--organization", organization.slug,
+                 "--actor", "system:demo", "--approve-as", "boss")
+    out = capsys.readouterr().out
+    assert "17 created" in out and "approved Surface surf-payment-release v1 as boss" in out
+    assert set(Surface.objects.values_list("status", flat=True)) == {"active"}
+    assert Surface.objects.get(key="surf-payment-release").approved_by == "boss"
+    call_command("apply_bundle", "controlplane/demo/bundle.yaml", "--organization", organization.slug,
+                 "--approve-as", "boss")
+    assert "17 unchanged" in capsys.readouterr().out
