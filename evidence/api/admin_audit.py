@@ -4,7 +4,6 @@ import re
 from datetime import UTC
 
 from django.conf import settings
-from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -12,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evidence.models import AdminAuditRecord
+from evidence.services.audit_trails import admin_audit_entries
 from governance.api.permissions import HasRole, credential_of
 from governance.api.tenancy import request_organization
 from governance.choices import Role
@@ -19,16 +19,6 @@ from governance.choices import Role
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 FILTER_FIELDS = ("action", "outcome", "actor_id", "target_type", "target_id")
-
-
-def admin_audit_entries(organization, *, include_platform_records: bool, filters: dict, limit: int):
-    """Newest first: the organization's records, plus records bound to no organization (the
-    platform's own, e.g. ``bootstrap.admin_created``) when ``include_platform_records``."""
-    scope = Q(organization_id=organization.pk)
-    if include_platform_records:
-        scope |= Q(organization_id__isnull=True)
-    exact = {name: value for name, value in filters.items() if value}
-    return list(AdminAuditRecord.objects.filter(scope, **exact).order_by("-occurred_at", "-id")[:limit])
 
 
 def sees_platform_records(request, organization) -> bool:

@@ -1,5 +1,7 @@
 """The two non-chained audit trails: control-plane changes and platform administration."""
 
+from django.db.models import Q
+
 from evidence.models import AdminAuditRecord, ControlPlaneAuditRecord
 
 
@@ -67,3 +69,13 @@ def record_admin_action(
         required_permission=required_permission,
         details=details or {},
     )
+
+
+def admin_audit_entries(organization, *, include_platform_records: bool, filters: dict, limit: int):
+    """Newest first: the organization's records, plus records bound to no organization (the
+    platform's own, e.g. ``bootstrap.admin_created``) when ``include_platform_records``."""
+    scope = Q(organization_id=organization.pk)
+    if include_platform_records:
+        scope |= Q(organization_id__isnull=True)
+    exact = {name: value for name, value in filters.items() if value}
+    return list(AdminAuditRecord.objects.filter(scope, **exact).order_by("-occurred_at", "-id")[:limit])

@@ -84,6 +84,15 @@ class SessionAuthentication(authentication.SessionAuthentication):
             organization_id=str(person.organization_id) if person.organization_id else None,
         )
 
+    def enforce_csrf(self, request):
+        # Say what failed: a bare "forbidden" leaves script authors guessing.
+        try:
+            super().enforce_csrf(request)
+        except exceptions.PermissionDenied as exc:
+            from governance.api.errors import APIError
+
+            raise APIError(403, str(exc.detail)) from exc
+
 
 class OpenModeAuthentication(authentication.BaseAuthentication):
     """MANDATE_AUTH_MODE=open: unauthenticated calls act as a local admin. Experiments only."""
