@@ -1,0 +1,257 @@
+"""Lifecycle changes of declared authority.
+
+Surfaces and profiles move review → active → deprecated by explicit approval; grants move
+between active, suspended and revoked (``GRANT_TRANSITIONS``). Each change locks the row it
+changes (``SELECT ... FOR UPDATE``), so two concurrent approvals cannot both succeed, and
+writes a control-plane audit record in the same transaction.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane.choices import GRANT_TRANSITIONS, GrantStatus, Kind, ProfileStatus, SurfaceStatus
+from controlplane.models import Grant, Profile, Surface
+from controlplane.services.documents import RESOURCE_ID
+from evidence.services.audit_trails import record_controlplane_change
+from governance.api.errors import APIError
+from governance.choices import Role
+
+APPROVE_PERMISSION = "controlplane:approve"
+LIFECYCLE_PERMISSION = "controlplane:lifecycle"
+
+# Grant actions and the status each one leads to.
+GRANT_ACTIONS = {
+    "suspend": GrantStatus.SUSPENDED,
+    "revoke": GrantStatus.REVOKED,
+    "reinstate": GrantStatus.ACTIVE,
+}
+
+
+def _normalized(name) -> str:
+    return str(name or "").strip().casefold()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who makes a lifecycle change.
+
+    ``name`` is what gets recorded (``approved_by``, the audit ``actor``); ``identities``
+    are every name the principal is known by (username, email, UUID), normalized, for the
+    ownership and maker-checker rules.
+    """
+
+    name: str
+    identities: frozenset[str]
+    is_admin: bool = False
+
+    @classmethod
+    def of(cls, user, roles, *, subject_id: str = "", claimed: str = "") -> "Principal":
+        """The authenticated person; with no person behind the credential (open mode), the
+        identity the request body claims."""
+        username = getattr(user, "username", "") if getattr(user, "is_authenticated", False) else ""
+        is_admin = Role.PLATFORM_ADMIN in roles
+        if username:
+            names = {username, getattr(user, "email", ""), str(getattr(user, "pk", "") or "")}
+            return cls(username, frozenset(_normalized(n) for n in names if _normalized(n)), is_admin)
+        name = str(claimed or "").strip() or subject_id or "anonymous"
+        return cls(name, frozenset({_normalized(name)}), is_admin)
+
+    def is_one_of(self, *names) -> bool:
+        return any(_normalized(n) in self.identities for n in names if _normalized(n))
+
+
+def valid_identifier(value: str) -> bool:
+    """A declared resource's id, as bundles' ``metadata.id`` allows it."""
+    return RESOURCE_ID.fullmatch(value or "") is not None
+
+
+# --- surfaces ---------------------------------------------------------------------------
+
+
+def _locked_surface_versions(organization, surface_id):
+    return Surface.objects.select_for_update().filter(organization=organization, key=surface_id).order_by("-version")
+
+
+@transaction.atomic
+def approve_surface(*, organization, surface_id: str, principal: Principal, submitted_by: str) -> Surface:
+    """Promote the surface's latest version from review to active.
+
+    Other versions that are already active stay active: evaluation uses the newest active
+    version whose effective window covers now.
+    """
+    surface = _locked_surface_versions(organization, surface_id).first()
+    if surface is None:
+        raise APIError(404, f"surface {surface_id!r} not found")
+    if not principal.is_admin and not principal.is_one_of(surface.business_owner, surface.technical_owner):
+        # A governance approver may approve only the surfaces they own.
+        raise APIError(403, "forbidden", required_permission=APPROVE_PERMISSION)
+    if surface.status != SurfaceStatus.REVIEW:
+        raise APIError(
+            409, f"surface {surface_id!r} is not in review status (version {surface.version} is {surface.status})"
+        )
+    if principal.is_one_of(submitted_by, surface.submitted_by):
+        raise APIError(409, "maker-checker: the submitter cannot approve their own surface")
+
+    now = timezone.now()
+    surface.status = SurfaceStatus.ACTIVE
+    surface.approved_by = principal.name
+    surface.approved_at = now
+    surface.effective_from = surface.effective_from or now
+    surface.save(update_fields=["status", "approved_by", "approved_at", "effective_from", "updated_at"])
+    record_controlplane_change(
+        organization_id=organization.pk,
+        kind=Kind.SURFACE,
+        resource_id=surface.key,
+        version=surface.version,
+        action="approve",
+        actor=principal.name,
+        summary=f"surface {surface.key} v{surface.version} approved (review → active)",
+        details={"from_status": SurfaceStatus.REVIEW, "to_status": SurfaceStatus.ACTIVE, "submitted_by": submitted_by},
+    )
+    return surface
+
+
+@transaction.atomic
+def deprecate_surface(
+    *, organization, surface_id: str, principal: Principal, reason: str, successor_id: str = ""
+) -> Surface:
+    """Deprecate the surface: every active version becomes deprecated (so an older active
+    version cannot silently take over evaluation). Returns the newest one."""
+    versions = list(_locked_surface_versions(organization, surface_id))
+    if not versions:
+        raise APIError(404, f"surface {surface_id!r} not found")
+    if successor_id:
+        if successor_id == surface_id:
+            raise APIError(400, "successor_id: a surface cannot be its own successor")
+        if not Surface.objects.filter(organization=organization, key=successor_id).exists():
+            raise APIError(400, f"successor_id: surface {successor_id!r} not found")
+    active = [surface for surface in versions if surface.status == SurfaceStatus.ACTIVE]
+    if not active:
+        raise APIError(
+            409,
+            f"surface {surface_id!r} is not in active status (version {versions[0].version} is {versions[0].status})",
+        )
+
+    for surface in active:
+        surface.status = SurfaceStatus.DEPRECATED
+        surface.deprecation_reason = reason
+        surface.successor_surface_id = successor_id
+        surface.save(update_fields=["status", "deprecation_reason", "successor_surface_id", "updated_at"])
+        record_controlplane_change(
+            organization_id=organization.pk,
+            kind=Kind.SURFACE,
+            resource_id=surface.key,
+            version=surface.version,
+            action="deprecate",
+            actor=principal.name,
+            summary=f"surface {surface.key} v{surface.version} deprecated (active → deprecated)",
+            details={
+                "from_status": SurfaceStatus.ACTIVE,
+                "to_status": SurfaceStatus.DEPRECATED,
+                "deprecation_reason": reason,
+                "successor_surface_id": successor_id,
+            },
+        )
+    return active[0]
+
+
+# --- profiles ---------------------------------------------------------------------------
+
+
+def _locked_profile_version(organization, profile_id: str, version: int) -> Profile:
+    profile = (
+        Profile.objects.select_for_update().filter(organization=organization, key=profile_id, version=version).first()
+    )
+    if profile is not None:
+        return profile
+    if Profile.objects.filter(organization=organization, key=profile_id).exists():
+        raise APIError(404, f"profile {profile_id!r} has no version {version}")
+    raise APIError(404, f"profile {profile_id!r} not found")
+
+
+def _change_profile_status(organization, profile_id, version, principal, *, action, from_status, to_status, **fields):
+    profile = _locked_profile_version(organization, profile_id, version)
+    if profile.status != from_status:
+        raise APIError(
+            409, f"profile {profile_id!r} version {version} is not in {from_status} status (it is {profile.status})"
+        )
+    profile.status = to_status
+    for name, value in fields.items():
+        setattr(profile, name, value)
+    profile.save(update_fields=["status", *fields, "updated_at"])
+    record_controlplane_change(
+        organization_id=organization.pk,
+        kind=Kind.PROFILE,
+        resource_id=profile.key,
+        version=profile.version,
+        action=action,
+        actor=principal.name,
+        summary=f"profile {profile.key} v{profile.version} {action}d ({from_status} → {to_status})",
+        details={"from_status": from_status, "to_status": to_status},
+    )
+    return profile
+
+
+@transaction.atomic
+def approve_profile(*, organization, profile_id: str, version: int, principal: Principal) -> Profile:
+    """Promote one profile version from review to active."""
+    return _change_profile_status(
+        organization,
+        profile_id,
+        version,
+        principal,
+        action="approve",
+        from_status=ProfileStatus.REVIEW,
+        to_status=ProfileStatus.ACTIVE,
+        approved_by=principal.name,
+        approved_at=timezone.now(),
+    )
+
+
+@transaction.atomic
+def deprecate_profile(*, organization, profile_id: str, version: int, principal: Principal) -> Profile:
+    """Move one profile version from active to deprecated."""
+    return _change_profile_status(
+        organization,
+        profile_id,
+        version,
+        principal,
+        action="deprecate",
+        from_status=ProfileStatus.ACTIVE,
+        to_status=ProfileStatus.DEPRECATED,
+    )
+
+
+# --- grants -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def change_grant_status(*, organization, grant_id: str, action: str, principal: Principal, reason: str) -> Grant:
+    """Suspend, revoke or reinstate a grant, as ``GRANT_TRANSITIONS`` allows (revoked is terminal)."""
+    target = GRANT_ACTIONS[action]
+    grant = (
+        Grant.objects.select_for_update(of=("self",))
+        .select_related("agent")
+        .filter(organization=organization, key=grant_id)
+        .first()
+    )
+    if grant is None:
+        raise APIError(404, f"grant {grant_id!r} not found")
+    current = grant.status
+    if target not in GRANT_TRANSITIONS.get(current, set()):
+        raise APIError(409, f"grant {grant_id!r} is {current}: cannot {action} it")
+
+    grant.status = target
+    grant.save(update_fields=["status", "updated_at"])
+    record_controlplane_change(
+        organization_id=organization.pk,
+        kind=Kind.GRANT,
+        resource_id=grant.key,
+        action=action,
+        actor=principal.name,
+        summary=f"grant {grant.key} {current} → {target}: {reason}",
+        details={"from_status": current, "to_status": target, "reason": reason},
+    )
+    return grant
