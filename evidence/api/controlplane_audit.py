@@ -1,9 +1,6 @@
 """``GET /v1/controlplane/audit``: the resource-centric trail of control-plane changes
 (bundle applies and lifecycle actions), newest first, scoped to the caller's organization."""
 
-import re
-from datetime import datetime
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -11,55 +8,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evidence.models import ControlPlaneAuditRecord
-from governance.api.errors import APIError
+from evidence.services.audit_trails import controlplane_audit_entries
 from governance.api.permissions import HasRole
+from governance.api.query_params import MAX_LIMIT, parse_limit, parse_rfc3339
 from governance.api.tenancy import request_organization
 from governance.choices import Role
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
-
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-
-
-def parse_rfc3339(name: str, value: str) -> datetime:
-    """An RFC 3339 timestamp (offset required), or a 400 naming the parameter."""
-    if RFC3339.match(value):
-        try:
-            return datetime.fromisoformat(value.upper())
-        except ValueError:
-            pass
-    raise APIError(
-        400, f"{name} must be an RFC 3339 timestamp such as 2026-04-18T09:12:04Z (percent-encode '+' as %2B)"
-    )
-
-
-def parse_limit(value: str | None) -> int:
-    if not value:
-        return DEFAULT_LIMIT
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
-        raise APIError(400, f"limit must be an integer between 1 and {MAX_LIMIT}")
-    return int(value)
-
-
-def controlplane_audit_entries(
-    organization_id, *, kind="", resource_id="", actor="", action="", since=None, until=None, limit=DEFAULT_LIMIT
-):
-    """Records matching every given filter, newest first. ``since`` and ``until`` are inclusive."""
-    records = ControlPlaneAuditRecord.objects.filter(organization_id=organization_id)
-    if kind:
-        records = records.filter(resource_kind__iexact=kind)
-    if resource_id:
-        records = records.filter(resource_id=resource_id)
-    if actor:
-        records = records.filter(actor=actor)
-    if action:
-        records = records.filter(action=action)
-    if since is not None:
-        records = records.filter(occurred_at__gte=since)
-    if until is not None:
-        records = records.filter(occurred_at__lte=until)
-    return list(records.order_by("-occurred_at", "-id")[:limit])
 
 
 class ControlPlaneAuditEntrySerializer(serializers.ModelSerializer):
@@ -124,6 +79,6 @@ class ControlPlaneAuditView(APIView):
             action=params.get("action", ""),
             since=parse_rfc3339("since", since) if since else None,
             until=parse_rfc3339("until", until) if until else None,
-            limit=parse_limit(params.get("limit")),
+            limit=parse_limit(params.get("limit"), DEFAULT_LIMIT),
         )
         return Response({"entries": ControlPlaneAuditEntrySerializer(entries, many=True).data, "count": len(entries)})

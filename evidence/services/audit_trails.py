@@ -79,3 +79,23 @@ def admin_audit_entries(organization, *, include_platform_records: bool, filters
         scope |= Q(organization_id__isnull=True)
     exact = {name: value for name, value in filters.items() if value}
     return list(AdminAuditRecord.objects.filter(scope, **exact).order_by("-occurred_at", "-id")[:limit])
+
+
+def controlplane_audit_entries(
+    organization_id, *, kind="", resource_id="", actor="", action="", since=None, until=None, limit=100
+):
+    """Records matching every given filter, newest first. ``since`` and ``until`` are inclusive."""
+    records = ControlPlaneAuditRecord.objects.filter(organization_id=organization_id)
+    if kind:
+        records = records.filter(resource_kind__iexact=kind)
+    if resource_id:
+        records = records.filter(resource_id=resource_id)
+    if actor:
+        records = records.filter(actor=actor)
+    if action:
+        records = records.filter(action=action)
+    if since is not None:
+        records = records.filter(occurred_at__gte=since)
+    if until is not None:
+        records = records.filter(occurred_at__lte=until)
+    return list(records.order_by("-occurred_at", "-id")[:limit])
