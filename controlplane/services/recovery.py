@@ -58,7 +58,9 @@ ACTIVE = SurfaceStatus.ACTIVE
 
 
 def latest_versions(versions: QuerySet) -> QuerySet:
-    """The latest version of each id in ``versions`` (one query, whatever the number of ids)."""
+    """The rows of ``versions`` that are their id's latest version in the organization, one query
+    whatever the number of ids. Filter afterwards to ask about the latest version (a profile
+    whose latest version is attached to a surface), before to narrow which ids to look at."""
     newest = versions.model.objects.filter(organization=OuterRef("organization"), key=OuterRef("key")).order_by(
         "-version"
     )
