@@ -1,4 +1,13 @@
+import re
+
 from django.db import models
+
+# A declared resource's id (bundle metadata.id; the MIDAS API's "id").
+RESOURCE_ID = re.compile(r"\A[a-z0-9._-]{1,255}\Z")
+
+
+def is_resource_id(value) -> bool:
+    return isinstance(value, str) and RESOURCE_ID.match(value) is not None
 
 
 class ServiceType(models.TextChoices):

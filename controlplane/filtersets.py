@@ -4,12 +4,11 @@ Every filter is optional unless a view says otherwise; a value a filter cannot t
 (an unknown status, an id that is not an id) is a 400, never an empty list.
 """
 
-import re
-
 import django_filters
 from django.core.validators import RegexValidator
 
 from controlplane.choices import (
+    RESOURCE_ID,
     BusinessServiceStatus,
     GrantStatus,
     ProfileStatus,
@@ -17,22 +16,18 @@ from controlplane.choices import (
     ServiceType,
     StructuralStatus,
     SurfaceStatus,
+    is_resource_id,
 )
 from controlplane.models import BusinessService, Capability, Grant, Process, Profile, Surface
 
-# A declared resource's id (bundle ``metadata.id``). \A...\Z, not ^...$: "id\n" is not an id.
-IDENTIFIER = re.compile(r"\A[a-z0-9._-]{1,255}\Z")
-
-
-def is_identifier(value) -> bool:
-    return isinstance(value, str) and IDENTIFIER.match(value) is not None
+is_identifier = is_resource_id
 
 
 class IdentifierFilter(django_filters.CharFilter):
     """Matches a related resource by its id (``key``)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("validators", [RegexValidator(IDENTIFIER, "invalid identifier")])
+        kwargs.setdefault("validators", [RegexValidator(RESOURCE_ID, "invalid identifier")])
         super().__init__(*args, **kwargs)
 
 

@@ -88,8 +88,7 @@ _plan_response = inline_serializer(
 _bundle_example = OpenApiExample(
     "bundle",
     value=(
-        "apiVersion: midas.accept.io/v1\nkind: Agent\nmetadata:\n  id: agent-payments-prod\n"
-        "spec:\n  type: automation\n"
+        "apiVersion: midas.accept.io/v1\nkind: Agent\nmetadata:\n  id: agent-payments-prod\nspec:\n  type: automation\n"
     ),
     request_only=True,
 )

@@ -28,11 +28,11 @@ from controlplane.choices import (
     ServiceType,
     StructuralStatus,
     SurfaceStatus,
+    is_resource_id,
 )
 from controlplane.services.policies import PACKAGE_NAME, PolicyError, compile_check
 
 API_VERSIONS = frozenset({"midas.accept.io/v1", "mandate/v1"})
-RESOURCE_ID = re.compile(r"^[a-z0-9._-]{1,255}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_NODES = 2_000_000  # bounds alias expansion ("billion laughs") while walking documents
 
@@ -142,7 +142,7 @@ class _Reader:
     def ref(self, path: str, kind: str, *, required=False) -> str:
         value = self.text(path, required=required, max_length=255)
         if value:
-            if not RESOURCE_ID.match(value):
+            if not is_resource_id(value):
                 self.doc.error(f"spec.{path}", f"{path} must be a valid identifier")
                 return ""
             self.doc.references.append(Reference(kind, value, f"spec.{path}"))
@@ -491,7 +491,7 @@ def validate_document(index: int, raw) -> Document:
         doc.error("metadata", "metadata is required")
     if not doc.id:
         doc.error("metadata.id", "metadata.id is required")
-    elif not RESOURCE_ID.match(doc.id):
+    elif not is_resource_id(doc.id):
         doc.error("metadata.id", "metadata.id must be 1-255 lowercase letters, digits, '.', '-' or '_'")
     if spec is None:
         spec = {}

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane.choices import GRANT_TRANSITIONS, GrantStatus, Kind, ProfileStatus, SurfaceStatus
+from controlplane.choices import GRANT_TRANSITIONS, GrantStatus, Kind, ProfileStatus, SurfaceStatus, is_resource_id
 from controlplane.models import Grant, Profile, Surface
-from controlplane.services.documents import RESOURCE_ID
 from evidence.services.audit_trails import record_controlplane_change
 from governance.api.errors import APIError
 from governance.choices import Role
@@ -64,7 +63,7 @@ class Principal:
 
 def valid_identifier(value: str) -> bool:
     """A declared resource's id, as bundles' ``metadata.id`` allows it."""
-    return RESOURCE_ID.fullmatch(value or "") is not None
+    return is_resource_id(value)
 
 
 # --- surfaces ---------------------------------------------------------------------------
