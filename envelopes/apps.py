@@ -3,3 +3,4 @@ from django.apps import AppConfig
 
 class EnvelopesConfig(AppConfig):
     name = "envelopes"
+    verbose_name = "Envelopes"

@@ -192,6 +192,8 @@ ACCOUNT_LOGOUT_ON_GET = False
 
 # "token" (default): every API call needs a credential. "open": local experiments only.
 MANDATE_AUTH_MODE = env.str("MANDATE_AUTH_MODE", default="token")
+# Evaluation: "permissive" (process_id optional) or "enforced" (process_id required).
+MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive")
 # The organization that open mode and organization-less superusers act in.
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).

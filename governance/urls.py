@@ -32,6 +32,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("v1/", include("evidence.api.urls")),
     path("v1/", include("controlplane.api.urls")),
+    path("v1/", include("envelopes.api.urls")),
     path("auth/", include("governance.api.auth_urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

@@ -1,4 +1,5 @@
 from controlplane.models.authority import Agent, Grant, Policy, Profile, Surface
+from controlplane.models.revision import Revision
 from controlplane.models.structure import BusinessService, BusinessServiceCapability, Capability, Process
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "Policy",
     "Process",
     "Profile",
+    "Revision",
     "Surface",
 ]

@@ -24,6 +24,7 @@ from controlplane.models import (
     Surface,
 )
 from controlplane.services.documents import Document, parse_bundle
+from controlplane.services.revision import bump_revision
 from evidence.models import ControlPlaneAuditRecord
 from evidence.services.audit_trails import controlplane_change
 from governance.models import Organization
@@ -430,6 +431,8 @@ def _write(organization: Organization, plan: Plan, actor: str) -> None:
     create(Kind.PROFILE, profile)
     create(Kind.GRANT, lambda e: Grant(**base(e, "agent_id"), agent_id=agents[e.doc.fields["agent_id"]]))
     ControlPlaneAuditRecord.objects.bulk_create(audit, batch_size=1000)
+    if audit:
+        bump_revision(organization)
 
 
 def _link_parents(model, entries: list[PlanEntry], pks: dict[str, int], parent_field: str) -> None:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from controlplane.choices import GRANT_TRANSITIONS, GrantStatus, Kind, ProfileStatus, SurfaceStatus, is_resource_id
 from controlplane.models import Grant, Profile, Surface
+from controlplane.services.revision import bump_revision
 from evidence.services.audit_trails import record_controlplane_change
 from governance.api.errors import APIError
 from governance.choices import Role
@@ -99,6 +100,7 @@ def approve_surface(*, organization, surface_id: str, principal: Principal, subm
     surface.approved_at = now
     surface.effective_from = surface.effective_from or now
     surface.save(update_fields=["status", "approved_by", "approved_at", "effective_from", "updated_at"])
+    bump_revision(organization)
     record_controlplane_change(
         organization_id=organization.pk,
         kind=Kind.SURFACE,
@@ -138,6 +140,7 @@ def deprecate_surface(
         surface.deprecation_reason = reason
         surface.successor_surface_id = successor_id
         surface.save(update_fields=["status", "deprecation_reason", "successor_surface_id", "updated_at"])
+        bump_revision(organization)
         record_controlplane_change(
             organization_id=organization.pk,
             kind=Kind.SURFACE,
@@ -180,6 +183,7 @@ def _change_profile_status(organization, profile_id, version, principal, *, acti
     for name, value in fields.items():
         setattr(profile, name, value)
     profile.save(update_fields=["status", *fields, "updated_at"])
+    bump_revision(organization)
     record_controlplane_change(
         organization_id=organization.pk,
         kind=Kind.PROFILE,
@@ -244,6 +248,7 @@ def change_grant_status(*, organization, grant_id: str, action: str, principal: 
 
     grant.status = target
     grant.save(update_fields=["status", "updated_at"])
+    bump_revision(organization)
     record_controlplane_change(
         organization_id=organization.pk,
         kind=Kind.GRANT,

@@ -65,13 +65,17 @@ def chain_tail(chain_id: str) -> AuditEvent | None:
     return AuditEvent.objects.filter(chain_id=chain_id).only("sequence_no", "hash").order_by("-sequence_no").first()
 
 
-def append_events(chain_id: str, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
-    """Append ``drafts`` in order to ``chain_id``; return the stored events."""
+def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: bool = False) -> list[AuditEvent]:
+    """Append ``drafts`` in order to ``chain_id``; return the stored events.
+
+    ``new_chain=True`` says the caller just minted ``chain_id`` (a new envelope's id), which
+    saves reading the chain's tail; the unique constraint still guards the claim.
+    """
     if not drafts:
         return []
     with transaction.atomic():
         head = _lock_ledger_head()
-        tail = chain_tail(chain_id)
+        tail = None if new_chain else chain_tail(chain_id)
         sequence_no = tail.sequence_no if tail else 0
         prev = tail.hash if tail else ""
         ledger_seq, ledger_prev = head.seq, head.hash
