@@ -58,8 +58,9 @@ class Command(BaseCommand):
                 elif entry.doc.kind == Kind.PROFILE:
                     version = Profile.objects.get(organization=org, key=entry.doc.id, version=entry.version)
                     if version.status == "review":
-                        approve_profile(organization=org, profile_id=entry.doc.id, version=entry.version,
-                                        principal=principal)
+                        approve_profile(
+                            organization=org, profile_id=entry.doc.id, version=entry.version, principal=principal
+                        )
                 else:
                     continue
             except APIError as exc:
