@@ -26,7 +26,7 @@ from controlplane.choices import GRANT_TRANSITIONS, Kind, ProfileStatus, Surface
 from controlplane.models import Profile, Surface
 from controlplane.services.bundles import apply_bundle, plan_bundle
 from controlplane.services.documents import BundleSyntaxError
-from controlplane.services.lifecycle import GRANT_ACTIONS, Principal
+from controlplane.services.lifecycle import GRANT_ACTIONS, Principal, surface_approval_refusal
 from evidence.services.audit_trails import record_admin_action
 from governance.api.authentication import person_roles
 from governance.api.request_meta import client_ip_of, request_id_of
@@ -103,20 +103,15 @@ def surface_action_states(request, versions: list[Surface]) -> dict[str, ActionS
     """Approve and deprecate, for a surface whose versions are ``versions`` (newest first)."""
     if not has_any_role(request, LIFECYCLE_ROLES):
         return {"approve": NEEDS_LIFECYCLE_ROLE, "deprecate": NEEDS_LIFECYCLE_ROLE}
-    principal = principal_of(request)
     latest = versions[0]
-    if latest.status != SurfaceStatus.REVIEW:
-        approve = ActionState(
-            False, f"Only review versions can be approved; the latest version (v{latest.version}) is {latest.status}."
-        )
-    elif principal.is_one_of(latest.submitted_by):
-        approve = ActionState(False, "You submitted this version: maker-checker needs someone else to approve it.")
-    elif not principal.is_admin and not principal.is_one_of(latest.business_owner, latest.technical_owner):
-        approve = ActionState(
-            False, "Only a platform admin, or an approver who owns this surface (business or technical owner)."
-        )
-    else:
-        approve = ALLOWED
+    refusal = surface_approval_refusal(latest, principal_of(request))
+    explanations = {
+        "not_in_review": f"Only review versions can be approved; the latest version (v{latest.version}) is "
+        f"{latest.status}.",
+        "maker_checker": "You submitted this version: maker-checker needs someone else to approve it.",
+        "not_owner": "Only a platform admin, or an approver who owns this surface (business or technical owner).",
+    }
+    approve = ALLOWED if refusal is None else ActionState(False, explanations[refusal.code])
     if any(v.status == SurfaceStatus.ACTIVE for v in versions):
         deprecate = ALLOWED
     else:

@@ -3,3 +3,4 @@ from django.apps import AppConfig
 
 class ControlplaneConfig(AppConfig):
     name = "controlplane"
+    verbose_name = "Control plane"

@@ -70,6 +70,37 @@ def valid_identifier(value: str) -> bool:
 # --- surfaces ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a lifecycle action is refused: ``code`` for people (the admin explains it in its
+    own words), ``status`` and ``error`` for the API."""
+
+    code: str  # not_owner | not_in_review | maker_checker
+    status: int
+    error: str
+
+    def as_api_error(self) -> APIError:
+        if self.status == 403:
+            return APIError(403, self.error, required_permission=APPROVE_PERMISSION)
+        return APIError(self.status, self.error)
+
+
+def surface_approval_refusal(surface: Surface, principal: Principal, submitted_by: str = "") -> Refusal | None:
+    """The one rule for approving a surface's latest version; None when allowed."""
+    if not principal.is_admin and not principal.is_one_of(surface.business_owner, surface.technical_owner):
+        # A governance approver may approve only the surfaces they own.
+        return Refusal("not_owner", 403, "forbidden")
+    if surface.status != SurfaceStatus.REVIEW:
+        return Refusal(
+            "not_in_review",
+            409,
+            f"surface {surface.key!r} is not in review status (version {surface.version} is {surface.status})",
+        )
+    if principal.is_one_of(submitted_by, surface.submitted_by):
+        return Refusal("maker_checker", 409, "maker-checker: the submitter cannot approve their own surface")
+    return None
+
+
 def _locked_surface_versions(organization, surface_id):
     return Surface.objects.select_for_update().filter(organization=organization, key=surface_id).order_by("-version")
 
@@ -84,15 +115,9 @@ def approve_surface(*, organization, surface_id: str, principal: Principal, subm
     surface = _locked_surface_versions(organization, surface_id).first()
     if surface is None:
         raise APIError(404, f"surface {surface_id!r} not found")
-    if not principal.is_admin and not principal.is_one_of(surface.business_owner, surface.technical_owner):
-        # A governance approver may approve only the surfaces they own.
-        raise APIError(403, "forbidden", required_permission=APPROVE_PERMISSION)
-    if surface.status != SurfaceStatus.REVIEW:
-        raise APIError(
-            409, f"surface {surface_id!r} is not in review status (version {surface.version} is {surface.status})"
-        )
-    if principal.is_one_of(submitted_by, surface.submitted_by):
-        raise APIError(409, "maker-checker: the submitter cannot approve their own surface")
+    refusal = surface_approval_refusal(surface, principal, submitted_by)
+    if refusal is not None:
+        raise refusal.as_api_error()
 
     now = timezone.now()
     surface.status = SurfaceStatus.ACTIVE
