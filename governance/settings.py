@@ -228,6 +228,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ConsequenceTypeEnum": ["monetary", "risk_rating"],
+        "RiskRatingEnum": "controlplane.choices.RiskRating",
+        "EnvelopeStateEnum": "envelopes.choices.EnvelopeState",
+        "OutcomeEnum": "envelopes.choices.Outcome",
+    },
 }
 
 # --- I18N, static ----------------------------------------------------------------------
