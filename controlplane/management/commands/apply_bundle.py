@@ -57,10 +57,11 @@ class Command(BaseCommand):
                     approve_surface(organization=org, surface_id=entry.doc.id, principal=principal, submitted_by="")
                 elif entry.doc.kind == Kind.PROFILE:
                     version = Profile.objects.get(organization=org, key=entry.doc.id, version=entry.version)
-                    if version.status == "review":
-                        approve_profile(
-                            organization=org, profile_id=entry.doc.id, version=entry.version, principal=principal
-                        )
+                    if version.status != "review":
+                        continue  # a first version the bundle already declared active
+                    approve_profile(
+                        organization=org, profile_id=entry.doc.id, version=entry.version, principal=principal
+                    )
                 else:
                     continue
             except APIError as exc:
