@@ -1,0 +1,112 @@
+"""Reading envelopes: organization scope, newest-first order, cursor pages, request lookup.
+
+Lists are ordered newest first by ``(created_at, id)``, so a cursor — the last row's pair,
+base64url-encoded — resumes exactly where the page ended even when envelopes share a
+timestamp, and no row is skipped or repeated while new envelopes arrive (they sort before
+the cursor).
+"""
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+
+from envelopes.models import Envelope
+from governance.api.errors import APIError
+
+# Without page parameters a list answers MIDAS's plain JSON array, capped at this many
+# envelopes (the newest); page with ``limit``/``cursor`` to read further.
+PLAIN_LIST_CAP = 1000
+DEFAULT_PAGE_SIZE = 50
+NEWEST_FIRST = ("-created_at", "-id")
+
+FORBIDDEN_IN_REQUEST_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_REQUEST_ID_LENGTH = 255
+
+
+def organization_envelopes(organization) -> QuerySet:
+    """Every envelope of the organization, newest first."""
+    return Envelope.objects.filter(organization=organization).order_by(*NEWEST_FIRST)
+
+
+def parse_envelope_id(value: str) -> uuid.UUID:
+    """An envelope id from a path or body, or a 400."""
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, AttributeError) as exc:
+        raise APIError(400, "invalid envelope id") from exc
+
+
+def envelope_by_id(organization, envelope_id: str) -> Envelope:
+    """The organization's envelope with this id: 400 for an id that is not a UUID, 404 if unknown
+    (an envelope of another organization is unknown here)."""
+    found = Envelope.objects.filter(organization=organization, pk=parse_envelope_id(envelope_id)).first()
+    if found is None:
+        raise APIError(404, "envelope not found")
+    return found
+
+
+def check_request_scope(request_id: str, source: str) -> None:
+    """MIDAS's request-id rules: 1..255 characters, no ``/``, ``\\`` or control characters."""
+    for name, value in (("request id", request_id), ("source", source)):
+        if not value or len(value) > MAX_REQUEST_ID_LENGTH or FORBIDDEN_IN_REQUEST_ID.search(value):
+            raise APIError(400, f"invalid {name}")
+
+
+def envelope_by_request(organization, request_id: str, source: str = "api") -> Envelope:
+    """The envelope recorded for ``(source, request_id)``: 400 for an invalid id, 404 if none."""
+    check_request_scope(request_id, source)
+    found = Envelope.objects.filter(organization=organization, request_source=source, request_id=request_id).first()
+    if found is None:
+        raise APIError(404, "decision not found")
+    return found
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def encode_cursor(envelope: Envelope) -> str:
+    token = json.dumps([envelope.created_at.isoformat(), str(envelope.id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The ``(created_at, id)`` a cursor names, or a 400."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, envelope_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return moment, uuid.UUID(envelope_id)
+    except (ValueError, TypeError, UnicodeError, binascii.Error) as exc:
+        raise APIError(400, "invalid cursor") from exc
+
+
+@dataclass
+class Page:
+    items: list[Envelope]
+    next_cursor: str | None
+
+
+def envelope_page(queryset: QuerySet, limit: int, cursor: str = "") -> Page:
+    """One page of ``queryset`` (already newest first) after ``cursor``; ``next_cursor`` is
+    ``None`` on the last page. One query."""
+    if cursor:
+        created_at, envelope_id = decode_cursor(cursor)
+        queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=envelope_id))
+    rows = list(queryset.order_by(*NEWEST_FIRST)[: limit + 1])
+    if len(rows) > limit:
+        return Page(rows[:limit], encode_cursor(rows[limit - 1]))
+    return Page(rows, None)
+
+
+def capped_list(queryset: QuerySet) -> tuple[list[Envelope], bool]:
+    """The newest ``PLAIN_LIST_CAP`` envelopes of ``queryset`` and whether more exist. One query."""
+    rows = list(queryset.order_by(*NEWEST_FIRST)[: PLAIN_LIST_CAP + 1])
+    return rows[:PLAIN_LIST_CAP], len(rows) > PLAIN_LIST_CAP
