@@ -228,6 +228,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Open mode is a local-experiment switch, not a security scheme clients should use.
+    "AUTHENTICATION_WHITELIST": [
+        "governance.api.authentication.BearerTokenAuthentication",
+        "governance.api.authentication.SessionAuthentication",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ConsequenceTypeEnum": ["monetary", "risk_rating"],
         "RiskRatingEnum": "controlplane.choices.RiskRating",

@@ -21,15 +21,3 @@ class SessionScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "apiKey", "in": "cookie", "name": "sessionid"}
-
-
-class OpenModeScheme(OpenApiAuthenticationExtension):
-    target_class = "governance.api.authentication.OpenModeAuthentication"
-    name = "openMode"
-    optional = True
-
-    def get_security_definition(self, auto_schema):
-        return {}
-
-    def get_security_requirement(self, auto_schema):
-        return {}
