@@ -210,7 +210,7 @@ REST_FRAMEWORK = {
         "governance.api.authentication.OpenModeAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["governance.api.permissions.IsAuthenticatedPrincipal"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["governance.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -219,7 +219,8 @@ def test_bad_requests_are_400(operator, demo, body):
 
 
 def test_malformed_and_trailing_json_is_400(operator, demo):
-    for raw in ('{"surface_id": "x",', '{"surface_id": "s"} {}', "[]"):
+    for raw in ('{"surface_id": "x",', '{"surface_id": "s"} {}', "[]", '{"confidence": NaN}',
+                '{"surface_id": "s", "agent_id": "a", "confidence": 0.5, "context": {"x": 1e400}}'):
         response = operator.post("/v1/evaluate", data=raw, content_type="application/json")
         assert response.status_code == 400
 
