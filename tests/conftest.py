@@ -23,6 +23,14 @@ def organization(db):
 
 
 @pytest.fixture
+def demo(organization):
+    """The organization with the demo bundle declared and active."""
+    from tests.factories import declare_demo_authority
+
+    return declare_demo_authority(organization)
+
+
+@pytest.fixture
 def make_person(organization):
     counter = {"n": 0}
 

@@ -1,11 +1,14 @@
 """Typed factories for control-plane objects, for tests that need state without a bundle."""
 
 from datetime import timedelta
+from pathlib import Path
 
 from django.utils import timezone
 
 from controlplane.models import Agent, BusinessService, Capability, Grant, Process, Profile, Surface
 from governance.models import Organization
+
+DEMO_BUNDLE = (Path(__file__).resolve().parent.parent / "controlplane" / "demo" / "bundle.yaml").read_bytes()
 
 
 def business_service(org: Organization, key="bs-lending", **fields) -> BusinessService:
@@ -62,3 +65,15 @@ def agent(org: Organization, key="agent-loans", **fields) -> Agent:
 def grant(org: Organization, key="grant-loans", agent_=None, profile_key="prof-loans-standard", **fields) -> Grant:
     agent_ = agent_ or Agent.objects.filter(organization=org).first() or agent(org)
     return Grant.objects.create(organization=org, key=key, agent=agent_, profile_key=profile_key, **fields)
+
+
+def declare_demo_authority(org: Organization) -> Organization:
+    """The demo bundle applied and active now: what evaluation tests evaluate against."""
+    from controlplane.services.bundles import apply_bundle
+    from controlplane.services.revision import bump_revision
+
+    apply_bundle(org, DEMO_BUNDLE, actor="system:test")
+    Surface.objects.filter(organization=org).update(status="active", effective_from=timezone.now() - timedelta(days=1))
+    Profile.objects.filter(organization=org).update(status="active")
+    bump_revision(org)
+    return org

@@ -1,5 +1,4 @@
 import threading
-from pathlib import Path
 
 import pytest
 from django.db import connection, connections
@@ -11,10 +10,10 @@ from controlplane.services.bundles import apply_bundle, plan_bundle
 from evidence.models import AdminAuditRecord, ControlPlaneAuditRecord
 from governance.choices import Role
 from governance.services.tokens import issue_token
+from tests.factories import DEMO_BUNDLE as DEMO
 
 pytestmark = pytest.mark.django_db
 
-DEMO = (Path(__file__).resolve().parent.parent / "controlplane" / "demo" / "bundle.yaml").read_bytes()
 YAML = "application/yaml"
 
 
@@ -117,8 +116,12 @@ def test_an_invalid_document_writes_nothing_and_explains_each_error(operator):
     response = post(operator, "/v1/controlplane/apply", bundle(BS, PROC, bad_surface, bad_id))
     assert response.status_code == 200
     body = response.json()
-    assert {"kind": "Surface", "id": "surf-b", "field": "spec.minimum_confidence",
-            "message": "minimum_confidence must be between 0.0 and 1.0"} in body["validation_errors"]
+    assert {
+        "kind": "Surface",
+        "id": "surf-b",
+        "field": "spec.minimum_confidence",
+        "message": "minimum_confidence must be between 0.0 and 1.0",
+    } in body["validation_errors"]
     assert any(e["field"] == "metadata.id" for e in body["validation_errors"])
     assert {"kind": "Surface", "id": "surf-b", "status": "error"} in body["results"]
     assert not BusinessService.objects.exists() and not Process.objects.exists()
@@ -266,7 +269,11 @@ def test_apply_needs_operator_or_admin(client_with, api_client):
 
 
 def test_each_apply_request_is_recorded_in_the_admin_audit(operator):
-    post(operator, "/v1/controlplane/apply", bundle(BS, PROC), )
+    post(
+        operator,
+        "/v1/controlplane/apply",
+        bundle(BS, PROC),
+    )
     post(operator, "/v1/controlplane/apply", bundle(BS, PROC))
     records = list(AdminAuditRecord.objects.filter(action="apply.invoked").order_by("occurred_at"))
     assert len(records) == 2
@@ -364,12 +371,21 @@ def test_apply_bundle_command_loads_and_approves_the_demo(organization, make_per
     from django.core.management import call_command
 
     make_person(roles=[Role.PLATFORM_ADMIN], username="boss")
-    call_command("apply_bundle", "controlplane/demo/bundle.yaml", "--organization", organization.slug,
-                 "--actor", "system:demo", "--approve-as", "boss")
+    call_command(
+        "apply_bundle",
+        "controlplane/demo/bundle.yaml",
+        "--organization",
+        organization.slug,
+        "--actor",
+        "system:demo",
+        "--approve-as",
+        "boss",
+    )
     out = capsys.readouterr().out
     assert "17 created" in out and "approved Surface surf-payment-release v1 as boss" in out
     assert set(Surface.objects.values_list("status", flat=True)) == {"active"}
     assert Surface.objects.get(key="surf-payment-release").approved_by == "boss"
-    call_command("apply_bundle", "controlplane/demo/bundle.yaml", "--organization", organization.slug,
-                 "--approve-as", "boss")
+    call_command(
+        "apply_bundle", "controlplane/demo/bundle.yaml", "--organization", organization.slug, "--approve-as", "boss"
+    )
     assert "17 unchanged" in capsys.readouterr().out

@@ -5,16 +5,12 @@ import json
 import re
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from controlplane.models import Profile, Surface
-from controlplane.services.bundles import apply_bundle
-from controlplane.services.revision import bump_revision
 from envelopes.api.serializers import envelope_representation
 from envelopes.models import Envelope
 from envelopes.services.evaluation import EvaluationRequest, evaluate
@@ -22,26 +18,11 @@ from envelopes.services.queries import PLAIN_LIST_CAP
 from envelopes.services.reviews import review_envelope
 from governance.choices import Role
 from governance.services.people import ensure_organization
+from tests.factories import declare_demo_authority as activate_demo
 
 pytestmark = pytest.mark.django_db
 
-DEMO = (Path(__file__).resolve().parent.parent / "controlplane" / "demo" / "bundle.yaml").read_bytes()
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-
-
-def activate_demo(organization):
-    apply_bundle(organization, DEMO, actor="system:test")
-    Surface.objects.filter(organization=organization).update(
-        status="active", effective_from=timezone.now() - timedelta(days=1)
-    )
-    Profile.objects.filter(organization=organization).update(status="active")
-    bump_revision(organization)
-    return organization
-
-
-@pytest.fixture
-def demo(organization):
-    return activate_demo(organization)
 
 
 @pytest.fixture

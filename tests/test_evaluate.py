@@ -1,6 +1,5 @@
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connection, connections
@@ -15,21 +14,9 @@ from envelopes.services.evaluation import EvaluationRequest, evaluate
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain, verify_ledger
 from governance.choices import Role
+from tests.factories import DEMO_BUNDLE as DEMO
 
 pytestmark = pytest.mark.django_db
-
-DEMO = (Path(__file__).resolve().parent.parent / "controlplane" / "demo" / "bundle.yaml").read_bytes()
-
-
-@pytest.fixture
-def demo(organization):
-    apply_bundle(organization, DEMO, actor="system:test")
-    Surface.objects.filter(organization=organization).update(
-        status="active", effective_from=timezone.now() - timedelta(days=1)
-    )
-    Profile.objects.filter(organization=organization).update(status="active")
-    bump_revision(organization)
-    return organization
 
 
 @pytest.fixture
@@ -219,8 +206,13 @@ def test_bad_requests_are_400(operator, demo, body):
 
 
 def test_malformed_and_trailing_json_is_400(operator, demo):
-    for raw in ('{"surface_id": "x",', '{"surface_id": "s"} {}', "[]", '{"confidence": NaN}',
-                '{"surface_id": "s", "agent_id": "a", "confidence": 0.5, "context": {"x": 1e400}}'):
+    for raw in (
+        '{"surface_id": "x",',
+        '{"surface_id": "s"} {}',
+        "[]",
+        '{"confidence": NaN}',
+        '{"surface_id": "s", "agent_id": "a", "confidence": 0.5, "context": {"x": 1e400}}',
+    ):
         response = operator.post("/v1/evaluate", data=raw, content_type="application/json")
         assert response.status_code == 400
 

@@ -4,7 +4,6 @@ import dataclasses
 import json
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import rfc8785
@@ -14,9 +13,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from controlplane.models import Profile, Surface
-from controlplane.services.bundles import apply_bundle
-from controlplane.services.revision import bump_revision
 from envelopes.models import Envelope
 from envelopes.services.evaluation import EvaluationRequest, evaluate
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
@@ -27,11 +23,11 @@ from evidence.models import AuditEvent
 from evidence.services.keys import rotate_key, sign
 from governance.choices import Role
 from governance.services.people import ensure_organization
+from tests.factories import declare_demo_authority as load_demo
 from tests.test_evidence_chain import _pk, _tamper
 
 pytestmark = pytest.mark.django_db
 
-DEMO = (Path(__file__).resolve().parent.parent / "controlplane" / "demo" / "bundle.yaml").read_bytes()
 ITEM_FIELDS = {
     "id",
     "envelope_id",
@@ -46,22 +42,6 @@ ITEM_FIELDS = {
     "hash",
     "prev_hash",
 }
-
-
-def load_demo(organization):
-    """The demo bundle, active now (the pattern of tests/test_evaluate.py)."""
-    apply_bundle(organization, DEMO, actor="system:test")
-    Surface.objects.filter(organization=organization).update(
-        status="active", effective_from=timezone.now() - timedelta(days=1)
-    )
-    Profile.objects.filter(organization=organization).update(status="active")
-    bump_revision(organization)
-    return organization
-
-
-@pytest.fixture
-def demo(organization):
-    return load_demo(organization)
 
 
 @pytest.fixture

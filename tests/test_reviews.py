@@ -3,17 +3,11 @@
 import json
 import threading
 import uuid
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connections
 from django.test.client import RequestFactory
-from django.utils import timezone
 
-from controlplane.models import Profile, Surface
-from controlplane.services.bundles import apply_bundle
-from controlplane.services.revision import bump_revision
 from envelopes.admin_views import inbox_context
 from envelopes.models import Envelope
 from envelopes.services.evaluation import EvaluationRequest, evaluate
@@ -23,27 +17,12 @@ from evidence.services.verification import verify_chain
 from governance.api.errors import APIError
 from governance.choices import Role
 from governance.services.people import ensure_organization
+from tests.factories import declare_demo_authority
 from tests.test_evidence_chain import _pk, _tamper
 
 pytestmark = pytest.mark.django_db
 
-DEMO = (Path(__file__).resolve().parent.parent / "controlplane" / "demo" / "bundle.yaml").read_bytes()
 REVIEWER_ROLES = (Role.GOVERNANCE_REVIEWER, Role.PLATFORM_ADMIN)
-
-
-def declare_demo_authority(organization):
-    apply_bundle(organization, DEMO, actor="system:test")
-    Surface.objects.filter(organization=organization).update(
-        status="active", effective_from=timezone.now() - timedelta(days=1)
-    )
-    Profile.objects.filter(organization=organization).update(status="active")
-    bump_revision(organization)
-    return organization
-
-
-@pytest.fixture
-def demo(organization):
-    return declare_demo_authority(organization)
 
 
 def submit(organization, confidence=0.5, **overrides) -> Envelope:

@@ -70,6 +70,12 @@ def valid_identifier(value: str) -> bool:
 # --- surfaces ---------------------------------------------------------------------------
 
 
+def _record_change(organization, **change) -> None:
+    """Every lifecycle change moves the evaluation cache's revision and leaves an audit record."""
+    bump_revision(organization)
+    record_controlplane_change(organization_id=organization.pk, **change)
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a lifecycle action is refused: ``code`` for people (the admin explains it in its
@@ -125,9 +131,8 @@ def approve_surface(*, organization, surface_id: str, principal: Principal, subm
     surface.approved_at = now
     surface.effective_from = surface.effective_from or now
     surface.save(update_fields=["status", "approved_by", "approved_at", "effective_from", "updated_at"])
-    bump_revision(organization)
-    record_controlplane_change(
-        organization_id=organization.pk,
+    _record_change(
+        organization,
         kind=Kind.SURFACE,
         resource_id=surface.key,
         version=surface.version,
@@ -165,9 +170,8 @@ def deprecate_surface(
         surface.deprecation_reason = reason
         surface.successor_surface_id = successor_id
         surface.save(update_fields=["status", "deprecation_reason", "successor_surface_id", "updated_at"])
-        bump_revision(organization)
-        record_controlplane_change(
-            organization_id=organization.pk,
+        _record_change(
+            organization,
             kind=Kind.SURFACE,
             resource_id=surface.key,
             version=surface.version,
@@ -208,9 +212,8 @@ def _change_profile_status(organization, profile_id, version, principal, *, acti
     for name, value in fields.items():
         setattr(profile, name, value)
     profile.save(update_fields=["status", *fields, "updated_at"])
-    bump_revision(organization)
-    record_controlplane_change(
-        organization_id=organization.pk,
+    _record_change(
+        organization,
         kind=Kind.PROFILE,
         resource_id=profile.key,
         version=profile.version,
@@ -273,9 +276,8 @@ def change_grant_status(*, organization, grant_id: str, action: str, principal: 
 
     grant.status = target
     grant.save(update_fields=["status", "updated_at"])
-    bump_revision(organization)
-    record_controlplane_change(
-        organization_id=organization.pk,
+    _record_change(
+        organization,
         kind=Kind.GRANT,
         resource_id=grant.key,
         action=action,

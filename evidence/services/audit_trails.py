@@ -5,7 +5,14 @@ from django.db.models import Q
 from evidence.models import AdminAuditRecord, ControlPlaneAuditRecord
 
 
-def record_controlplane_change(
+def record_controlplane_change(**fields) -> ControlPlaneAuditRecord:
+    """Write one control-plane change (see ``controlplane_change`` for the fields)."""
+    record = controlplane_change(**fields)
+    record.save(force_insert=True)
+    return record
+
+
+def controlplane_change(
     *,
     organization_id,
     kind: str,
@@ -16,7 +23,8 @@ def record_controlplane_change(
     summary: str = "",
     details: dict | None = None,
 ) -> ControlPlaneAuditRecord:
-    return ControlPlaneAuditRecord.objects.create(
+    """An unsaved record, for bulk_create by callers writing many at once (bundle apply)."""
+    return ControlPlaneAuditRecord(
         organization_id=organization_id,
         resource_kind=kind,
         resource_id=resource_id,
@@ -25,20 +33,6 @@ def record_controlplane_change(
         actor=actor,
         summary=summary,
         details=details or {},
-    )
-
-
-def controlplane_change(**fields) -> ControlPlaneAuditRecord:
-    """An unsaved record, for bulk_create by callers writing many at once (bundle apply)."""
-    return ControlPlaneAuditRecord(
-        organization_id=fields["organization_id"],
-        resource_kind=fields["kind"],
-        resource_id=fields["resource_id"],
-        resource_version=fields.get("version"),
-        action=fields["action"],
-        actor=fields["actor"],
-        summary=fields.get("summary", ""),
-        details=fields.get("details") or {},
     )
 
 
