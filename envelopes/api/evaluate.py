@@ -1,20 +1,16 @@
 """``POST /v1/evaluate``: may this agent do this? (MIDAS-compatible)."""
 
-import re
-
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from envelopes.services.evaluation import EvaluationRequest, evaluate
+from envelopes.services.queries import FORBIDDEN_IN_REQUEST_ID
 from governance.api.errors import APIError
 from governance.api.permissions import HasRole
 from governance.api.tenancy import request_organization
 from governance.choices import Role
-
-FORBIDDEN_IN_REQUEST_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
-
 
 class StrictNumberField(serializers.FloatField):
     """A JSON number: strings and booleans are refused, as a strict JSON decoder would."""

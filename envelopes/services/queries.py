@@ -6,9 +6,6 @@ timestamp, and no row is skipped or repeated while new envelopes arrive (they so
 the cursor).
 """
 
-import base64
-import binascii
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -18,6 +15,7 @@ from django.db.models import Q, QuerySet
 
 from envelopes.models import Envelope
 from governance.api.errors import APIError
+from governance.api.query_params import decode_cursor, encode_cursor
 
 # Without page parameters a list answers MIDAS's plain JSON array, capped at this many
 # envelopes (the newest); page with ``limit``/``cursor`` to read further.
@@ -70,21 +68,19 @@ def envelope_by_request(organization, request_id: str, source: str = "api") -> E
 # --- pages -------------------------------------------------------------------------------------
 
 
-def encode_cursor(envelope: Envelope) -> str:
-    token = json.dumps([envelope.created_at.isoformat(), str(envelope.id)], separators=(",", ":"))
-    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+def encode_envelope_cursor(envelope: Envelope) -> str:
+    return encode_cursor([envelope.created_at.isoformat(), str(envelope.id)])
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_envelope_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The ``(created_at, id)`` a cursor names, or a 400."""
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, envelope_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        created_at, envelope_id = decode_cursor(cursor)
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive timestamp")
         return moment, uuid.UUID(envelope_id)
-    except (ValueError, TypeError, UnicodeError, binascii.Error) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise APIError(400, "invalid cursor") from exc
 
 
@@ -98,11 +94,11 @@ def envelope_page(queryset: QuerySet, limit: int, cursor: str = "") -> Page:
     """One page of ``queryset`` (already newest first) after ``cursor``; ``next_cursor`` is
     ``None`` on the last page. One query."""
     if cursor:
-        created_at, envelope_id = decode_cursor(cursor)
+        created_at, envelope_id = decode_envelope_cursor(cursor)
         queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=envelope_id))
     rows = list(queryset.order_by(*NEWEST_FIRST)[: limit + 1])
     if len(rows) > limit:
-        return Page(rows[:limit], encode_cursor(rows[limit - 1]))
+        return Page(rows[:limit], encode_envelope_cursor(rows[limit - 1]))
     return Page(rows, None)
 
 
