@@ -12,6 +12,7 @@ from governance.api.permissions import HasRole
 from governance.api.tenancy import request_organization
 from governance.choices import Role
 
+
 class StrictNumberField(serializers.FloatField):
     """A JSON number: strings and booleans are refused, as a strict JSON decoder would."""
 
