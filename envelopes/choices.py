@@ -18,7 +18,8 @@ class EnvelopeState(models.TextChoices):
 
 # The envelope state machine, in one place. closed is terminal (and immutable).
 STATE_TRANSITIONS = {
-    EnvelopeState.RECEIVED: {EnvelopeState.EVALUATING},
+    # An agent's approval request waits for people straight away (or, log_only, is closed at once).
+    EnvelopeState.RECEIVED: {EnvelopeState.EVALUATING, EnvelopeState.AWAITING_REVIEW, EnvelopeState.CLOSED},
     EnvelopeState.EVALUATING: {EnvelopeState.OUTCOME_RECORDED, EnvelopeState.ESCALATED},
     EnvelopeState.OUTCOME_RECORDED: {EnvelopeState.CLOSED},
     EnvelopeState.ESCALATED: {EnvelopeState.AWAITING_REVIEW},
@@ -60,3 +61,85 @@ TERMINAL_EVENTS = {
     EnvelopeState.CLOSED: {"ENVELOPE_CLOSED"},
     EnvelopeState.AWAITING_REVIEW: {"ESCALATION_PENDING"},
 }
+
+
+# --- agent approval requests (AIOS Govern) ----------------------------------------------
+
+
+class RequestType(models.TextChoices):
+    APPROVAL_REQUEST = "approval_request"
+    INFORMATIONAL = "informational"
+    PERMISSION_ELEVATION = "permission_elevation"
+    ESCALATION = "escalation"
+    REVIEW_REQUEST = "review_request"
+    POLL_REQUEST = "poll_request"
+    CHOICE = "choice"
+    INPUT_REQUEST = "input_request"
+    SPEND_APPROVAL = "spend_approval"
+
+
+class RiskLevel(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Route(models.TextChoices):
+    LOG_ONLY = "log_only"
+    APPROVAL = "approval"
+    APPROVAL_SELF = "approval_self"
+    APPROVE_MANAGER = "approve_manager"
+    APPROVE_TEAM = "approve_team"
+    APPROVE_ANY_ADMIN = "approve_any_admin"
+    NOTIFY_MANAGER = "notify_manager"
+    NOTIFY_TEAM_OWNER = "notify_team_owner"
+
+
+# Routes whose cards need no decision: recorded, or shown to people as FYI.
+NO_DECISION_ROUTES = frozenset({Route.LOG_ONLY, Route.NOTIFY_MANAGER, Route.NOTIFY_TEAM_OWNER})
+TEAM_ROUTES = frozenset({Route.APPROVE_TEAM, Route.NOTIFY_TEAM_OWNER})
+
+
+class OnTimeout(models.TextChoices):
+    ESCALATE = "escalate"
+    AUTO_APPROVE = "auto_approve"
+    AUTO_REJECT = "auto_reject"
+    EXPIRE = "expire"
+
+
+class ReturnMode(models.TextChoices):
+    WEBHOOK = "webhook"
+    LONG_POLL = "long_poll"
+    BOTH = "both"
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ACKNOWLEDGED = "acknowledged"
+    EXPIRED = "expired"
+
+
+FINAL_REQUEST_STATUSES = frozenset(
+    {RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.ACKNOWLEDGED, RequestStatus.EXPIRED}
+)
+
+
+class ChannelStatus(models.TextChoices):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class TweakStatus(models.TextChoices):
+    OPEN = "open"
+    WITHDRAWN = "withdrawn"
+    RESOLVED = "resolved"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DISABLED = "disabled"  # the receiver answered 410: the channel's webhook is off

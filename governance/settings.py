@@ -194,6 +194,9 @@ ACCOUNT_LOGOUT_ON_GET = False
 MANDATE_AUTH_MODE = env.str("MANDATE_AUTH_MODE", default="token")
 # Evaluation: "permissive" (process_id optional) or "enforced" (process_id required).
 MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive")
+# Outbound webhooks to loopback/private/link-local/metadata addresses are refused unless on
+# (make run and the tests turn it on: their receivers run on 127.0.0.1).
+MANDATE_WEBHOOK_ALLOW_PRIVATE = env.bool("MANDATE_WEBHOOK_ALLOW_PRIVATE", default=False)
 # The organization that open mode and organization-less superusers act in.
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).

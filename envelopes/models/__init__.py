@@ -1,0 +1,6 @@
+from envelopes.models.channels import Channel, ChannelInvite
+from envelopes.models.deliveries import Delivery
+from envelopes.models.envelope import Envelope
+from envelopes.models.requests import Approval, ApprovalRequest, Tweak
+
+__all__ = ["Approval", "ApprovalRequest", "Channel", "ChannelInvite", "Delivery", "Envelope", "Tweak"]
