@@ -10,12 +10,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 app = Celery("mandate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Apps may keep beat tasks in a second module (envelopes.timeouts_tasks).
+app.autodiscover_tasks(related_name="timeouts_tasks")
 
 
 @app.on_configure.connect
 def _prepare_filesystem_broker(sender, **kwargs):
     # The embedded broker keeps messages in folders that must exist before the first send.
-    options = sender.conf.broker_transport_options or {}
+    # (Read Django's settings: sender.conf is still being built while this signal runs.)
+    from django.conf import settings
+
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
     for key in ("data_folder_in", "data_folder_out", "control_folder"):
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ Approval rules:
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -34,8 +35,8 @@ from envelopes.services.state import check_transition
 from evidence.services.chain import EventDraft, append_events
 from governance.api.authentication import person_roles
 from governance.api.errors import APIError
-from governance.choices import Role
-from governance.models import Person, TeamMembership
+from governance.choices import ROLE_IMPLIES, Role
+from governance.models import Person, RoleAssignment, TeamMembership
 
 APPROVER_ROLES = frozenset({Role.GOVERNANCE_APPROVER, Role.PLATFORM_ADMIN})
 
@@ -59,11 +60,25 @@ def _matches(entry: dict, person: Person, roles: frozenset[str]) -> bool:
     return False
 
 
+# The ladder an ``escalate`` timeout climbs: the channel owner's manager, then any platform.admin.
+MANAGER_LEVEL, ADMIN_LEVEL = 1, 2
+
+
+def next_escalation_level(request: ApprovalRequest) -> int | None:
+    """The rung a timed-out request escalates to; None once the admins have had it. An owner
+    without a manager skips straight to the admins."""
+    if request.escalation_level >= ADMIN_LEVEL:
+        return None
+    if request.escalation_level < MANAGER_LEVEL and request.channel.owner.manager_id:
+        return MANAGER_LEVEL
+    return ADMIN_LEVEL
+
+
 def _in_route_pool(request: ApprovalRequest, person: Person, roles: frozenset[str]) -> bool:
     owner = request.channel.owner
     if request.escalation_level:
         # A timeout re-routed it: first to the owner's manager, then to any admin.
-        if request.escalation_level == 1 and owner.manager_id:
+        if request.escalation_level == MANAGER_LEVEL and owner.manager_id:
             return person.pk == owner.manager_id
         return Role.PLATFORM_ADMIN in roles
     route = request.route
@@ -105,11 +120,13 @@ def refusal(request: ApprovalRequest, person: Person, action: str = "approve") -
     rule = request.approval_rule or {"type": "single"}
     if action in ("request_changes", "withdraw_tweak") and not request.tweak_allowed:
         return Refusal("no_tweaks", "the agent did not allow change requests on this request")
+    # One vote per person and request, whatever the rule (a sequential step or an escalation
+    # may name someone who already voted).
+    if action in ("approve", "reject") and request.approvals.filter(person=person).exists():
+        return Refusal("already_voted", "you have already voted on this request")
     if rule.get("type") == "n_of_x" and not request.escalation_level:
         if not any(_matches(e, person, roles) for e in rule["approvers"]):
             return Refusal("not_eligible", "you are not one of this request's approvers")
-        if action in ("approve", "reject") and request.approvals.filter(person=person).exists():
-            return Refusal("already_voted", "you have already voted on this request")
         return None
     if rule.get("type") == "sequential" and not request.escalation_level:
         steps = rule["steps"]
@@ -199,7 +216,11 @@ def _finalize(
     input_text: str = "",
     extra: dict | None = None,
     deliver: bool = True,
+    preceding: Sequence[EventDraft] = (),
 ) -> None:
+    """Close a locked, pending request with ``status``: the one path every decision takes
+    (people's, the agent's superseding card, the timeout sweeper's), so evidence, webhook
+    and long-poll waiters always follow. ``preceding`` events are appended before it."""
     now = timezone.now()
     envelope = request.envelope
     envelope.state = check_transition(envelope.state, EnvelopeState.CLOSED)
@@ -207,6 +228,8 @@ def _finalize(
     request.status, request.decided_by, request.decision_time = status, decided_by, now
     request.comments, request.choice, request.input_text = comments, choice, input_text
     request.save(update_fields=["status", "decided_by", "decision_time", "comments", "choice", "input_text"])
+    # A change request still open when the request is decided has nothing left to change.
+    request.tweaks.filter(status=TweakStatus.OPEN).update(status=TweakStatus.WITHDRAWN, closed_at=now)
     performer_type, performer_id = performer
     decision = {"status": status, "decided_by": decided_by, "comments": comments, **(extra or {})}
     if choice is not None:
@@ -216,6 +239,7 @@ def _finalize(
     _record(
         request,
         [
+            *preceding,
             EventDraft("DECISION_RECORDED", decision, performer_type, performer_id, now),
             EventDraft("ENVELOPE_CLOSED", {"state": EnvelopeState.CLOSED}, performer_type, performer_id, now),
         ],
@@ -325,23 +349,61 @@ def _vote(request: ApprovalRequest, person: Person, approve: bool, comment: str,
             after_commit_notify(request)
 
 
+def _roles_satisfying(role: str) -> set[str]:
+    """The roles whose holders hold ``role`` (itself, and the roles implying it)."""
+    return {role} | {held.value for held, implied in ROLE_IMPLIES.items() if role in implied}
+
+
+def _named_people(organization_id, entries: list[dict]):
+    """Everyone an approver list names, as one query (the set form of ``_matches``)."""
+    users = [e["user"] for e in entries if "user" in e]
+    teams = [e["team"] for e in entries if "team" in e]
+    roles = set().union(*(_roles_satisfying(e["role"]) for e in entries if "role" in e))
+    named = Q(pk__in=users)
+    if teams:
+        named |= Q(pk__in=TeamMembership.objects.filter(team_id__in=teams).values("person_id"))
+    if roles:
+        named |= Q(pk__in=RoleAssignment.objects.filter(role__in=roles).values("person_id")) | Q(is_superuser=True)
+    return Person.objects.filter(named, organization_id=organization_id, is_active=True)
+
+
 def _approvals_still_possible(request: ApprovalRequest) -> bool:
+    """n_of_x: can the approvals given plus those of named people who have not voted yet
+    still reach ``required``? (Constant queries, whatever the organization's size.)"""
     rule = request.approval_rule
-    voted = set(request.approvals.values_list("person_id", flat=True))
-    approvals = request.approvals.filter(approve=True).count()
-    candidates = Person.objects.filter(organization_id=request.channel.organization_id, is_active=True).exclude(
-        pk__in=voted
+    votes = list(request.approvals.values_list("person_id", "approve"))
+    missing = rule["required"] - sum(1 for _, approve in votes if approve)
+    if missing <= 0:
+        return True
+    candidates = _named_people(request.channel.organization_id, rule["approvers"]).exclude(
+        pk__in=[person_id for person_id, _ in votes]
     )
     if request.route != Route.APPROVAL_SELF:
         candidates = candidates.exclude(pk=request.channel.owner_id)
-    remaining = 0
-    for candidate in candidates:
-        roles = person_roles(candidate)
-        if any(_matches(e, candidate, roles) for e in rule["approvers"]):
-            remaining += 1
-            if approvals + remaining >= rule["required"]:
-                return True
-    return False
+    return candidates.count() >= missing
+
+
+# --- the system acting (timeouts) ---------------------------------------------------------
+
+SYSTEM = "system"
+SYSTEM_PERFORMER = ("system", "mandate")
+
+
+def system_decision(
+    request: ApprovalRequest, status: str, reason: str, *, preceding: Sequence[EventDraft] = ()
+) -> None:
+    """The system decides a locked, pending request (a timeout's auto_approve, auto_reject or
+    expire). Attributed to ``system``; the agent hears by webhook and long-poll as usual."""
+    _finalize(request, status, SYSTEM, SYSTEM_PERFORMER, comments=reason, preceding=preceding)
+
+
+def system_reroute(request: ApprovalRequest, level: int, expires_at, drafts: Sequence[EventDraft]) -> None:
+    """A timeout moves a locked, pending request up the escalate ladder with a new expiry.
+    No decision, so no webhook; waiters are woken and the inbox shows the new approvers."""
+    request.escalation_level, request.expires_at = level, expires_at
+    request.save(update_fields=["escalation_level", "expires_at"])
+    _record(request, drafts)
+    after_commit_notify(request)
 
 
 # --- tweaks -------------------------------------------------------------------------------
