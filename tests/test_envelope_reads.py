@@ -387,8 +387,8 @@ def test_list_query_count_does_not_grow_with_envelopes(viewer, demo, path):
         record(demo, confidence=0.5)
     with CaptureQueriesContext(connection) as many:
         assert viewer.get(path).status_code == 200
-    # the token, the organization, one page of envelopes
-    assert len(many) == len(few) == 3, [q["sql"] for q in many.captured_queries]
+    # the token (with its person's organization), one page of envelopes
+    assert len(many) == len(few) == 2, [q["sql"] for q in many.captured_queries]
 
 
 # --- decisions by request scope -----------------------------------------------------------------

@@ -182,3 +182,27 @@ def test_concurrent_appends_never_fork_a_chain_or_the_ledger():
         assert verify_chain(f"own-{index}", expected_length=per_writer * 2).valid
     ledger = verify_ledger()
     assert ledger.valid and ledger.events_checked == total
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [True, None, "x"]},
+        {"é": "ü", "z": {"y": [1, 2, {"k": "\n\t\"\\\x01"}]}, "emoji": "🙂"},
+        {"n": -(2**53 - 1), "m": 2**53 - 1},
+        {"f": 1.0, "g": 0.1, "h": 1e21},
+        {"\U0001f600": 1, "\uffff": 2},
+        ["\u2028", "\x7f", ""],
+    ],
+)
+def test_fast_canonical_form_is_identical_to_rfc8785(value):
+    import rfc8785
+
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_ledger_link_hash_is_the_jcs_hash():
+    from evidence.canonical import canonical_hash, ledger_hash
+
+    expected = canonical_hash({"ledger_seq": 7, "event_hash": "ab" * 32, "ledger_prev_hash": ""})
+    assert ledger_hash(ledger_seq=7, event_hash="ab" * 32, ledger_prev_hash="") == expected

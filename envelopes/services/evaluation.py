@@ -8,7 +8,6 @@ rolls back, and the stored envelope answers instead — no pre-read on the hot p
 """
 
 import hashlib
-import threading
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -102,9 +101,6 @@ def _consequence_exceeds(provided: dict | None, limit: dict | None) -> bool:
         return Decimal(str(provided.get("amount", 0))) > Decimal(str(limit.get("amount") or 0))
     provided_rank = RISK_RATING_RANK.get(provided.get("risk_rating"), len(RISK_RATING_RANK))
     return provided_rank > RISK_RATING_RANK.get(limit.get("risk_rating"), -1)
-
-
-_interpreters = threading.local()
 
 
 def _policy_input(request, snapshot, surface, profile) -> dict:

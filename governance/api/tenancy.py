@@ -16,7 +16,12 @@ def request_organization(request) -> Organization:
     credential = credential_of(request)
     organization = None
     if credential is not None and credential.organization_id:
-        organization = Organization.objects.filter(pk=credential.organization_id).first()
+        # The token lookup already loaded the person's organization: reuse it.
+        loaded = getattr(request.user, "organization", None) if credential.kind in ("token", "session") else None
+        if loaded is not None and str(loaded.pk) == credential.organization_id:
+            organization = loaded
+        else:
+            organization = Organization.objects.filter(pk=credential.organization_id).first()
     elif credential is not None and (credential.kind == "open" or getattr(request.user, "is_superuser", False)):
         organization, _ = Organization.objects.get_or_create(
             slug=settings.MANDATE_DEFAULT_ORGANIZATION, defaults={"name": settings.MANDATE_DEFAULT_ORGANIZATION}
