@@ -101,3 +101,6 @@ def index_with_inbox(request, extra_context=None):
 
 
 admin.site.index = index_with_inbox
+
+import envelopes.admin_channels  # noqa: E402,F401  (channels, invites, requests, the request page)
+from envelopes import admin_deliveries  # noqa: E402,F401  (registers /admin/webhooks)

@@ -59,7 +59,16 @@ class ReviewDecision(models.TextChoices):
 # Events that may end an envelope's chain, by final state (for integrity cross-checks).
 TERMINAL_EVENTS = {
     EnvelopeState.CLOSED: {"ENVELOPE_CLOSED"},
-    EnvelopeState.AWAITING_REVIEW: {"ESCALATION_PENDING"},
+    # While people work on it, a request's chain may end with their partial steps too.
+    EnvelopeState.AWAITING_REVIEW: {
+        "ESCALATION_PENDING",
+        "APPROVAL_RECORDED",
+        "REJECTION_RECORDED",
+        "TWEAK_REQUESTED",
+        "TWEAK_WITHDRAWN",
+        "TWEAK_RESOLVED",
+        "TIMEOUT_APPLIED",
+    },
 }
 
 

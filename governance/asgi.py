@@ -9,6 +9,12 @@ django_application = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from envelopes.longpoll import LongPollRouter  # noqa: E402
+
 # Mandate serves its own static assets (admin, Swagger UI) so one process is a whole
 # deployment; set SERVE_STATIC=false when a front proxy serves STATIC_ROOT instead.
-application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
+http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
+
+# Long-poll waiters (GET /api/requests/{id}/wait) are answered before Django: a Django async
+# view would pin one thread per waiter (see envelopes/longpoll.py). Everything else is Django.
+application = LongPollRouter(http_application)

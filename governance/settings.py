@@ -167,6 +167,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "evidence.verify_ledger",
         "schedule": env.float("LEDGER_VERIFY_INTERVAL_SECONDS", default=3600.0),
     },
+    # Re-enqueues webhook deliveries whose task was lost (broker restart, worker killed).
+    "envelopes-sweep-deliveries": {"task": "envelopes.sweep_deliveries", "schedule": 30.0},
+    # Applies agents' request timeouts (on_timeout) within 60 s of expires_at; a tick not run
+    # within its interval is dropped (the next one does the same work).
+    "envelopes-apply-timeouts": {"task": "envelopes.apply_timeouts", "schedule": 15.0, "options": {"expires": 15}},
 }
 
 # --- Auth ------------------------------------------------------------------------------
@@ -197,6 +202,9 @@ MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive
 # Outbound webhooks to loopback/private/link-local/metadata addresses are refused unless on
 # (make run and the tests turn it on: their receivers run on 127.0.0.1).
 MANDATE_WEBHOOK_ALLOW_PRIVATE = env.bool("MANDATE_WEBHOOK_ALLOW_PRIVATE", default=False)
+# Long-poll waiters re-read their request this often (seconds) even when no notification
+# arrives: the fallback for decisions made in another process without Redis pub/sub.
+MANDATE_LONGPOLL_RECHECK_SECONDS = env.float("MANDATE_LONGPOLL_RECHECK_SECONDS", default=5.0)
 # The organization that open mode and organization-less superusers act in.
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).
@@ -209,6 +217,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None  # enforced per endpoint by APIBodyLimitMiddl
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "governance.api.authentication.BearerTokenAuthentication",
+        "envelopes.api.authentication.ChannelKeyAuthentication",
         "governance.api.authentication.SessionAuthentication",
         "governance.api.authentication.OpenModeAuthentication",
     ],
@@ -234,6 +243,7 @@ SPECTACULAR_SETTINGS = {
     # Open mode is a local-experiment switch, not a security scheme clients should use.
     "AUTHENTICATION_WHITELIST": [
         "governance.api.authentication.BearerTokenAuthentication",
+        "envelopes.api.authentication.ChannelKeyAuthentication",
         "governance.api.authentication.SessionAuthentication",
     ],
     "ENUM_NAME_OVERRIDES": {
@@ -241,6 +251,8 @@ SPECTACULAR_SETTINGS = {
         "RiskRatingEnum": "controlplane.choices.RiskRating",
         "EnvelopeStateEnum": "envelopes.choices.EnvelopeState",
         "OutcomeEnum": "envelopes.choices.Outcome",
+        "RequestTypeEnum": "envelopes.choices.RequestType",
+        "RequestStatusEnum": "envelopes.choices.RequestStatus",
     },
 }
 

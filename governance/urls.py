@@ -2,8 +2,10 @@ from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import redirect, render
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from envelopes.agents_views import agents_page
 from evidence.api.views import JWKSView
 from governance.api.views import api_not_found, healthz, readyz
 
@@ -35,7 +37,14 @@ urlpatterns = [
     path("v1/", include("envelopes.api.urls")),
     path("auth/", include("governance.api.auth_urls")),
     path("accounts/", include("allauth.urls")),
+    re_path(
+        r"^admin/webhooks/?$",
+        RedirectView.as_view(pattern_name="admin:envelopes_delivery_changelist", query_string=True),
+        name="admin-webhooks",
+    ),
+    path("agents", agents_page, name="agents"),
     path("admin/", admin.site.urls),
+    path("api/", include("envelopes.api.channels_urls")),
     # Unknown API routes answer the API's JSON error, not an HTML page.
     re_path(r"^(?:v1|api|governance|auth)(?:/.*)?$", api_not_found),
 ]

@@ -1,12 +1,15 @@
 """The webhook outbox: a delivery row written in the decision's transaction, then a task."""
 
 import json
+import logging
 
 from django.db import transaction
 from django.utils import timezone
 
 from envelopes.choices import ReturnMode
 from envelopes.models import ApprovalRequest, Delivery
+
+logger = logging.getLogger(__name__)
 
 
 def wants_webhook(request: ApprovalRequest) -> bool:
@@ -35,7 +38,13 @@ def enqueue_delivery(request: ApprovalRequest, event: str, payload: dict) -> Del
     return delivery
 
 
-def dispatch(delivery_id: str) -> None:
+def dispatch(delivery_id: str, *, countdown: float | None = None) -> None:
+    """Hand the delivery to a worker. The row is the source of truth: when the broker is
+    unreachable the send is only late (the sweeper re-enqueues due rows), so a broker
+    failure must not turn a committed decision into an error."""
     from envelopes.tasks import deliver_webhook
 
-    deliver_webhook.delay(delivery_id)
+    try:
+        deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+    except Exception:
+        logger.warning("webhook task not queued; the sweeper will send it", extra={"delivery_id": delivery_id})

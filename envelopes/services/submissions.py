@@ -69,8 +69,8 @@ def _text(data, name, *, required=False, max_length=10_000, default="") -> str:
 
 
 def _choice(data, name, choices, default):
-    value = data.get(name, default)
-    if value is None:
+    value = data.get(name)
+    if value is None:  # absent: the default, which may be "none given" ("")
         return default
     if value not in choices:
         _bad(name, f"must be one of {', '.join(sorted(choices))}")
