@@ -25,6 +25,7 @@ var/secret_key:
 
 run: install var/secret_key
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"; \
+	export MANDATE_WEBHOOK_ALLOW_PRIVATE="$${MANDATE_WEBHOOK_ALLOW_PRIVATE:-true}"; \
 	$(PY) manage.py migrate --no-input && \
 	$(PY) manage.py collectstatic --no-input --verbosity 0 && \
 	$(PY) manage.py bootstrap_demo --base-url http://$(HOST):$(PORT) && \

@@ -202,6 +202,13 @@ MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive
 # Outbound webhooks to loopback/private/link-local/metadata addresses are refused unless on
 # (make run and the tests turn it on: their receivers run on 127.0.0.1).
 MANDATE_WEBHOOK_ALLOW_PRIVATE = env.bool("MANDATE_WEBHOOK_ALLOW_PRIVATE", default=False)
+# Delays (seconds) before the 2nd, 3rd... webhook attempts; after the last one, failed.
+MANDATE_WEBHOOK_RETRY_SCHEDULE = env.list(
+    "MANDATE_WEBHOOK_RETRY_SCHEDULE", cast=float, default=[60, 300, 900, 3600, 21600]
+)
+MANDATE_WEBHOOK_TIMEOUT_SECONDS = env.float("MANDATE_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# A pending delivery this overdue lost its task (worker or Redis restart): the sweeper re-sends it.
+MANDATE_WEBHOOK_SWEEP_GRACE_SECONDS = env.float("MANDATE_WEBHOOK_SWEEP_GRACE_SECONDS", default=60.0)
 # Long-poll waiters re-read their request this often (seconds) even when no notification
 # arrives: the fallback for decisions made in another process without Redis pub/sub.
 MANDATE_LONGPOLL_RECHECK_SECONDS = env.float("MANDATE_LONGPOLL_RECHECK_SECONDS", default=5.0)
