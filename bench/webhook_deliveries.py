@@ -15,8 +15,8 @@ What the script does:
 3. submits ``2 × --decisions`` + 20 approval requests whose ``return_webhook`` is the
    receiver (``MANDATE_WEBHOOK_ALLOW_PRIVATE=true``, as in ``make run``);
 4. starts a real worker (``celery -A governance worker``: default settings, i.e. the prefork
-   pool with one process per CPU, on Redis; ``--db-reuse N`` adds the setting
-   ``CELERY_DB_REUSE_MAX=N``, see ``start_worker``) and approves 20 requests to warm it up;
+   pool with one process per CPU, on Redis; ``--db-reuse N`` sets ``CELERY_DB_REUSE_MAX``,
+   see ``start_worker``) and approves 20 requests to warm it up;
 5. **drain**: tells the worker to stop consuming, approves ``--decisions`` requests with
    ``act()`` from ``--threads`` threads (each decision writes its delivery row and queues its
    task), lets the worker consume again and measures deliveries/s from the first arrival to
@@ -40,7 +40,7 @@ Usage:
     createdb -h 127.0.0.1 -U postgres h_webhooks
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/h_webhooks SECRET_KEY=bench \\
         .venv/bin/python bench/webhook_deliveries.py [--decisions 1000] [--threads 4] [--rate 0] \\
-        [--db-reuse 1000]
+        [--db-reuse N]
 
 Exit status: 0 when every delivery arrived once, signed correctly (and, with ``--strict``,
 the drain rate met the target).
@@ -59,7 +59,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -177,25 +176,18 @@ class Arrivals:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start_worker(db_reuse: int) -> subprocess.Popen:
+def start_worker(db_reuse: int | None) -> subprocess.Popen:
     """``celery -A governance worker`` with its defaults (prefork, one process per CPU).
 
     Celery's Django fixup closes every database connection before and after each task (in
-    prefork workers it also closes Django's connection pool), so each task opens a new
-    PostgreSQL connection, unless the setting ``CELERY_DB_REUSE_MAX`` is set. With
-    ``db_reuse`` > 0 the worker runs with that setting (a settings module in a temporary
-    directory that imports ``governance.settings`` and adds it); 0 runs the settings as they
-    are."""
+    prefork workers also Django's connection pool), so each task opens a new PostgreSQL
+    connection, unless ``CELERY_DB_REUSE_MAX`` is set (the settings default it to 1,000).
+    ``db_reuse`` overrides it through the environment; 0 shows the cost of not reusing."""
     command = [sys.executable, "-m", "celery", "-A", "governance", "worker", "--loglevel", "WARNING"]
     command += ["--hostname", f"bench-webhooks-{uuid.uuid4().hex[:6]}@%h"]
     env = os.environ.copy()
-    if db_reuse:
-        shim = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-        (shim / "bench_webhooks_settings.py").write_text(
-            f"from governance.settings import *  # noqa: F403\nCELERY_DB_REUSE_MAX = {db_reuse}\n"
-        )
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), str(ROOT), env.get("PYTHONPATH")]))
-        env["DJANGO_SETTINGS_MODULE"] = "bench_webhooks_settings"
+    if db_reuse is not None:
+        env["CELERY_DB_REUSE_MAX"] = str(db_reuse)
     return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
 
 
@@ -248,15 +240,33 @@ def postgres_backends() -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
+def redis_servers() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "redis-server":
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
 class CpuMeter:
+    """CPU seconds of each part of the pipeline, and of the machine."""
+
+    PARTS = ("worker", "postgres", "redis", "receiver", "bench")
+
     def __init__(self, worker: subprocess.Popen, receiver_pid: int):
-        self.worker, self.receiver_pid = worker, receiver_pid
+        self.worker, self.receiver_pid, self.redis = worker, receiver_pid, redis_servers()
 
     def snapshot(self) -> dict:
         return {
             "worker": cpu_seconds(process_group(self.worker.pid)),
             "postgres": cpu_seconds(postgres_backends()),
+            "redis": cpu_seconds(self.redis),
             "receiver": cpu_seconds([self.receiver_pid]),
+            "bench": cpu_seconds([os.getpid()]),
             "machine": machine_busy(),
             "at": time.monotonic(),
         }
@@ -361,8 +371,8 @@ def main() -> int:
     parser.add_argument(
         "--db-reuse",
         type=int,
-        default=0,
-        help="run the worker with CELERY_DB_REUSE_MAX=N (0: the settings as they are)",
+        default=None,
+        help="run the worker with CELERY_DB_REUSE_MAX=N (default: the settings' value; 0: no reuse)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when the drain rate misses the target")
     parser.add_argument("--time-limit", type=float, default=900)
@@ -387,7 +397,7 @@ def main() -> int:
         print(
             f"# Webhook deliveries — {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.node()}, "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}, "
-            f"worker CELERY_DB_REUSE_MAX: {args.db_reuse or 'not set'}"
+            f"worker CELERY_DB_REUSE_MAX: {'settings' if args.db_reuse is None else args.db_reuse}"
         )
         started = time.perf_counter()
         organization, approver, channel, secret = setup()
@@ -429,8 +439,8 @@ def main() -> int:
         # PostgreSQL: backends alive at both ends of the window (a connection opened and
         # closed per task is not seen).
         window = after["at"] - before["at"]
-        used = {k: after[k] - before[k] for k in ("worker", "postgres", "receiver", "machine")}
-        others = max(0.0, used["machine"] - used["worker"] - used["postgres"] - used["receiver"])
+        used = {k: after[k] - before[k] for k in (*CpuMeter.PARTS, "machine")}
+        others = max(0.0, used["machine"] - sum(used[k] for k in CpuMeter.PARTS))
 
         # 2. live: decide while the worker runs; time each delivery from its decision.
         live_started, committed = time.time(), {}
@@ -455,8 +465,9 @@ def main() -> int:
         print("|---|---|---|---|---|")
         print(f"| drain (queue filled, then consumed) | — | {n} | **{drain_rate:.0f}** | — |")
         paced = f", paced at {args.rate:g}/s" if args.rate else ""
+        threads = f"{args.threads} deciding thread{'s' if args.threads > 1 else ''}"
         print(
-            f"| live ({args.threads} deciding threads{paced}) | {n / decide_seconds:.0f} | {n} | {live_rate:.0f} | "
+            f"| live ({threads}{paced}) | {n / decide_seconds:.0f} | {n} | {live_rate:.0f} | "
             f"**{percentile(latencies, 0.5):.1f}** / {percentile(latencies, 0.9):.1f} / "
             f"**{percentile(latencies, 0.99):.1f}** / {max(latencies):.1f} ms |"
         )
@@ -466,10 +477,10 @@ def main() -> int:
             f"{percentile(after_commit, 0.99):.1f} / {max(after_commit):.1f} ms |"
         )
         print()
+        parts = ", ".join(f"{k} {used[k] / n * 1000:.2f}" for k in CpuMeter.PARTS)
         print(
-            f"drain CPU per delivery: worker {used['worker'] / n * 1000:.2f} ms, PostgreSQL "
-            f"{used['postgres'] / n * 1000:.2f} ms, receiver {used['receiver'] / n * 1000:.2f} ms; "
-            f"other processes used {others / window:.2f} of {os.cpu_count()} CPUs during the {window:.1f} s window"
+            f"drain CPU per delivery (ms): {parts}; other processes used {others / window:.2f} of "
+            f"{os.cpu_count()} CPUs during the {window:.1f} s window"
         )
         print(
             f"rows: {rows['rows']} deliveries, {rows['by_status']}, {rows['more_than_one_attempt']} retried; "

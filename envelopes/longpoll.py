@@ -370,8 +370,8 @@ _recheckers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 def _rechecker_for(loop: asyncio.AbstractEventLoop) -> None:
     task = _recheckers.get(loop)
     if task is None or task.done():
-        for old in [old for old in _recheckers if old.is_closed()]:
-            del _recheckers[old]
+        for old in [old for old in list(_recheckers) if old.is_closed()]:
+            _recheckers.pop(old, None)
         _recheckers[loop] = loop.create_task(_recheck_forever(loop), name="mandate-longpoll-recheck")
 
 
@@ -379,8 +379,8 @@ def coalesced_lookup(item: Lookup) -> Awaitable[Answer]:
     loop = asyncio.get_running_loop()
     coalescer = _coalescers.get(loop)
     if coalescer is None:
-        for old in [old for old in _coalescers if old.is_closed()]:
-            del _coalescers[old]
+        for old in [old for old in list(_coalescers) if old.is_closed()]:
+            _coalescers.pop(old, None)
         coalescer = _coalescers[loop] = _Coalescer(loop)
     return coalescer.lookup(item)
 

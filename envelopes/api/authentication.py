@@ -81,3 +81,10 @@ class ChannelKeyScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "An agent channel's API key (mdc_...), returned once by POST /api/register-channel.",
         }
+
+    def get_security_requirement(self, auto_schema):
+        # Listed only where a channel key is the way in; elsewhere it authenticates but
+        # carries no roles, so offering it would mislead.
+        if any(issubclass(p, IsChannel) for p in getattr(auto_schema.view, "permission_classes", ())):
+            return {self.name: []}
+        return None

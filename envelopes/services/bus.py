@@ -41,7 +41,7 @@ PUBLISH_TIMEOUT_SECONDS = 0.5
 PUBLISH_BACKOFF_SECONDS = 5.0
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
-_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+_waiters: dict[str, dict[asyncio.Event, asyncio.AbstractEventLoop]] = defaultdict(dict)
 _lock = threading.Lock()
 
 
@@ -53,7 +53,7 @@ def subscribe(request_id: str) -> asyncio.Event:
     loop = asyncio.get_running_loop()
     event = asyncio.Event()
     with _lock:
-        _waiters[str(request_id)].add((loop, event))
+        _waiters[str(request_id)][event] = loop
     if settings.REDIS_URL:
         _listener_for(loop)
     return event
@@ -62,8 +62,8 @@ def subscribe(request_id: str) -> asyncio.Event:
 def unsubscribe(request_id: str, event: asyncio.Event) -> None:
     with _lock:
         waiters = _waiters.get(str(request_id))
-        if waiters:
-            waiters.difference_update({w for w in waiters if w[1] is event})
+        if waiters is not None:
+            waiters.pop(event, None)
             if not waiters:
                 del _waiters[str(request_id)]
 
@@ -76,7 +76,7 @@ def waiting_count() -> int:
 def waited_ids(loop: asyncio.AbstractEventLoop) -> list[str]:
     """The requests someone waits for on ``loop``."""
     with _lock:
-        return [request_id for request_id, group in _waiters.items() if any(w[0] is loop for w in group)]
+        return [request_id for request_id, group in _waiters.items() if loop in group.values()]
 
 
 def _set(waiters) -> int:
@@ -85,7 +85,7 @@ def _set(waiters) -> int:
     except RuntimeError:
         running = None
     woken = 0
-    for loop, event in waiters:
+    for event, loop in waiters:
         if loop is running:
             event.set()
         else:
@@ -99,14 +99,14 @@ def _set(waiters) -> int:
 
 def wake_local(request_id: str) -> int:
     with _lock:
-        waiters = list(_waiters.get(str(request_id), ()))
+        waiters = list(_waiters.get(str(request_id), {}).items())
     return _set(waiters)
 
 
 def wake_all_local() -> int:
     """Every waiter of this process looks again (after the subscriber missed messages)."""
     with _lock:
-        waiters = [w for group in _waiters.values() for w in group]
+        waiters = [w for group in _waiters.values() for w in group.items()]
     return _set(waiters)
 
 
@@ -284,8 +284,8 @@ _subscribers: dict[asyncio.AbstractEventLoop, _Subscriber] = {}
 def _listener_for(loop: asyncio.AbstractEventLoop) -> _Subscriber:
     subscriber = _subscribers.get(loop)
     if subscriber is None or subscriber.task.done() or subscriber.url != settings.REDIS_URL:
-        for old in [old for old in _subscribers if old.is_closed()]:
-            del _subscribers[old]
+        for old in [old for old in list(_subscribers) if old.is_closed()]:
+            _subscribers.pop(old, None)
         if subscriber is not None and not subscriber.task.done():
             subscriber.task.cancel()
         subscriber = _subscribers[loop] = _Subscriber(loop, settings.REDIS_URL)
