@@ -456,6 +456,7 @@ def run(args) -> int:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # py-spy attaches
+        load_at_commit = os.getloadavg()[0]
         wake_cpu_before = process_cpu(server.pid)
         decider_pipe.send(("commit",))
         _, bulk_committed, bulk_published, decide_seconds = decider_pipe.recv()
@@ -492,7 +493,7 @@ def run(args) -> int:
     print()
     print(
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, waiters {len(request_ids)}, "
-        f"client processes {args.client_processes}, load average at start {os.getloadavg()[0]:.1f}"
+        f"client processes {args.client_processes}, load average at the bulk commit {load_at_commit:.1f}"
     )
     print()
     print("| Measure | Value | Target |")
