@@ -102,13 +102,7 @@ def one_of(choices) -> serializers.CharField:
 
 
 class _Output(serializers.Serializer):
-    """Output-only shapes: every field read-only."""
-
-    def create(self, validated_data):  # pragma: no cover - never used for input
-        raise NotImplementedError
-
-    def update(self, instance, validated_data):  # pragma: no cover - never used for input
-        raise NotImplementedError
+    """Output-only shapes: every field read-only (DRF's Serializer never creates or updates)."""
 
 
 class EnvelopeIdentitySerializer(_Output):
