@@ -87,10 +87,8 @@ class DeclaredVersionsView(DeclaredView):
 
 
 class RecoveryView(DeclaredView):
-    """Renders ``report()``, the recovery analysis of the id's versions (``None``: unknown id)."""
-
-    def report(self):
-        raise NotImplementedError
+    """Renders ``report()``, the recovery analysis of the id's versions (``None``: unknown id).
+    Each subclass defines ``report`` for its kind."""
 
     def get(self, request, *args, **kwargs):
         report = self.report()
