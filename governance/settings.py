@@ -202,6 +202,10 @@ ACCOUNT_LOGOUT_ON_GET = False
 MANDATE_AUTH_MODE = env.str("MANDATE_AUTH_MODE", default="token")
 # Evaluation: "permissive" (process_id optional) or "enforced" (process_id required).
 MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive")
+# Plain POST /v1/evaluate requests are answered in front of Django on Postgres
+# (envelopes/fastroute.py); its thread pool per server process keeps one connection per thread.
+MANDATE_EVALUATE_FAST_ROUTE = env.bool("MANDATE_EVALUATE_FAST_ROUTE", default=True)
+MANDATE_EVALUATE_THREADS = env.int("MANDATE_EVALUATE_THREADS", default=4)
 # Outbound webhooks to loopback/private/link-local/metadata addresses are refused unless on
 # (make run and the tests turn it on: their receivers run on 127.0.0.1).
 MANDATE_WEBHOOK_ALLOW_PRIVATE = env.bool("MANDATE_WEBHOOK_ALLOW_PRIVATE", default=False)

@@ -281,9 +281,11 @@ def test_service_evaluation_round_trips_stay_bounded(demo):
             performer_id="t",
         )
     statements = [q["sql"] for q in queries.captured_queries]
-    # revision, ledger lock, events insert, ledger head update, envelope insert (+ savepoint/transaction control)
-    data_statements = [s for s in statements if not s.upper().startswith(("SAVEPOINT", "RELEASE", "BEGIN"))]
-    assert len(data_statements) <= 5, statements
+    if connection.vendor == "postgresql":  # one statement records it all (test_evaluate_fastpath.py)
+        assert len(statements) == 1, statements
+    else:  # revision, envelope insert, ledger lock, events insert, ledger head update
+        data_statements = [s for s in statements if not s.upper().startswith(("SAVEPOINT", "RELEASE", "BEGIN"))]
+        assert len(data_statements) <= 5, statements
 
 
 @pytest.mark.postgres

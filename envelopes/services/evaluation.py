@@ -8,12 +8,14 @@ rolls back, and the stored envelope answers instead — no pre-read on the hot p
 """
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from controlplane.choices import RISK_RATING_RANK
@@ -21,10 +23,10 @@ from controlplane.services.policies import PolicyError
 from controlplane.services.policies import evaluate as evaluate_policy
 from envelopes.choices import EnvelopeKind, EnvelopeState, Outcome, ReasonCode
 from envelopes.models import Envelope
-from envelopes.services.snapshot import AuthoritySnapshot, authority_snapshot
+from envelopes.services.snapshot import AuthoritySnapshot, authority_snapshot, cached_snapshot
 from envelopes.services.state import StateWalk
 from evidence.canonical import canonical_json
-from evidence.services.chain import EventDraft, append_events
+from evidence.services.chain import EventDraft, draft_events, event_rows_json, insert_new_chain
 from governance.api.errors import APIError
 
 BLOCKED_AGENT_STATES = frozenset({"suspended", "revoked"})
@@ -278,18 +280,23 @@ def validate_structure(request: EvaluationRequest, snapshot: AuthoritySnapshot, 
             raise APIError(400, f"surface {request.surface_id!r} does not belong to process {request.process_id!r}")
 
 
-def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: str) -> dict:
-    """Evaluate and record; return the response body (the stored one for a replay)."""
-    if not request.request_id:
-        request.request_id = str(uuid.uuid4())
-    submitted_hash = request_hash(request)
-    snapshot = authority_snapshot(organization.pk)
-    now = timezone.now()
-    validate_structure(request, snapshot, now)
+@dataclass
+class PlannedEvaluation:
+    """One evaluation decided in memory: the envelope row and its events, not yet written."""
 
+    envelope: Envelope
+    events: list  # AuditEvent instances, subject-chain fields and hashes set
+    response: dict
+
+
+def plan_evaluation(
+    organization_id, request: EvaluationRequest, raw: str, submitted_hash: str, performer_id: str, snapshot, now
+) -> PlannedEvaluation:
+    """Decide against ``snapshot`` and build what recording writes (no queries)."""
+    validate_structure(request, snapshot, now)
     envelope_id = uuid.uuid4()
     walk = StateWalk(EnvelopeState.RECEIVED)
-    events = [
+    drafts = [
         EventDraft(
             "ENVELOPE_CREATED",
             {"state": walk.state, "request_source": request.request_source, "request_id": request.request_id},
@@ -298,65 +305,148 @@ def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: s
         ),
         EventDraft("EVALUATION_STARTED", {"state": walk.to(EnvelopeState.EVALUATING)}),
     ]
-    decision = decide(request, snapshot, now, events)
+    decision = decide(request, snapshot, now, drafts)
     if decision.outcome == Outcome.ESCALATE:
         recorded = walk.to(EnvelopeState.ESCALATED)
-        events.append(
+        drafts.append(
             EventDraft(
                 "OUTCOME_RECORDED", {"outcome": decision.outcome, "reason_code": decision.reason, "state": recorded}
             )
         )
-        events.append(EventDraft("ESCALATION_PENDING", {"state": walk.to(EnvelopeState.AWAITING_REVIEW)}))
+        drafts.append(EventDraft("ESCALATION_PENDING", {"state": walk.to(EnvelopeState.AWAITING_REVIEW)}))
     else:
         recorded = walk.to(EnvelopeState.OUTCOME_RECORDED)
-        events.append(
+        drafts.append(
             EventDraft(
                 "OUTCOME_RECORDED", {"outcome": decision.outcome, "reason_code": decision.reason, "state": recorded}
             )
         )
-        events.append(EventDraft("ENVELOPE_CLOSED", {"state": walk.to(EnvelopeState.CLOSED)}))
-    for event in events:
-        event.occurred_at = now
+        drafts.append(EventDraft("ENVELOPE_CLOSED", {"state": walk.to(EnvelopeState.CLOSED)}))
+    for draft in drafts:
+        draft.occurred_at = now
+    events = draft_events(str(envelope_id), drafts)
     response = _response(envelope_id, decision)
+    envelope = Envelope(
+        id=envelope_id,
+        organization_id=organization_id,
+        kind=EnvelopeKind.EVALUATION,
+        state=walk.state,
+        request_source=request.request_source,
+        request_id=request.request_id,
+        submitted_raw=raw,
+        submitted_hash=submitted_hash,
+        received_at=now,
+        surface_id=request.surface_id,
+        surface_version=decision.surface_version,
+        profile_id=decision.profile_key,
+        profile_version=decision.profile_version,
+        agent_id=request.agent_id,
+        grant_id=decision.grant_key,
+        structure=decision.structure,
+        outcome=decision.outcome,
+        reason_code=decision.reason,
+        evaluated_at=now,
+        explanation=decision.explanation,
+        response=response,
+        audit_event_ids=[str(e.id) for e in events],
+        first_event_hash=events[0].hash,
+        final_event_hash=events[-1].hash,
+        created_at=now,
+        updated_at=now,
+        closed_at=now if walk.state == EnvelopeState.CLOSED else None,
+    )
+    return PlannedEvaluation(envelope, events, response)
 
+
+class StaleToken(Exception):
+    """The fast route's cached token no longer stands (revoked, expired, roles changed)."""
+
+
+def _row_json(instance) -> str:
+    """A model instance as the JSON object ``jsonb_populate_record`` reads (column: value)."""
+    row = {}
+    for model_field in instance._meta.concrete_fields:
+        value = getattr(instance, model_field.attname)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        row[model_field.column] = value
+    return json.dumps(row, ensure_ascii=False, allow_nan=False)
+
+
+def _record_postgres(planned: PlannedEvaluation, revision: int, token: dict | None) -> dict:
+    """One statement (envelopes migration 0003); returns its status object."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT mandate_record_evaluation(%s::jsonb, %s::jsonb, %s, %s::jsonb)",
+            [
+                _row_json(planned.envelope),
+                event_rows_json(planned.events),
+                revision,
+                json.dumps(token) if token is not None else None,
+            ],
+        )
+        (result,) = cursor.fetchone()
+    return json.loads(result) if isinstance(result, str | bytes) else result
+
+
+def _record_orm(organization, request, planned: PlannedEvaluation, submitted_hash: str) -> dict:
+    """The portable path (SQLite): the envelope and its events in one transaction."""
     try:
         with transaction.atomic():
-            stored = append_events(str(envelope_id), events, new_chain=True)
-            Envelope.objects.create(
-                id=envelope_id,
-                organization=organization,
-                kind=EnvelopeKind.EVALUATION,
-                state=walk.state,
-                request_source=request.request_source,
-                request_id=request.request_id,
-                submitted_raw=raw,
-                submitted_hash=submitted_hash,
-                received_at=now,
-                surface_id=request.surface_id,
-                surface_version=decision.surface_version,
-                profile_id=decision.profile_key,
-                profile_version=decision.profile_version,
-                agent_id=request.agent_id,
-                grant_id=decision.grant_key,
-                structure=decision.structure,
-                outcome=decision.outcome,
-                reason_code=decision.reason,
-                evaluated_at=now,
-                explanation=decision.explanation,
-                response=response,
-                audit_event_ids=[str(e.id) for e in stored],
-                first_event_hash=stored[0].hash,
-                final_event_hash=stored[-1].hash,
-                created_at=now,
-                updated_at=now,
-                closed_at=now if walk.state == EnvelopeState.CLOSED else None,
-            )
+            planned.envelope.save(force_insert=True)
+            insert_new_chain(planned.events)
     except IntegrityError:
-        stored_response = replay(organization, request, submitted_hash)
-        if stored_response is None:  # the conflict was something else: let it surface
+        stored = replay(organization, request, submitted_hash)
+        if stored is None:  # the conflict was something else: let it surface
             raise
-        return stored_response
-    return response
+        return stored
+    return planned.response
+
+
+def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: str, *, token=None) -> dict:
+    """Evaluate and record; return the response body (the stored one for a replay).
+
+    On Postgres the cached authority snapshot is used without reading the revision, and
+    the one statement that records the evaluation checks it: a stale snapshot is
+    reloaded and the request decided again. ``token`` ({"id", "roles"}) makes that
+    statement also check the caller's API token still stands (StaleToken otherwise).
+    """
+    if not request.request_id:
+        request.request_id = str(uuid.uuid4())
+    submitted_hash = request_hash(request)
+    organization_id = organization.pk
+    if connection.vendor != "postgresql":
+        snapshot, checked = authority_snapshot(organization_id), True
+    else:
+        snapshot, checked = cached_snapshot(organization_id)
+    for _attempt in range(5):
+        now = timezone.now()
+        try:
+            planned = plan_evaluation(organization_id, request, raw, submitted_hash, performer_id, snapshot, now)
+        except APIError:
+            if checked:
+                raise
+            snapshot, checked = authority_snapshot(organization_id), True  # a 400 must not come from a stale cache
+            continue
+        if connection.vendor != "postgresql":
+            return _record_orm(organization, request, planned, submitted_hash)
+        result = _record_postgres(planned, snapshot.revision, token)
+        status = result["status"]
+        if status == "recorded":
+            return planned.response
+        if status == "stale":
+            snapshot, checked = authority_snapshot(organization_id), True
+            continue
+        if status == "unauthenticated":
+            raise StaleToken()
+        if result.get("submitted_hash") is None:
+            continue  # the conflicting row went away: try again
+        if result["submitted_hash"] != submitted_hash:
+            raise APIError(409, "request_id already used with a different payload")
+        return result["response"]
+    raise APIError(503, "the authority snapshot kept changing; retry")
 
 
 def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dict | None:

@@ -2,7 +2,9 @@
 
 Loading it takes one query per kind; it is reused until the organization's control-plane
 revision moves (``controlplane.services.revision``), which every change bumps in its own
-transaction. Effective windows are checked per request, against the request's clock, so
+transaction. On Postgres evaluation does not even read the revision first: the statement
+that records the evaluation checks it and refuses a stale snapshot (``cached_snapshot``).
+Effective windows are checked per request, against the request's clock, so
 a cached snapshot never serves an expired version.
 """
 
@@ -210,6 +212,15 @@ def authority_snapshot(organization_id) -> AuthoritySnapshot:
         if current is None or current.revision <= revision:
             _cache[key] = snapshot
     return snapshot
+
+
+def cached_snapshot(organization_id) -> tuple[AuthoritySnapshot, bool]:
+    """The cached snapshot without asking the database, and False (not checked against the
+    current revision: the write checks it); or a freshly checked one, and True."""
+    cached = _cache.get(str(organization_id))
+    if cached is not None:
+        return cached, False
+    return authority_snapshot(organization_id), True
 
 
 def clear_snapshots() -> None:

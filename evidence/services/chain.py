@@ -1,10 +1,15 @@
 """Appending to the evidence chains.
 
 ``append_events`` runs inside the caller's transaction, so evidence commits or rolls
-back with the decision it records. It takes the ledger head's row lock first, which
-serializes every append: a chain's tail and the ledger tip cannot move underneath it,
-so neither a subject chain nor the ledger can fork. The unique constraint on
+back with the decision it records. Every append takes the ledger head's row lock, which
+serializes appends: a chain's tail and the ledger tip cannot move underneath it, so
+neither a subject chain nor the ledger can fork. The unique constraints on
 (chain_id, sequence_no) and on ledger_seq back that up at the database.
+
+On Postgres the linking runs in the database (``mandate_append_events``, migration
+0004): the events' own hashes are computed here, and one statement takes the lock,
+computes the ledger links, inserts the rows and moves the head, so the lock is never
+held across a network round trip. SQLite links here, through the ORM.
 """
 
 import json
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from evidence.canonical import event_hash, ledger_hash
@@ -65,57 +70,128 @@ def chain_tail(chain_id: str) -> AuditEvent | None:
     return AuditEvent.objects.filter(chain_id=chain_id).only("sequence_no", "hash").order_by("-sequence_no").first()
 
 
-def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: bool = False) -> list[AuditEvent]:
-    """Append ``drafts`` in order to ``chain_id``; return the stored events.
-
-    ``new_chain=True`` says the caller just minted ``chain_id`` (a new envelope's id), which
-    saves reading the chain's tail; the unique constraint still guards the claim.
-    """
-    if not drafts:
-        return []
-    with transaction.atomic():
-        head = _lock_ledger_head()
-        tail = None if new_chain else chain_tail(chain_id)
-        sequence_no = tail.sequence_no if tail else 0
-        prev = tail.hash if tail else ""
-        ledger_seq, ledger_prev = head.seq, head.hash
-        now = timezone.now()
-        events = []
-        for draft in drafts:
-            sequence_no += 1
-            ledger_seq += 1
-            payload = json_native(draft.payload)
-            occurred_at = draft.occurred_at or now
-            digest = event_hash(
+def _draft_events(chain_id: str, drafts: Sequence[EventDraft], sequence_no: int, prev: str) -> list[AuditEvent]:
+    """The events with their subject-chain fields and hashes; ledger fields still unset."""
+    now = timezone.now()
+    events = []
+    for draft in drafts:
+        sequence_no += 1
+        payload = json_native(draft.payload)
+        occurred_at = draft.occurred_at or now
+        performer_id = str(draft.performer_id)
+        digest = event_hash(
+            chain_id=chain_id,
+            sequence_no=sequence_no,
+            event_type=draft.event_type,
+            performer_type=draft.performer_type,
+            performer_id=performer_id,
+            payload=payload,
+            occurred_at=occurred_at,
+            prev_hash=prev,
+        )
+        events.append(
+            AuditEvent(
                 chain_id=chain_id,
                 sequence_no=sequence_no,
                 event_type=draft.event_type,
                 performer_type=draft.performer_type,
-                performer_id=str(draft.performer_id),
+                performer_id=performer_id,
                 payload=payload,
                 occurred_at=occurred_at,
                 prev_hash=prev,
+                hash=digest,
             )
-            link = ledger_hash(ledger_seq=ledger_seq, event_hash=digest, ledger_prev_hash=ledger_prev)
-            events.append(
-                AuditEvent(
-                    chain_id=chain_id,
-                    sequence_no=sequence_no,
-                    event_type=draft.event_type,
-                    performer_type=draft.performer_type,
-                    performer_id=str(draft.performer_id),
-                    payload=payload,
-                    occurred_at=occurred_at,
-                    prev_hash=prev,
-                    hash=digest,
-                    ledger_seq=ledger_seq,
-                    ledger_prev_hash=ledger_prev,
-                    ledger_hash=link,
-                )
-            )
-            prev, ledger_prev = digest, link
-        AuditEvent.objects.bulk_create(events)
-        LedgerHead.objects.filter(pk=1).update(seq=ledger_seq, hash=ledger_prev)
+        )
+        prev = digest
+    return events
+
+
+def event_rows_json(events: Sequence[AuditEvent]) -> str:
+    """The events as the JSON array ``mandate_append_events`` inserts (column: value)."""
+    return json.dumps(
+        [
+            {
+                "id": str(event.id),
+                "chain_id": event.chain_id,
+                "sequence_no": event.sequence_no,
+                "event_type": event.event_type,
+                "performer_type": event.performer_type,
+                "performer_id": event.performer_id,
+                "payload": event.payload,
+                "occurred_at": event.occurred_at.isoformat(),
+                "prev_hash": event.prev_hash,
+                "hash": event.hash,
+            }
+            for event in events
+        ],
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+def apply_ledger_links(events: Sequence[AuditEvent], links) -> None:
+    """Fill the ledger fields from ``mandate_append_events``'s rows."""
+    for event, (seq, prev, link) in zip(events, links, strict=True):
+        event.ledger_seq, event.ledger_prev_hash, event.ledger_hash = seq, prev, link
+
+
+def _link_in_python(events: Sequence[AuditEvent], head: LedgerHead) -> None:
+    """The ORM path (SQLite), under the caller's lock on ``head``: link, insert, move the head."""
+    ledger_seq, ledger_prev = head.seq, head.hash
+    for event in events:
+        ledger_seq += 1
+        link = ledger_hash(ledger_seq=ledger_seq, event_hash=event.hash, ledger_prev_hash=ledger_prev)
+        event.ledger_seq, event.ledger_prev_hash, event.ledger_hash = ledger_seq, ledger_prev, link
+        ledger_prev = link
+    AuditEvent.objects.bulk_create(events)
+    LedgerHead.objects.filter(pk=1).update(seq=ledger_seq, hash=ledger_prev)
+
+
+def _link_in_postgres(events: Sequence[AuditEvent]) -> None:
+    """One statement: the database links, inserts and moves the head (migration 0004)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM mandate_append_events(%s::jsonb)", [event_rows_json(events)])
+        apply_ledger_links(events, cursor.fetchall())
+
+
+def draft_events(chain_id: str, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
+    """A new chain's events, hashed and ready for :func:`insert_new_chain`."""
+    return _draft_events(chain_id, drafts, 0, "")
+
+
+def insert_new_chain(events: Sequence[AuditEvent]) -> None:
+    """Link into the ledger and store the events of a chain nobody else can hold yet (its
+    id was just minted). On Postgres: one statement, in the caller's transaction if any."""
+    if connection.vendor == "postgresql":
+        _link_in_postgres(events)
+        return
+    with transaction.atomic():
+        _link_in_python(events, _lock_ledger_head())
+
+
+def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: bool = False) -> list[AuditEvent]:
+    """Append ``drafts`` in order to ``chain_id``; return the stored events.
+
+    ``new_chain=True`` says the caller just minted ``chain_id`` (a new envelope's id): no
+    tail to read, so on Postgres the whole append is one statement that takes the ledger
+    lock itself. Otherwise the ledger lock is taken before the tail is read, so two appends
+    to one chain cannot both claim the same position.
+    """
+    if not drafts:
+        return []
+    postgres = connection.vendor == "postgresql"
+    if new_chain:
+        events = draft_events(chain_id, drafts)
+        insert_new_chain(events)
+        return events
+    with transaction.atomic():
+        head = _lock_ledger_head()
+        tail = None if new_chain else chain_tail(chain_id)
+        events = _draft_events(chain_id, drafts, tail.sequence_no if tail else 0, tail.hash if tail else "")
+        if postgres:
+            _link_in_postgres(events)
+        else:
+            _link_in_python(events, head)
         return events
 
 
