@@ -60,9 +60,9 @@ RISK_RATINGS = frozenset({"low", "medium", "high", "critical"})
 # What DRF's JSON response carries for this view, in Django's order (test_evaluate_fastpath.py).
 RESPONSE_HEADERS = [
     (b"content-type", b"application/json"),
-    (b"vary", b"Accept"),
     (b"allow", b"POST, OPTIONS"),
     (b"x-frame-options", b"DENY"),
+    (b"vary", b"Cookie"),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),

@@ -14,35 +14,54 @@ import rfc8785
 SAFE_INTEGER = 2**53 - 1
 
 
-def _stdlib_is_exact(value) -> bool:
-    """Whether ``json.dumps(sort_keys=True, ensure_ascii=False)`` writes exactly JCS for
-    ``value``: true without floats (their text differs), unsafe integers, or keys outside
-    the Basic Multilingual Plane (JCS sorts by UTF-16 code units). Strings escape alike."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if item is None or isinstance(item, bool | str):
-            continue
-        if isinstance(item, int):
-            if -SAFE_INTEGER <= item <= SAFE_INTEGER:
+# Floats whose JCS text (ECMAScript Number::toString) is Python's repr: non-integral and
+# 1e-4 <= |x| < 1e16 (outside that range repr switches to exponents at other points).
+_REPR_LOW, _REPR_HIGH = 1e-4, 1e16
+
+
+def _stdlib_form(value):
+    """``value`` with integral floats as ints, if ``json.dumps(sort_keys=True,
+    ensure_ascii=False)`` then writes exactly JCS; None otherwise (unsafe integers, floats
+    whose text differs, keys outside the Basic Multilingual Plane: JCS sorts by UTF-16 code
+    units). Strings escape alike."""
+    if value is None or value is True or value is False or type(value) is str:
+        return value
+    kind = type(value)
+    if kind is int:
+        return value if -SAFE_INTEGER <= value <= SAFE_INTEGER else None
+    if kind is float:
+        if value.is_integer():
+            return int(value) if -SAFE_INTEGER <= value <= SAFE_INTEGER else None
+        return value if _REPR_LOW <= abs(value) < _REPR_HIGH else None
+    if kind is dict:
+        out = {}
+        for key, child in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+                return None
+            if child is None or type(child) is str:
+                out[key] = child
                 continue
-            return False
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str) or any(ord(ch) > 0xFFFF for ch in key):
-                    return False
-                stack.append(child)
-        elif isinstance(item, list):
-            stack.extend(item)
-        else:
-            return False
-    return True
+            converted = _stdlib_form(child)
+            if converted is None:
+                return None
+            out[key] = converted
+        return out
+    if kind is list:
+        out = []
+        for child in value:
+            converted = _stdlib_form(child) if child is not None else None
+            if converted is None and child is not None:
+                return None
+            out.append(converted)
+        return out
+    return None
 
 
 def canonical_json(value) -> bytes:
     """RFC 8785 bytes; the stdlib encoder where it is provably identical (much faster)."""
-    if _stdlib_is_exact(value):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    form = _stdlib_form(value)
+    if form is not None or value is None:
+        return json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return rfc8785.dumps(value)
 
 

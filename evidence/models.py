@@ -17,7 +17,7 @@ class AuditEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     chain_id = models.CharField(max_length=255)
     sequence_no = models.PositiveIntegerField()
-    event_type = models.CharField(max_length=80, db_index=True)
+    event_type = models.CharField(max_length=80)
     performer_type = models.CharField(max_length=40)
     performer_id = models.CharField(max_length=255)
     payload = models.JSONField(default=dict)
@@ -30,6 +30,9 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["ledger_seq"]
+        # A plain index on event_type (db_index=True would add a second, LIKE-only index
+        # on Postgres that no query uses, and every insert pays for each index).
+        indexes = [models.Index(fields=["event_type"], name="evidence_event_type_idx")]
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "sequence_no"], name="unique_chain_position"),
         ]

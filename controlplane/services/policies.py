@@ -69,8 +69,51 @@ def _compiled_interpreter(source: str) -> Interpreter:
     return interpreter
 
 
+# Rego is a pure language except for a few built-ins that read the clock, randomness, the
+# network or the runtime; a policy that mentions none of them gives the same decision for
+# the same input, so its decisions are remembered (per process, keyed by the exact source
+# and the input's canonical text). Agents repeat requests much alike; a cached decision
+# costs ~10 µs against ~0.5-1 ms for a query.
+IMPURE_BUILTIN = re.compile(
+    r"\b(?:time\.now_ns|rand\.|uuid\.|http\.send|opa\.runtime|net\.|io\.jwt\.decode_verify|trace|print)"
+)
+MAX_REMEMBERED = 4096
+_remembered: dict[tuple, "PolicyDecision"] = {}
+_pure_sources: dict[str, bool] = {}
+
+
+def is_pure(source: str) -> bool:
+    pure = _pure_sources.get(source)
+    if pure is None:
+        if len(_pure_sources) >= MAX_COMPILED_PER_THREAD:
+            _pure_sources.clear()
+        pure = _pure_sources[source] = IMPURE_BUILTIN.search(source) is None
+    return pure
+
+
 def evaluate(package: str, source: str, rule: str, input_document: dict) -> PolicyDecision:
-    """Evaluate ``data.<package>.<rule>`` with ``input``; undefined means deny."""
+    """Evaluate ``data.<package>.<rule>`` with ``input``; undefined means deny. Decisions of
+    pure policies are remembered (see ``IMPURE_BUILTIN``)."""
+    if not is_pure(source):
+        return _query(package, source, rule, input_document)
+    try:
+        key = (source, package, rule, json.dumps(input_document, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError):
+        return _query(package, source, rule, input_document)
+    decision = _remembered.get(key)
+    if decision is None:
+        decision = _query(package, source, rule, input_document)
+        if len(_remembered) >= MAX_REMEMBERED:
+            _remembered.clear()
+        _remembered[key] = decision
+    return decision
+
+
+def forget_decisions() -> None:
+    _remembered.clear()
+
+
+def _query(package: str, source: str, rule: str, input_document: dict) -> PolicyDecision:
     try:
         interpreter = _compiled_interpreter(source)
         interpreter.set_input(input_document)

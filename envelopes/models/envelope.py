@@ -16,7 +16,10 @@ class Envelope(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization = models.ForeignKey("governance.Organization", on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique constraint and the indexes below all lead with it.
+    organization = models.ForeignKey(
+        "governance.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     kind = models.CharField(max_length=20, choices=EnvelopeKind.choices, default=EnvelopeKind.EVALUATION)
     schema_version = models.CharField(max_length=10, default="1")
     state = models.CharField(max_length=20, choices=EnvelopeState.choices, default=EnvelopeState.RECEIVED)

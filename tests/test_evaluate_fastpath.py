@@ -1,0 +1,375 @@
+"""The fast evaluation path: the one-statement write on Postgres, the ASGI route in front of
+Django (``envelopes/fastroute.py``), and the pieces they rely on (canonical JSON fast path,
+remembered policy decisions)."""
+
+import asyncio
+import json
+import math
+import random
+import threading
+
+import httpx
+import pytest
+import rfc8785
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from controlplane.models import Grant
+from controlplane.services import policies
+from controlplane.services.revision import bump_revision
+from envelopes.api.evaluate import EvaluateRequestSerializer
+from envelopes.fastroute import EvaluateRouter, parse_plain_request, tokens
+from envelopes.models import Envelope
+from envelopes.services.evaluation import EvaluationRequest, StaleToken, evaluate
+from evidence.canonical import canonical_json, ledger_hash
+from evidence.models import AuditEvent, LedgerHead
+from evidence.services.verification import verify_chain, verify_ledger
+from governance.choices import Role, TokenStatus
+from governance.models import ApiToken
+from tests.factories import declare_demo_authority
+
+PLAIN = {
+    "surface_id": "surf-payment-release",
+    "agent_id": "agent-payments-prod",
+    "confidence": 0.95,
+    "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
+    "context": {"account_id": "acc-1", "destination_country": "GB"},
+}
+
+
+def view_request(data) -> EvaluationRequest | None:
+    """What EvaluateView builds from ``data`` (None when its serializer refuses it)."""
+    serializer = EvaluateRequestSerializer(data=data)
+    if not serializer.is_valid():
+        return None
+    valid = serializer.validated_data
+    return EvaluationRequest(
+        surface_id=valid["surface_id"],
+        agent_id=valid["agent_id"],
+        confidence=valid["confidence"],
+        request_source=valid.get("request_source") or "api",
+        request_id=valid.get("request_id") or "",
+        process_id=valid.get("process_id") or "",
+        consequence=dict(valid["consequence"]) if valid.get("consequence") else None,
+        context=valid.get("context") or {},
+    )
+
+
+def variants():
+    """Bodies around the edges of what the serializer accepts."""
+    yield PLAIN
+    yield {**PLAIN, "confidence": 1}
+    yield {**PLAIN, "confidence": 0}
+    yield {**PLAIN, "confidence": 1.5}
+    yield {**PLAIN, "confidence": -0.1}
+    yield {**PLAIN, "confidence": True}
+    yield {**PLAIN, "confidence": "0.9"}
+    yield {**PLAIN, "confidence": None}
+    yield {k: v for k, v in PLAIN.items() if k != "confidence"}
+    yield {k: v for k, v in PLAIN.items() if k != "consequence"}
+    yield {k: v for k, v in PLAIN.items() if k != "context"}
+    yield {**PLAIN, "consequence": None}
+    yield {**PLAIN, "consequence": {}}
+    yield {**PLAIN, "consequence": {"type": "monetary"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": -1, "currency": "GBP"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10.5, "currency": ""}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": "gbp"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": " GBP"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": "GBPX"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": "10", "currency": "GBP"}}
+    yield {**PLAIN, "consequence": {"type": "risk_rating", "risk_rating": "high"}}
+    yield {**PLAIN, "consequence": {"type": "risk_rating", "risk_rating": "extreme"}}
+    yield {**PLAIN, "consequence": {"type": "risk_rating"}}
+    yield {**PLAIN, "consequence": {"type": "other", "amount": 1}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 1, "extra": 1}}
+    yield {**PLAIN, "consequence": [1]}
+    yield {**PLAIN, "context": []}
+    yield {**PLAIN, "context": None}
+    yield {**PLAIN, "context": {"nested": {"a": [1, 2.5, None, True]}}}
+    yield {**PLAIN, "unknown": 1}
+    odd = ("", " x", "x ", "a/b", "a\\b", "tab\there", "nul\x00", "é", "\u00a0x", "x" * 255, "x" * 256, 7, None)
+    for field in ("surface_id", "agent_id", "process_id", "request_id", "request_source"):
+        for value in odd:
+            yield {**PLAIN, field: value}
+    yield {**PLAIN, "request_id": "req-1", "request_source": "svc", "process_id": "proc-payments"}
+
+
+def test_the_fast_validator_accepts_only_what_the_view_accepts_and_builds_the_same_request():
+    accepted = 0
+    for data in variants():
+        fast = parse_plain_request(json.dumps(data).encode())
+        view = view_request(data)
+        if fast is not None:
+            accepted += 1
+            assert view is not None, data
+            assert fast[0].canonical() == view.canonical(), data
+    assert accepted >= 15  # the plain shapes do take the fast path
+
+
+def test_the_fast_validator_hands_odd_json_to_django():
+    for body in (b"", b"[]", b"{", b'{"confidence": NaN}', b'{"confidence": 1e999}', b"\xff\xfe", b"{} {}"):
+        assert parse_plain_request(body) is None
+    duplicate = b'{"surface_id": "a", "surface_id": "surf-payment-release", "agent_id": "x", "confidence": 0.5}'
+    assert parse_plain_request(duplicate)[0].surface_id == view_request(json.loads(duplicate)).surface_id
+
+
+def test_canonical_json_fast_path_writes_exactly_rfc8785():
+    rng = random.Random(4)
+    floats = [0.0, -0.0, 1.0, 0.5, 0.1, 1e-4, 9.99e-5, 1e15, 1e16, 123456.789, 2.0**53, 2.0**53 + 2, 1e21, 5e-324]
+    floats += [rng.uniform(-1e6, 1e6) for _ in range(300)] + [10 ** rng.uniform(-8, 22) for _ in range(300)]
+    ints = [0, -1, 2**53 - 1, -(2**53 - 1)]
+    strings = ["", "a", "é", "\u2028", "\x00\x1f", '"\\', "😀", "\ud7ff"]
+    for value in floats + ints + strings + [None, True, False]:
+        document = {"v": value, "list": [value, {"k": value}], "z": 1}
+        assert canonical_json(document) == rfc8785.dumps(document), value
+    keys = {"b": 1, "a": 2, "é": 3, "\U0001f600": 4, "\uffff": 5, "A": 6}
+    assert canonical_json(keys) == rfc8785.dumps(keys)
+    with pytest.raises(Exception):  # noqa: B017 (rfc8785's own error for NaN)
+        canonical_json({"v": math.nan})
+
+
+def test_pure_policy_decisions_are_remembered_and_impure_ones_are_not():
+    source = "package t\nimport rego.v1\nallow if input.n < 3\n"
+    impure = "package u\nimport rego.v1\nallow if time.now_ns() > 0\n"
+    policies.forget_decisions()
+    assert policies.is_pure(source) and not policies.is_pure(impure)
+    assert policies.evaluate("t", source, "allow", {"n": 1}).allow
+    assert not policies.evaluate("t", source, "allow", {"n": 5}).allow
+    assert len(policies._remembered) == 2
+    assert policies.evaluate("t", source, "allow", {"n": 1}).allow
+    assert len(policies._remembered) == 2
+    assert policies.evaluate("u", impure, "allow", {}).allow
+    assert len(policies._remembered) == 2
+
+
+# --- Postgres: the one-statement write --------------------------------------------------
+
+
+def request(**overrides) -> EvaluationRequest:
+    fields = {**PLAIN, "consequence": {"type": "monetary", "amount": 500.0, "currency": "GBP"}, **overrides}
+    return EvaluationRequest(**fields)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_evaluation_is_one_round_trip_transaction_control_included(organization):
+    declare_demo_authority(organization)
+    evaluate(organization, request(), "{}", performer_id="t")  # warm the snapshot cache
+    with CaptureQueriesContext(connection) as queries:
+        response = evaluate(organization, request(), "{}", performer_id="t")
+    assert response["outcome"] == "accept"
+    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == ["SELECT mandate_record_evaluation"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_database_ledger_links_are_the_python_ledger_hash(organization):
+    declare_demo_authority(organization)
+    for n in range(3):
+        evaluate(organization, request(request_id=f"r{n}"), "{}", performer_id="t")
+    events = list(AuditEvent.objects.order_by("ledger_seq"))
+    prev = ""
+    for event in events:
+        assert event.ledger_prev_hash == prev
+        assert event.ledger_hash == ledger_hash(
+            ledger_seq=event.ledger_seq, event_hash=event.hash, ledger_prev_hash=prev
+        )
+        prev = event.ledger_hash
+    assert LedgerHead.objects.get(pk=1).hash == prev
+    assert verify_ledger().valid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_snapshot_is_refused_by_the_write_and_decided_again(organization):
+    declare_demo_authority(organization)
+    assert evaluate(organization, request(), "{}", performer_id="t")["outcome"] == "accept"
+    # Behind the cache's back: the grant is suspended and the revision moves.
+    Grant.objects.filter(organization=organization).update(status="suspended")
+    bump_revision(organization)
+    response = evaluate(organization, request(request_id="after"), "{}", performer_id="t")
+    assert response["reason"] == "NO_ACTIVE_GRANT"
+    envelope = Envelope.objects.get(request_id="after")
+    assert AuditEvent.objects.filter(chain_id=str(envelope.pk)).count() == len(envelope.audit_event_ids)
+    assert AuditEvent.objects.count() == 11 + len(envelope.audit_event_ids)  # nothing from the stale try
+    assert verify_chain(str(envelope.pk)).valid and verify_ledger().valid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_write_refuses_a_token_that_no_longer_stands(organization, make_person):
+    from governance.services.tokens import issue_token
+
+    declare_demo_authority(organization)
+    token, _secret = issue_token(make_person(roles=[Role.PLATFORM_OPERATOR]), "t", [Role.PLATFORM_OPERATOR])
+    checked = {"id": str(token.pk), "roles": token.roles}
+    assert evaluate(organization, request(), "{}", performer_id="t", token=checked)["outcome"] == "accept"
+    with pytest.raises(StaleToken):  # roles changed since the token was cached
+        evaluate(organization, request(), "{}", performer_id="t", token={**checked, "roles": ["platform.admin"]})
+    ApiToken.objects.filter(pk=token.pk).update(status=TokenStatus.REVOKED)
+    with pytest.raises(StaleToken):
+        evaluate(organization, request(request_id="x"), "{}", performer_id="t", token=checked)
+    assert Envelope.objects.count() == 1
+
+
+# --- Postgres: the ASGI route ----------------------------------------------------------
+
+
+@pytest.fixture
+def router():
+    from governance.asgi import django_application
+
+    tokens.clear()
+    route = EvaluateRouter(django_application, threads=2)
+    assert route.enabled
+    yield route
+    for _ in range(2):  # hand the threads' connections back before the database goes
+        route.executor.submit(connections.close_all).result()
+    route.executor.shutdown()
+    tokens.clear()
+
+
+@pytest.fixture
+def django_requests():
+    from django.core.signals import request_started
+
+    seen = []
+
+    def receiver(sender, scope=None, environ=None, **kwargs):
+        seen.append((scope or {}).get("path") or (environ or {}).get("PATH_INFO"))
+
+    request_started.connect(receiver)
+    yield seen
+    request_started.disconnect(receiver)
+
+
+def post_all(router, calls):
+    """POST each (headers, body) in order through ``router``; the responses."""
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=router)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return [await client.post("/v1/evaluate", headers=h, content=b) for h, b in calls]
+
+    return asyncio.run(scenario())
+
+
+def bearer(secret, content_type="application/json"):
+    return {"Authorization": f"Bearer {secret}", "Content-Type": content_type}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_answers_plain_requests_itself_exactly_as_django_does(router, organization, make_token, django_requests):
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    fast_body = json.dumps({**PLAIN, "request_id": "fast"}).encode()
+    slow_body = json.dumps({**PLAIN, "request_id": "slow"}).encode()
+    fast, slow = post_all(
+        router, [(bearer(secret), fast_body), (bearer(secret, "application/json; charset=latin-1"), slow_body)]
+    )
+    assert django_requests == ["/v1/evaluate"]  # only the second went through Django
+    assert fast.status_code == slow.status_code == 200
+    assert fast.json().keys() == slow.json().keys()
+    assert {k: v for k, v in fast.json().items() if k != "envelope_id"} == {
+        k: v for k, v in slow.json().items() if k != "envelope_id"
+    }
+    assert sorted(fast.headers.keys()) == sorted(slow.headers.keys())
+    for name in fast.headers:
+        if name != "content-length":
+            assert fast.headers[name] == slow.headers[name], name
+    envelope = Envelope.objects.get(request_id="fast")
+    assert envelope.submitted_raw == fast_body.decode()
+    assert verify_chain(envelope.chain_id).valid and verify_ledger().valid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_hands_errors_to_django_with_the_body_intact(router, organization, make_token, django_requests):
+    declare_demo_authority(organization)
+    operator, viewer = make_token(Role.PLATFORM_OPERATOR), make_token(Role.PLATFORM_VIEWER)
+    same = json.dumps({**PLAIN, "request_id": "r1"}).encode()
+    changed = json.dumps({**PLAIN, "request_id": "r1", "confidence": 0.9}).encode()
+    responses = post_all(
+        router,
+        [
+            (bearer(operator), json.dumps({**PLAIN, "confidence": 2}).encode()),
+            (bearer(operator), b'{"surface_id": '),
+            (bearer("mdt_nope_nope"), same),
+            (bearer(viewer), same),
+            (bearer(operator), json.dumps({**PLAIN, "process_id": "nope"}).encode()),
+            (bearer(operator), same),
+            (bearer(operator), same),
+            (bearer(operator), changed),
+        ],
+    )
+    assert [r.status_code for r in responses] == [400, 400, 401, 403, 400, 200, 200, 409]
+    assert "confidence" in responses[0].json()["error"] or "confidence" in json.dumps(responses[0].json())
+    assert responses[3].json()["required_permission"] == "evaluate"
+    assert responses[5].json() == responses[6].json()
+    assert len(django_requests) == 6  # the replay of r1 was answered by the route
+    assert Envelope.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_notices_a_revoked_token_at_once(router, organization, make_token):
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    first = post_all(router, [(bearer(secret), json.dumps(PLAIN).encode())])[0]
+    assert first.status_code == 200  # the token is now cached by the route
+    ApiToken.objects.update(status=TokenStatus.REVOKED)
+    second = post_all(router, [(bearer(secret), json.dumps(PLAIN).encode())])[0]
+    assert second.status_code == 401
+    assert Envelope.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_evaluations_through_the_route_keep_one_ledger(router, organization, make_token):
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    bodies = [json.dumps({**PLAIN, "request_id": f"p{n}"}).encode() for n in range(24)]
+    bodies += [json.dumps({**PLAIN, "request_id": "dup"}).encode()] * 8
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=router)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            posts = (client.post("/v1/evaluate", headers=bearer(secret), content=b) for b in bodies)
+            return await asyncio.gather(*posts)
+
+    responses = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    assert len({r.json()["envelope_id"] for r in responses[24:]}) == 1
+    assert Envelope.objects.count() == 25
+    verdict = verify_ledger()
+    assert verdict.valid and verdict.events_checked == 25 * 11
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_threads_recording_at_once_never_fork_the_ledger(organization):
+    declare_demo_authority(organization)
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def run(n):
+        try:
+            barrier.wait()
+            for k in range(5):
+                evaluate(organization, request(request_id=f"t{n}-{k}"), "{}", performer_id="t")
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert Envelope.objects.count() == 30
+    assert verify_ledger().valid
+    assert sorted(AuditEvent.objects.values_list("ledger_seq", flat=True)) == list(range(1, 30 * 11 + 1))
+    assert len(set(Envelope.objects.values_list("id", flat=True))) == 30
