@@ -821,10 +821,9 @@ def stage_breakdown(token: str, count: int) -> None:
         (evaluation, "cached_snapshot", "authority snapshot (in memory)"),
         (evaluation, "decide", "decide (steps 2-10)"),
         (evaluation, "evaluate_policy", "  of which Rego policy (remembered decisions)"),
-        (evaluation, "draft_events", "event drafts and hashes"),
+        (evaluation, "draft_rows", "event rows and hashes"),
         (chain, "event_hash", "  of which event hashes (RFC 8785 + SHA-256)"),
-        (evaluation, "_row_json", "envelope row as JSON"),
-        (evaluation, "event_rows_json", "events as JSON"),
+        (evaluation, "rows_json", "envelope and events as JSON"),
         (evaluation, "_record_postgres", "the one statement (round trip, commit included)"),
         (evaluation, "evaluate", "evaluate() service, inclusive"),
     ]

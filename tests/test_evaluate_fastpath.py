@@ -223,8 +223,14 @@ def router():
     route = EvaluateRouter(django_application, threads=2)
     assert route.enabled
     yield route
-    for _ in range(2):  # hand the threads' connections back before the database goes
-        route.executor.submit(connections.close_all).result()
+    both = threading.Barrier(2)  # each thread hands its connection back before the database goes
+
+    def close():
+        both.wait(timeout=10)
+        connections.close_all()
+
+    for future in [route.executor.submit(close) for _ in range(2)]:
+        future.result()
     route.executor.shutdown()
     tokens.clear()
 

@@ -11,12 +11,17 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+
+try:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
+    ServerBindingCursor = None
 
 from controlplane.choices import RISK_RATING_RANK
 from controlplane.services.policies import PolicyError
@@ -26,7 +31,7 @@ from envelopes.models import Envelope
 from envelopes.services.snapshot import AuthoritySnapshot, authority_snapshot, cached_snapshot
 from envelopes.services.state import StateWalk
 from evidence.canonical import canonical_json
-from evidence.services.chain import EventDraft, draft_events, event_rows_json, insert_new_chain
+from evidence.services.chain import EventDraft, draft_rows, rows_json, store_new_chain
 from governance.api.errors import APIError
 
 BLOCKED_AGENT_STATES = frozenset({"suspended", "revoked"})
@@ -282,10 +287,11 @@ def validate_structure(request: EvaluationRequest, snapshot: AuthoritySnapshot, 
 
 @dataclass
 class PlannedEvaluation:
-    """One evaluation decided in memory: the envelope row and its events, not yet written."""
+    """One evaluation decided in memory: the envelope's fields and its event rows, not yet
+    written."""
 
-    envelope: Envelope
-    events: list  # AuditEvent instances, subject-chain fields and hashes set
+    envelope: dict  # Envelope field (attname): value
+    events: list  # rows from evidence.services.chain.draft_rows
     response: dict
 
 
@@ -294,7 +300,7 @@ def plan_evaluation(
 ) -> PlannedEvaluation:
     """Decide against ``snapshot`` and build what recording writes (no queries)."""
     validate_structure(request, snapshot, now)
-    envelope_id = uuid.uuid4()
+    envelope_id = str(uuid.uuid4())  # random: people tell envelopes apart by their first 8 digits
     walk = StateWalk(EnvelopeState.RECEIVED)
     drafts = [
         EventDraft(
@@ -324,37 +330,37 @@ def plan_evaluation(
         drafts.append(EventDraft("ENVELOPE_CLOSED", {"state": walk.to(EnvelopeState.CLOSED)}))
     for draft in drafts:
         draft.occurred_at = now
-    events = draft_events(str(envelope_id), drafts)
+    events = draft_rows(envelope_id, drafts)
     response = _response(envelope_id, decision)
-    envelope = Envelope(
-        id=envelope_id,
-        organization_id=organization_id,
-        kind=EnvelopeKind.EVALUATION,
-        state=walk.state,
-        request_source=request.request_source,
-        request_id=request.request_id,
-        submitted_raw=raw,
-        submitted_hash=submitted_hash,
-        received_at=now,
-        surface_id=request.surface_id,
-        surface_version=decision.surface_version,
-        profile_id=decision.profile_key,
-        profile_version=decision.profile_version,
-        agent_id=request.agent_id,
-        grant_id=decision.grant_key,
-        structure=decision.structure,
-        outcome=decision.outcome,
-        reason_code=decision.reason,
-        evaluated_at=now,
-        explanation=decision.explanation,
-        response=response,
-        audit_event_ids=[str(e.id) for e in events],
-        first_event_hash=events[0].hash,
-        final_event_hash=events[-1].hash,
-        created_at=now,
-        updated_at=now,
-        closed_at=now if walk.state == EnvelopeState.CLOSED else None,
-    )
+    envelope = {
+        "id": envelope_id,
+        "organization_id": str(organization_id),
+        "kind": EnvelopeKind.EVALUATION.value,
+        "state": walk.state,
+        "request_source": request.request_source,
+        "request_id": request.request_id,
+        "submitted_raw": raw,
+        "submitted_hash": submitted_hash,
+        "received_at": now,
+        "surface_id": request.surface_id,
+        "surface_version": decision.surface_version,
+        "profile_id": decision.profile_key,
+        "profile_version": decision.profile_version,
+        "agent_id": request.agent_id,
+        "grant_id": decision.grant_key,
+        "structure": decision.structure,
+        "outcome": decision.outcome,
+        "reason_code": decision.reason,
+        "evaluated_at": now,
+        "explanation": decision.explanation,
+        "response": response,
+        "audit_event_ids": [e["id"] for e in events],
+        "first_event_hash": events[0]["hash"],
+        "final_event_hash": events[-1]["hash"],
+        "created_at": now,
+        "updated_at": now,
+        "closed_at": now if walk.state == EnvelopeState.CLOSED else None,
+    }
     return PlannedEvaluation(envelope, events, response)
 
 
@@ -362,27 +368,40 @@ class StaleToken(Exception):
     """The fast route's cached token no longer stands (revoked, expired, roles changed)."""
 
 
-def _row_json(instance) -> str:
-    """A model instance as the JSON object ``jsonb_populate_record`` reads (column: value)."""
-    row = {}
-    for model_field in instance._meta.concrete_fields:
-        value = getattr(instance, model_field.attname)
-        if isinstance(value, uuid.UUID):
-            value = str(value)
-        elif isinstance(value, datetime):
-            value = value.isoformat()
-        row[model_field.column] = value
-    return json.dumps(row, ensure_ascii=False, allow_nan=False)
+_envelope_defaults: dict | None = None
+
+
+def _envelope_row(fields: dict) -> dict:
+    """Every Envelope column (``jsonb_populate_record`` leaves absent ones NULL): the
+    model's defaults, then ``fields``."""
+    global _envelope_defaults
+    if _envelope_defaults is None:
+        _envelope_defaults = {f.column: f.get_default() for f in Envelope._meta.concrete_fields}
+    row = dict(_envelope_defaults)
+    row.update(fields)
+    return row
+
+
+class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None else object):
+    """Server-side parameters (the JSON goes as is, not quoted into the SQL text) and a
+    prepared statement per connection (parsed and planned once)."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+RECORD_SQL = "SELECT mandate_record_evaluation(%s::jsonb, %s::jsonb, %s::bigint, %s::jsonb)"
 
 
 def _record_postgres(planned: PlannedEvaluation, revision: int, token: dict | None) -> dict:
     """One statement (envelopes migration 0003); returns its status object."""
-    with connection.cursor() as cursor:
+    connection.ensure_connection()
+    with connection._prepare_cursor(_PreparedCursor(connection.connection)) as cursor:
         cursor.execute(
-            "SELECT mandate_record_evaluation(%s::jsonb, %s::jsonb, %s, %s::jsonb)",
+            RECORD_SQL,
             [
-                _row_json(planned.envelope),
-                event_rows_json(planned.events),
+                rows_json(_envelope_row(planned.envelope)),
+                rows_json(planned.events),
                 revision,
                 json.dumps(token) if token is not None else None,
             ],
@@ -395,8 +414,8 @@ def _record_orm(organization, request, planned: PlannedEvaluation, submitted_has
     """The portable path (SQLite): the envelope and its events in one transaction."""
     try:
         with transaction.atomic():
-            planned.envelope.save(force_insert=True)
-            insert_new_chain(planned.events)
+            Envelope(**planned.envelope).save(force_insert=True)
+            store_new_chain(planned.events)
     except IntegrityError:
         stored = replay(organization, request, submitted_hash)
         if stored is None:  # the conflict was something else: let it surface

@@ -14,6 +14,7 @@ held across a network round trip. SQLite links here, through the ORM.
 
 import json
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from evidence.canonical import event_hash, ledger_hash
+from evidence.ids import uuid7_str
 from evidence.models import AuditEvent, LedgerHead
 
 
@@ -70,10 +72,11 @@ def chain_tail(chain_id: str) -> AuditEvent | None:
     return AuditEvent.objects.filter(chain_id=chain_id).only("sequence_no", "hash").order_by("-sequence_no").first()
 
 
-def _draft_events(chain_id: str, drafts: Sequence[EventDraft], sequence_no: int, prev: str) -> list[AuditEvent]:
-    """The events with their subject-chain fields and hashes; ledger fields still unset."""
+def draft_rows(chain_id: str, drafts: Sequence[EventDraft], sequence_no: int = 0, prev: str = "") -> list[dict]:
+    """The events as rows (AuditEvent field: value) with their subject-chain fields and
+    hashes; the ledger fields are set when they are stored."""
     now = timezone.now()
-    events = []
+    rows = []
     for draft in drafts:
         sequence_no += 1
         payload = json_native(draft.payload)
@@ -89,44 +92,37 @@ def _draft_events(chain_id: str, drafts: Sequence[EventDraft], sequence_no: int,
             occurred_at=occurred_at,
             prev_hash=prev,
         )
-        events.append(
-            AuditEvent(
-                chain_id=chain_id,
-                sequence_no=sequence_no,
-                event_type=draft.event_type,
-                performer_type=draft.performer_type,
-                performer_id=performer_id,
-                payload=payload,
-                occurred_at=occurred_at,
-                prev_hash=prev,
-                hash=digest,
-            )
+        rows.append(
+            {
+                "id": uuid7_str(),
+                "chain_id": chain_id,
+                "sequence_no": sequence_no,
+                "event_type": draft.event_type,
+                "performer_type": draft.performer_type,
+                "performer_id": performer_id,
+                "payload": payload,
+                "occurred_at": occurred_at,
+                "prev_hash": prev,
+                "hash": digest,
+            }
         )
         prev = digest
-    return events
+    return rows
 
 
-def event_rows_json(events: Sequence[AuditEvent]) -> str:
-    """The events as the JSON array ``mandate_append_events`` inserts (column: value)."""
-    return json.dumps(
-        [
-            {
-                "id": str(event.id),
-                "chain_id": event.chain_id,
-                "sequence_no": event.sequence_no,
-                "event_type": event.event_type,
-                "performer_type": event.performer_type,
-                "performer_id": event.performer_id,
-                "payload": event.payload,
-                "occurred_at": event.occurred_at.isoformat(),
-                "prev_hash": event.prev_hash,
-                "hash": event.hash,
-            }
-            for event in events
-        ],
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def rows_json(rows) -> str:
+    """Rows as the JSON that ``jsonb_populate_record(set)`` reads (column: value)."""
+    return json.dumps(rows, ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
+def as_events(rows: Sequence[dict]) -> list[AuditEvent]:
+    return [AuditEvent(**{**row, "id": uuid.UUID(row["id"])}) for row in rows]
 
 
 def apply_ledger_links(events: Sequence[AuditEvent], links) -> None:
@@ -147,26 +143,24 @@ def _link_in_python(events: Sequence[AuditEvent], head: LedgerHead) -> None:
     LedgerHead.objects.filter(pk=1).update(seq=ledger_seq, hash=ledger_prev)
 
 
-def _link_in_postgres(events: Sequence[AuditEvent]) -> None:
+def _link_in_postgres(rows: Sequence[dict], events: Sequence[AuditEvent]) -> None:
     """One statement: the database links, inserts and moves the head (migration 0004)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM mandate_append_events(%s::jsonb)", [event_rows_json(events)])
+        cursor.execute("SELECT * FROM mandate_append_events(%s::jsonb)", [rows_json(rows)])
         apply_ledger_links(events, cursor.fetchall())
 
 
-def draft_events(chain_id: str, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
-    """A new chain's events, hashed and ready for :func:`insert_new_chain`."""
-    return _draft_events(chain_id, drafts, 0, "")
-
-
-def insert_new_chain(events: Sequence[AuditEvent]) -> None:
-    """Link into the ledger and store the events of a chain nobody else can hold yet (its
-    id was just minted). On Postgres: one statement, in the caller's transaction if any."""
+def store_new_chain(rows: Sequence[dict]) -> list[AuditEvent]:
+    """Link into the ledger and store the events (``draft_rows``) of a chain nobody else can
+    hold yet (its id was just minted). On Postgres: one statement, in the caller's
+    transaction if any."""
+    events = as_events(rows)
     if connection.vendor == "postgresql":
-        _link_in_postgres(events)
-        return
+        _link_in_postgres(rows, events)
+        return events
     with transaction.atomic():
         _link_in_python(events, _lock_ledger_head())
+    return events
 
 
 def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: bool = False) -> list[AuditEvent]:
@@ -179,17 +173,15 @@ def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: boo
     """
     if not drafts:
         return []
-    postgres = connection.vendor == "postgresql"
     if new_chain:
-        events = draft_events(chain_id, drafts)
-        insert_new_chain(events)
-        return events
+        return store_new_chain(draft_rows(chain_id, drafts))
     with transaction.atomic():
         head = _lock_ledger_head()
-        tail = None if new_chain else chain_tail(chain_id)
-        events = _draft_events(chain_id, drafts, tail.sequence_no if tail else 0, tail.hash if tail else "")
-        if postgres:
-            _link_in_postgres(events)
+        tail = chain_tail(chain_id)
+        rows = draft_rows(chain_id, drafts, tail.sequence_no if tail else 0, tail.hash if tail else "")
+        events = as_events(rows)
+        if connection.vendor == "postgresql":
+            _link_in_postgres(rows, events)
         else:
             _link_in_python(events, head)
         return events
