@@ -824,7 +824,7 @@ def stage_breakdown(token: str, count: int) -> None:
         (evaluation, "draft_rows", "event rows and hashes"),
         (chain, "event_hash", "  of which event hashes (RFC 8785 + SHA-256)"),
         (evaluation, "rows_json", "envelope and events as JSON"),
-        (evaluation, "_record_postgres", "the one statement (round trip, commit included)"),
+        (evaluation, "record_one", "the one statement (round trip, commit included)"),
         (evaluation, "evaluate", "evaluate() service, inclusive"),
     ]
     for owner, attribute, label in stages:

@@ -205,7 +205,9 @@ MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive
 # Plain POST /v1/evaluate requests are answered in front of Django on Postgres
 # (envelopes/fastroute.py); its thread pool per server process keeps one connection per thread.
 MANDATE_EVALUATE_FAST_ROUTE = env.bool("MANDATE_EVALUATE_FAST_ROUTE", default=True)
-MANDATE_EVALUATE_THREADS = env.int("MANDATE_EVALUATE_THREADS", default=4)
+MANDATE_EVALUATE_THREADS = env.int("MANDATE_EVALUATE_THREADS", default=16)
+# Most evaluations the route records with one statement and one commit (1: each commits alone).
+MANDATE_EVALUATE_GROUP_COMMIT = env.int("MANDATE_EVALUATE_GROUP_COMMIT", default=64)
 # Outbound webhooks to loopback/private/link-local/metadata addresses are refused unless on
 # (make run and the tests turn it on: their receivers run on 127.0.0.1).
 MANDATE_WEBHOOK_ALLOW_PRIVATE = env.bool("MANDATE_WEBHOOK_ALLOW_PRIVATE", default=False)

@@ -18,7 +18,7 @@ from controlplane.models import Grant
 from controlplane.services import policies
 from controlplane.services.revision import bump_revision
 from envelopes.api.evaluate import EvaluateRequestSerializer
-from envelopes.fastroute import EvaluateRouter, parse_plain_request, tokens
+from envelopes.fastroute import EvaluateRouter, group, parse_plain_request, tokens
 from envelopes.models import Envelope
 from envelopes.services.evaluation import EvaluationRequest, StaleToken, evaluate
 from evidence.canonical import canonical_json, ledger_hash
@@ -158,7 +158,7 @@ def test_one_evaluation_is_one_round_trip_transaction_control_included(organizat
     with CaptureQueriesContext(connection) as queries:
         response = evaluate(organization, request(), "{}", performer_id="t")
     assert response["outcome"] == "accept"
-    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == ["SELECT mandate_record_evaluation"]
+    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == ["SELECT mandate_record_evaluations"]
 
 
 @pytest.mark.postgres
@@ -232,6 +232,7 @@ def router():
     for future in [route.executor.submit(close) for _ in range(2)]:
         future.result()
     route.executor.shutdown()
+    group.close()
     tokens.clear()
 
 
@@ -344,8 +345,11 @@ def test_parallel_evaluations_through_the_route_keep_one_ledger(router, organiza
             posts = (client.post("/v1/evaluate", headers=bearer(secret), content=b) for b in bodies)
             return await asyncio.gather(*posts)
 
+    batches, recorded = group.batches, group.recorded
     responses = asyncio.run(scenario())
     assert [r.status_code for r in responses] == [200] * len(bodies)
+    assert group.recorded - recorded == len(bodies)  # every evaluation went through the group commit...
+    assert group.batches - batches < len(bodies)  # ...and some shared a statement
     assert len({r.json()["envelope_id"] for r in responses[24:]}) == 1
     assert Envelope.objects.count() == 25
     verdict = verify_ledger()
@@ -379,3 +383,45 @@ def test_parallel_threads_recording_at_once_never_fork_the_ledger(organization):
     assert verify_ledger().valid
     assert sorted(AuditEvent.objects.values_list("ledger_seq", flat=True)) == list(range(1, 30 * 11 + 1))
     assert len(set(Envelope.objects.values_list("id", flat=True))) == 30
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_group_commit_gives_each_evaluation_its_own_status_and_isolates_a_failure(organization):
+    from django.utils import timezone
+
+    from envelopes.services.evaluation import plan_evaluation, request_hash
+    from envelopes.services.group_commit import GroupCommit, _Pending
+    from envelopes.services.snapshot import authority_snapshot
+
+    declare_demo_authority(organization)
+    snapshot = authority_snapshot(organization.pk)
+
+    def planned(request_id, **overrides):
+        evaluation = request(request_id=request_id, **overrides)
+        digest = request_hash(evaluation)
+        return plan_evaluation(organization.pk, evaluation, "{}", digest, "t", snapshot, timezone.now())
+
+    first = planned("g1")
+    again = planned("g1")  # the same request: a duplicate of the first, in the same statement
+    changed = planned("g1", confidence=0.5)  # same id, other payload
+    broken = planned("g2")
+    broken.events[0]["hash"] = "not a hash"  # the database refuses the whole statement
+    fine = planned("g3")
+    stale = [_Pending(planned("g4"), snapshot.revision + 1, None)]
+    items = [_Pending(p, snapshot.revision, None) for p in (first, again, changed, broken, fine)] + stale
+    writer = GroupCommit()
+    writer._write(items)  # fails as a whole, then each is written alone
+    statuses = [p.result["status"] if p.result else type(p.error).__name__ for p in items]
+    assert statuses == ["recorded", "duplicate", "duplicate", "DataError", "recorded", "stale"]
+    assert items[1].result["submitted_hash"] == first.envelope["submitted_hash"]
+    assert items[2].result["submitted_hash"] != changed.envelope["submitted_hash"]
+    assert set(Envelope.objects.values_list("request_id", flat=True)) == {"g1", "g3"}
+    assert verify_ledger().valid
+
+    together = [_Pending(planned(f"h{n}"), snapshot.revision, None) for n in range(5)]
+    batches = writer.batches
+    writer._write(together)
+    assert [p.result["status"] for p in together] == ["recorded"] * 5
+    assert writer.batches == batches + 1  # the five shared one statement
+    assert verify_ledger().valid and verify_ledger().events_checked == 7 * 11

@@ -390,24 +390,31 @@ class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None els
         return super().execute(query, params, prepare=True, binary=binary)
 
 
-RECORD_SQL = "SELECT mandate_record_evaluation(%s::jsonb, %s::jsonb, %s::bigint, %s::jsonb)"
+RECORD_SQL = "SELECT mandate_record_evaluations(%s::jsonb)"
 
 
-def _record_postgres(planned: PlannedEvaluation, revision: int, token: dict | None) -> dict:
-    """One statement (envelopes migration 0003); returns its status object."""
+def record_many(items) -> list[dict]:
+    """Record several planned evaluations in one statement and one commit (envelopes
+    migration 0005); ``items`` are (planned, revision, token). One status per item."""
+    payload = [
+        {
+            "envelope": _envelope_row(planned.envelope),
+            "events": planned.events,
+            "revision": revision,
+            "token": token,
+        }
+        for planned, revision, token in items
+    ]
     connection.ensure_connection()
     with connection._prepare_cursor(_PreparedCursor(connection.connection)) as cursor:
-        cursor.execute(
-            RECORD_SQL,
-            [
-                rows_json(_envelope_row(planned.envelope)),
-                rows_json(planned.events),
-                revision,
-                json.dumps(token) if token is not None else None,
-            ],
-        )
+        cursor.execute(RECORD_SQL, [rows_json(payload)])
         (result,) = cursor.fetchone()
     return json.loads(result) if isinstance(result, str | bytes) else result
+
+
+def record_one(planned: PlannedEvaluation, revision: int, token: dict | None) -> dict:
+    """One statement and one commit for this evaluation alone."""
+    return record_many([(planned, revision, token)])[0]
 
 
 def _record_orm(organization, request, planned: PlannedEvaluation, submitted_hash: str) -> dict:
@@ -424,22 +431,23 @@ def _record_orm(organization, request, planned: PlannedEvaluation, submitted_has
     return planned.response
 
 
-def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: str, *, token=None) -> dict:
-    """Evaluate and record; return the response body (the stored one for a replay).
+LOAD = "load"  # evaluation_steps needs the snapshot re-read at the current revision
+RECORD = "record"  # evaluation_steps needs (planned, revision) written; send back the status
 
-    On Postgres the cached authority snapshot is used without reading the revision, and
-    the one statement that records the evaluation checks it: a stale snapshot is
-    reloaded and the request decided again. ``token`` ({"id", "roles"}) makes that
-    statement also check the caller's API token still stands (StaleToken otherwise).
+
+def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, performer_id: str, snapshot, checked):
+    """The evaluation on Postgres as a generator that does no I/O itself (the sync service
+    and the fast route's async handler drive it). It yields ``(LOAD,)`` for a snapshot
+    checked against the current revision and ``(RECORD, planned, revision)`` for the
+    recording statement's status; it returns the response body.
+
+    ``snapshot`` may be the cached one, not checked (``checked`` False): the recording
+    statement refuses it if the revision moved (``stale``) and the request is decided
+    again; a 400 from the process rules is only trusted on a checked snapshot.
     """
     if not request.request_id:
         request.request_id = str(uuid.uuid4())
     submitted_hash = request_hash(request)
-    organization_id = organization.pk
-    if connection.vendor != "postgresql":
-        snapshot, checked = authority_snapshot(organization_id), True
-    else:
-        snapshot, checked = cached_snapshot(organization_id)
     for _attempt in range(5):
         now = timezone.now()
         try:
@@ -447,16 +455,14 @@ def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: s
         except APIError:
             if checked:
                 raise
-            snapshot, checked = authority_snapshot(organization_id), True  # a 400 must not come from a stale cache
+            snapshot, checked = (yield (LOAD,)), True
             continue
-        if connection.vendor != "postgresql":
-            return _record_orm(organization, request, planned, submitted_hash)
-        result = _record_postgres(planned, snapshot.revision, token)
+        result = yield (RECORD, planned, snapshot.revision)
         status = result["status"]
         if status == "recorded":
             return planned.response
         if status == "stale":
-            snapshot, checked = authority_snapshot(organization_id), True
+            snapshot, checked = (yield (LOAD,)), True
             continue
         if status == "unauthenticated":
             raise StaleToken()
@@ -466,6 +472,34 @@ def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: s
             raise APIError(409, "request_id already used with a different payload")
         return result["response"]
     raise APIError(503, "the authority snapshot kept changing; retry")
+
+
+def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: str, *, token=None) -> dict:
+    """Evaluate and record; return the response body (the stored one for a replay).
+
+    On Postgres the cached authority snapshot is used without reading the revision, and
+    the one statement that records the evaluation checks it (``evaluation_steps``).
+    ``token`` ({"id", "roles"}) makes that statement also check the caller's API token
+    still stands (StaleToken otherwise).
+    """
+    organization_id = organization.pk
+    if connection.vendor != "postgresql":
+        if not request.request_id:
+            request.request_id = str(uuid.uuid4())
+        submitted_hash = request_hash(request)
+        snapshot = authority_snapshot(organization_id)
+        planned = plan_evaluation(organization_id, request, raw, submitted_hash, performer_id, snapshot, timezone.now())
+        return _record_orm(organization, request, planned, submitted_hash)
+    snapshot, checked = cached_snapshot(organization_id)
+    steps = evaluation_steps(organization_id, request, raw, performer_id, snapshot, checked)
+    reply = None
+    while True:
+        try:
+            step = steps.send(reply)
+        except StopIteration as finished:
+            return finished.value
+        loading = step[0] == LOAD
+        reply = authority_snapshot(organization_id) if loading else record_one(step[1], step[2], token)
 
 
 def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dict | None:

@@ -214,6 +214,11 @@ def authority_snapshot(organization_id) -> AuthoritySnapshot:
     return snapshot
 
 
+def peek_snapshot(organization_id) -> AuthoritySnapshot | None:
+    """The cached snapshot, if any (no query; not checked against the current revision)."""
+    return _cache.get(str(organization_id))
+
+
 def cached_snapshot(organization_id) -> tuple[AuthoritySnapshot, bool]:
     """The cached snapshot without asking the database, and False (not checked against the
     current revision: the write checks it); or a freshly checked one, and True."""

@@ -17,33 +17,40 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_seq bigint;
     v_prev text;
+    v_hash text;
     v_link text;
-    v_event jsonb;
-    v_rows jsonb := '[]'::jsonb;
+    v_seqs bigint[] := '{}';
+    v_prevs text[] := '{}';
+    v_links text[] := '{}';
 BEGIN
     SELECT seq, hash INTO v_seq, v_prev FROM evidence_ledgerhead WHERE id = 1 FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO evidence_ledgerhead (id, seq, hash) VALUES (1, 0, '') ON CONFLICT (id) DO NOTHING;
         SELECT seq, hash INTO v_seq, v_prev FROM evidence_ledgerhead WHERE id = 1 FOR UPDATE;
     END IF;
-    FOR v_event IN SELECT value FROM jsonb_array_elements(p_events) LOOP
-        IF (v_event->>'hash') !~ '^[0-9a-f]{64}$' THEN
+    FOR v_hash IN SELECT value->>'hash' FROM jsonb_array_elements(p_events) LOOP
+        IF v_hash IS NULL OR length(v_hash) <> 64 OR ltrim(v_hash, '0123456789abcdef') <> '' THEN
             RAISE EXCEPTION 'event hash must be 64 lowercase hex digits' USING ERRCODE = 'invalid_parameter_value';
         END IF;
         v_seq := v_seq + 1;
         v_link := encode(sha256(convert_to(
-            '{"event_hash":"' || (v_event->>'hash') || '","ledger_prev_hash":"' || v_prev
+            '{"event_hash":"' || v_hash || '","ledger_prev_hash":"' || v_prev
             || '","ledger_seq":' || v_seq::text || '}', 'UTF8')), 'hex');
-        v_rows := v_rows || jsonb_build_array(v_event || jsonb_build_object(
-            'ledger_seq', v_seq, 'ledger_prev_hash', v_prev, 'ledger_hash', v_link));
-        out_ledger_seq := v_seq;
-        out_ledger_prev_hash := v_prev;
-        out_ledger_hash := v_link;
-        RETURN NEXT;
+        v_seqs := array_append(v_seqs, v_seq);
+        v_prevs := array_append(v_prevs, v_prev);
+        v_links := array_append(v_links, v_link);
         v_prev := v_link;
     END LOOP;
-    INSERT INTO evidence_auditevent SELECT * FROM jsonb_populate_recordset(NULL::evidence_auditevent, v_rows);
+    INSERT INTO evidence_auditevent (
+        id, chain_id, sequence_no, event_type, performer_type, performer_id, payload, occurred_at,
+        prev_hash, hash, ledger_seq, ledger_prev_hash, ledger_hash
+    )
+    SELECT e.id, e.chain_id, e.sequence_no, e.event_type, e.performer_type, e.performer_id, e.payload,
+           e.occurred_at, e.prev_hash, e.hash, l.seq, l.prev, l.link
+    FROM jsonb_populate_recordset(NULL::evidence_auditevent, p_events) WITH ORDINALITY AS e
+    JOIN unnest(v_seqs, v_prevs, v_links) WITH ORDINALITY AS l(seq, prev, link, n) ON l.n = e.ordinality;
     UPDATE evidence_ledgerhead SET seq = v_seq, hash = v_prev WHERE id = 1;
+    RETURN QUERY SELECT * FROM unnest(v_seqs, v_prevs, v_links);
 END;
 $$;
 """
