@@ -512,12 +512,14 @@ def percentiles(latencies: list[float]) -> dict:
 
 
 def start_py_spy(py_spy: str, pids: list[int], seconds: float) -> list[tuple[subprocess.Popen, Path]]:
-    """Sample each server worker with py-spy for ``seconds`` (collapsed stacks, one file per worker)."""
+    """Sample each server worker with py-spy for ``seconds`` (collapsed stacks, one file per worker).
+    Only the thread holding the GIL is sampled (``--gil``): threads parked on a lock or a
+    queue would otherwise fill the report."""
     recorders = []
     for pid in pids:
         output = ROOT / "var" / f"evaluate_load-pyspy-{pid}.txt"
         command = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "250"]
-        command += ["--format", "raw", "--output", str(output), "--nonblocking"]
+        command += ["--gil", "--format", "raw", "--output", str(output), "--nonblocking"]
         recorders.append((subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), output))
     return recorders
 
@@ -548,7 +550,7 @@ def report_py_spy(recorders: list[tuple[subprocess.Popen, Path]], top: int = 30)
         output.unlink()
     if not total:
         return
-    print(f"\npy-spy: {total:,} samples of busy server threads (all workers, one measured run)")
+    print(f"\npy-spy (GIL holder only): {total:,} samples of busy server threads (all workers, one measured run)")
     for title, table in (("self", own), ("inclusive", inclusive)):
         print(f"\nTop {top} functions by {title} samples:")
         for frame, samples in sorted(table.items(), key=lambda item: -item[1])[:top]:

@@ -73,10 +73,24 @@ def canonical_hash(value) -> str:
     return sha256_hex(canonical_json(value))
 
 
+_last_timestamp: tuple = (None, "")  # (moment, text): the events of one append share it
+
+
 def format_timestamp(moment: datetime) -> str:
+    global _last_timestamp
+    last = _last_timestamp
+    if last[0] is moment:
+        return last[1]
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    _last_timestamp = (moment, text)
+    return text
+
+
+def _string(value: str) -> str:
+    """A JSON string as JCS writes it (the stdlib escapes exactly the same characters)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def event_hash(
@@ -90,17 +104,33 @@ def event_hash(
     occurred_at: datetime,
     prev_hash: str,
 ) -> str:
-    return canonical_hash(
-        {
-            "chain_id": chain_id,
-            "sequence_no": sequence_no,
-            "event_type": event_type,
-            "performer_type": performer_type,
-            "performer_id": performer_id,
-            "payload": payload,
-            "occurred_at": format_timestamp(occurred_at),
-            "prev_hash": prev_hash,
-        }
+    if type(sequence_no) is not int or not all(
+        type(text) is str for text in (chain_id, event_type, performer_type, performer_id, prev_hash)
+    ):
+        return canonical_hash(
+            {
+                "chain_id": chain_id,
+                "sequence_no": sequence_no,
+                "event_type": event_type,
+                "performer_type": performer_type,
+                "performer_id": performer_id,
+                "payload": payload,
+                "occurred_at": format_timestamp(occurred_at),
+                "prev_hash": prev_hash,
+            }
+        )
+    # The same JCS bytes, written field by field in JCS's key order: only the payload
+    # needs the general encoder.
+    return sha256_hex(
+        b"".join(
+            (
+                f'{{"chain_id":{_string(chain_id)},"event_type":{_string(event_type)},'
+                f'"occurred_at":"{format_timestamp(occurred_at)}","payload":'.encode(),
+                canonical_json(payload),
+                f',"performer_id":{_string(performer_id)},"performer_type":{_string(performer_type)},'
+                f'"prev_hash":{_string(prev_hash)},"sequence_no":{sequence_no}}}'.encode(),
+            )
+        )
     )
 
 

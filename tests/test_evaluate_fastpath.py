@@ -128,6 +128,46 @@ def test_canonical_json_fast_path_writes_exactly_rfc8785():
         canonical_json({"v": math.nan})
 
 
+def test_event_hash_is_sha256_of_the_rfc8785_document():
+    import hashlib
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from evidence.canonical import event_hash
+
+    rng = random.Random(7)
+    texts = ["", "a", "é", "\u2028", "\x00\x1f", '"\\/', "😀", "x" * 300, "ENVELOPE_CREATED"]
+    payloads = [{}, None, [], {"a": 1.5, "b": [1, 2.0, None], "é": "😀"}, {"n": str(2**60)}, {"z": {"y": {"x": 0.1}}}]
+    moments = [datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=5)))]
+    for _ in range(300):
+        fields = {
+            "chain_id": rng.choice(texts),
+            "sequence_no": rng.randint(1, 2**40),
+            "event_type": rng.choice(texts),
+            "performer_type": rng.choice(texts),
+            "performer_id": rng.choice(texts),
+            "payload": rng.choice(payloads),
+            "prev_hash": rng.choice(texts),
+        }
+        moment = rng.choice(moments)
+        document = {**fields, "occurred_at": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        expected = hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+        assert event_hash(**fields, occurred_at=moment) == expected, fields
+
+
+def test_json_native_copies_plain_json_and_converts_the_rest():
+    from decimal import Decimal
+
+    from evidence.services.chain import json_native
+
+    plain = {"a": [1, 2.5, None, True, "x"], "b": {"c": {}}}
+    copied = json_native(plain)
+    assert copied == plain and copied is not plain and copied["a"] is not plain["a"]
+    converted = json_native({"d": Decimal("1.10"), "t": (1, 2), "big": 2**60})
+    assert converted == {"d": "1.10", "t": [1, 2], "big": str(2**60)}
+    with pytest.raises(ValueError):
+        json_native({"x": math.inf})
+
+
 def test_pure_policy_decisions_are_remembered_and_impure_ones_are_not():
     source = "package t\nimport rego.v1\nallow if input.n < 3\n"
     impure = "package u\nimport rego.v1\nallow if time.now_ns() > 0\n"

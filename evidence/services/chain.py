@@ -55,9 +55,43 @@ def _i_json(value):
     return value
 
 
+class _NotNative(Exception):
+    pass
+
+
+def _native_copy(value):
+    """A copy of a value that is already plain JSON (str keys, finite floats, safe
+    integers); _NotNative for anything that a JSON column would change."""
+    kind = type(value)
+    if value is None or kind is str or kind is bool:
+        return value
+    if kind is int:
+        if -SAFE_INTEGER <= value <= SAFE_INTEGER:
+            return value
+        raise _NotNative
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise _NotNative
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotNative
+            copy[key] = _native_copy(item)
+        return copy
+    if kind is list:
+        return [_native_copy(item) for item in value]
+    raise _NotNative
+
+
 def json_native(value):
-    """The value exactly as it will read back from a JSON column, in I-JSON's domain."""
-    return _i_json(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
+    """The value exactly as it will read back from a JSON column, in I-JSON's domain (a
+    copy: later changes to ``value`` cannot reach what was hashed)."""
+    try:
+        return _native_copy(value)
+    except (_NotNative, RecursionError):
+        return _i_json(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
 
 
 def _lock_ledger_head() -> LedgerHead:
