@@ -7,6 +7,7 @@ back from the database re-hashes to the same value.
 
 import hashlib
 import json
+import json.encoder
 from datetime import UTC, datetime
 
 import rfc8785
@@ -57,11 +58,14 @@ def _stdlib_form(value):
     return None
 
 
+_sorted_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value) -> bytes:
     """RFC 8785 bytes; the stdlib encoder where it is provably identical (much faster)."""
     form = _stdlib_form(value)
     if form is not None or value is None:
-        return json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return _sorted_compact(form).encode()
     return rfc8785.dumps(value)
 
 
@@ -88,9 +92,8 @@ def format_timestamp(moment: datetime) -> str:
     return text
 
 
-def _string(value: str) -> str:
-    """A JSON string as JCS writes it (the stdlib escapes exactly the same characters)."""
-    return json.dumps(value, ensure_ascii=False)
+# A JSON string as JCS writes it: the stdlib escapes exactly the same characters.
+_string = json.encoder.encode_basestring
 
 
 def event_hash(

@@ -154,6 +154,18 @@ def test_event_hash_is_sha256_of_the_rfc8785_document():
         assert event_hash(**fields, occurred_at=moment) == expected, fields
 
 
+def test_event_ids_are_time_ordered_version_7_uuids():
+    import uuid
+
+    from evidence.ids import uuid7_strs
+
+    first, second = uuid7_strs(50), uuid7_strs(50)
+    parsed = [uuid.UUID(text) for text in first + second]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert len(set(parsed)) == 100
+    assert max(first)[:13] <= min(second)[:13]  # the millisecond leads
+
+
 def test_json_native_copies_plain_json_and_converts_the_rest():
     from decimal import Decimal
 

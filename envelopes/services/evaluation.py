@@ -331,6 +331,9 @@ def plan_evaluation(
     for draft in drafts:
         draft.occurred_at = now
     events = draft_rows(envelope_id, drafts)
+    stamp = now.isoformat()  # every timestamp of the evaluation is ``now``; written as text once
+    for event in events:
+        event["occurred_at"] = stamp
     response = _response(envelope_id, decision)
     envelope = {
         "id": envelope_id,
@@ -341,7 +344,7 @@ def plan_evaluation(
         "request_id": request.request_id,
         "submitted_raw": raw,
         "submitted_hash": submitted_hash,
-        "received_at": now,
+        "received_at": stamp,
         "surface_id": request.surface_id,
         "surface_version": decision.surface_version,
         "profile_id": decision.profile_key,
@@ -351,15 +354,15 @@ def plan_evaluation(
         "structure": decision.structure,
         "outcome": decision.outcome,
         "reason_code": decision.reason,
-        "evaluated_at": now,
+        "evaluated_at": stamp,
         "explanation": decision.explanation,
         "response": response,
         "audit_event_ids": [e["id"] for e in events],
         "first_event_hash": events[0]["hash"],
         "final_event_hash": events[-1]["hash"],
-        "created_at": now,
-        "updated_at": now,
-        "closed_at": now if walk.state == EnvelopeState.CLOSED else None,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "closed_at": stamp if walk.state == EnvelopeState.CLOSED else None,
     }
     return PlannedEvaluation(envelope, events, response)
 

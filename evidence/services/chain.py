@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from evidence.canonical import event_hash, ledger_hash
-from evidence.ids import uuid7_str
+from evidence.ids import uuid7_strs
 from evidence.models import AuditEvent, LedgerHead
 
 
@@ -111,7 +111,8 @@ def draft_rows(chain_id: str, drafts: Sequence[EventDraft], sequence_no: int = 0
     hashes; the ledger fields are set when they are stored."""
     now = timezone.now()
     rows = []
-    for draft in drafts:
+    ids = uuid7_strs(len(drafts))
+    for index, draft in enumerate(drafts):
         sequence_no += 1
         payload = json_native(draft.payload)
         occurred_at = draft.occurred_at or now
@@ -128,7 +129,7 @@ def draft_rows(chain_id: str, drafts: Sequence[EventDraft], sequence_no: int = 0
         )
         rows.append(
             {
-                "id": uuid7_str(),
+                "id": ids[index],
                 "chain_id": chain_id,
                 "sequence_no": sequence_no,
                 "event_type": draft.event_type,
