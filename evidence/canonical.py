@@ -107,6 +107,14 @@ def event_hash(
     occurred_at: datetime,
     prev_hash: str,
 ) -> str:
+    stamp = format_timestamp(occurred_at)
+    return event_hash_at(stamp, chain_id, sequence_no, event_type, performer_type, performer_id, payload, prev_hash)
+
+
+def event_hash_at(
+    stamp: str, chain_id, sequence_no, event_type, performer_type, performer_id, payload, prev_hash
+) -> str:
+    """``event_hash`` with ``occurred_at`` already written as its hashed text (``stamp``)."""
     if type(sequence_no) is not int or not all(
         type(text) is str for text in (chain_id, event_type, performer_type, performer_id, prev_hash)
     ):
@@ -118,7 +126,7 @@ def event_hash(
                 "performer_type": performer_type,
                 "performer_id": performer_id,
                 "payload": payload,
-                "occurred_at": format_timestamp(occurred_at),
+                "occurred_at": stamp,
                 "prev_hash": prev_hash,
             }
         )
@@ -128,7 +136,7 @@ def event_hash(
         b"".join(
             (
                 f'{{"chain_id":{_string(chain_id)},"event_type":{_string(event_type)},'
-                f'"occurred_at":"{format_timestamp(occurred_at)}","payload":'.encode(),
+                f'"occurred_at":{_string(stamp)},"payload":'.encode(),
                 canonical_json(payload),
                 f',"performer_id":{_string(performer_id)},"performer_type":{_string(performer_type)},'
                 f'"prev_hash":{_string(prev_hash)},"sequence_no":{sequence_no}}}'.encode(),
@@ -138,4 +146,20 @@ def event_hash(
 
 
 def ledger_hash(*, ledger_seq: int, event_hash: str, ledger_prev_hash: str) -> str:
+    if type(ledger_seq) is int and _is_hex(event_hash) and (_is_hex(ledger_prev_hash) or ledger_prev_hash == ""):
+        return hex_ledger_hash(ledger_seq, event_hash, ledger_prev_hash)
     return canonical_hash({"ledger_seq": ledger_seq, "event_hash": event_hash, "ledger_prev_hash": ledger_prev_hash})
+
+
+def hex_ledger_hash(ledger_seq: int, event_hash: str, ledger_prev_hash: str) -> str:
+    """``ledger_hash`` for hex digests (no character needs escaping): the JCS text directly."""
+    return hashlib.sha256(
+        f'{{"event_hash":"{event_hash}","ledger_prev_hash":"{ledger_prev_hash}","ledger_seq":{ledger_seq}}}'.encode()
+    ).hexdigest()
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex(text) -> bool:
+    return type(text) is str and len(text) == 64 and _HEX.issuperset(text)
