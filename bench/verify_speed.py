@@ -10,10 +10,12 @@ Against the PostgreSQL database in ``DATABASE_URL`` (loopback only), the script:
    (``--runs`` times, default 2) and prints events/s;
 3. times ``verify_chain`` over ``--chains`` chains (default 2,000, the most recent ones) and
    prints chains/s and events/s;
-4. splits one pass into its parts on a sample: reading the events (query + ORM objects +
-   JSON decoding) versus re-hashing them (``recompute_hash``, RFC 8785 + SHA-256), and
-   compares the RFC 8785 encoder with a stdlib ``json.dumps`` fast path on the same events
-   (byte-for-byte equality checked) to show what a faster canonical JSON would buy;
+4. splits one pass into its parts on a sample: reading the events (as ORM objects or as
+   tuples) versus re-hashing them (``recompute_hash``: ``evidence.canonical``, which uses
+   the stdlib encoder where it writes exactly RFC 8785, + SHA-256), and compares the
+   ``rfc8785`` package with a checked stdlib ``json.dumps`` path on the same events
+   (byte-for-byte equality checked). ``verify_ledger`` itself reads tuples through a
+   server-side cursor, with the payload as JSON text and the timestamp as its hashed text;
 5. with ``--profile``, cProfiles one ``verify_ledger()`` and prints the hot spots.
 
 Usage:
@@ -457,10 +459,10 @@ def main(argv=None) -> int:
         print(
             f"\nWhere a pass goes, on the first {split['count']:,} events (events/s for each part alone):\n"
             f"| Part | Events/s |\n|---|---:|\n"
-            f"| read as model instances (what verify_ledger does) | {split['read_rate']:,.0f} |\n"
+            f"| read as model instances (the ORM) | {split['read_rate']:,.0f} |\n"
             f"| read as tuples (values_list) | {split['read_tuples_rate']:,.0f} |\n"
-            f"| event hash, recompute_hash (rfc8785 + SHA-256) | {split['rehash_rate']:,.0f} |\n"
-            f"| ledger hash, ledger_hash (rfc8785 + SHA-256) | {split['relink_rate']:,.0f} |\n"
+            f"| event hash, recompute_hash (evidence.canonical + SHA-256) | {split['rehash_rate']:,.0f} |\n"
+            f"| ledger hash, ledger_hash (evidence.canonical + SHA-256) | {split['relink_rate']:,.0f} |\n"
             f"| event hash, checked json.dumps + SHA-256 | {split['fast_rehash_rate']:,.0f} |\n"
             f"| ledger hash, fixed template | {split['fast_relink_rate']:,.0f} |\n"
             f"| encoding only (timestamp preformatted), rfc8785.dumps | {split['jcs_rate']:,.0f} |\n"
