@@ -268,6 +268,16 @@ def machine_busy() -> tuple[float, float]:
     return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
 
 
+def database_commits(database_url: str) -> int:
+    """Transactions committed in the benchmark's database so far (PostgreSQL's statistics,
+    flushed by each backend at most once a second: good over a window of seconds)."""
+    import psycopg
+
+    name = urlparse(database_url).path.lstrip("/")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [name]).fetchone()[0]
+
+
 def postgres_backends(database_url: str) -> list[int]:
     import psycopg
 
@@ -294,6 +304,7 @@ class CpuMeter:
             "postgres": {pid: process_cpu(pid) for pid in backends},
             "busy": busy,
             "total": total,
+            "commits": database_commits(self.database_url),
             "at": time.monotonic(),
         }
 
@@ -486,6 +497,7 @@ def run_load(kind, url, token, concurrency, seconds, processes, run_tag, meter=N
             "postgres_cpu": CpuMeter.used(before, after, "postgres") / window,
             "machine_cpu": (after["busy"] - before["busy"]) / window,
             "client_cpu": sum(result["cpu"] for result in results) / wall if wall else 0.0,
+            "commits": after["commits"] - before["commits"],
         }
     return {
         **cpu,
@@ -640,14 +652,15 @@ def print_table(rows: list[dict], args) -> None:
     print()
     print(
         "| Workers | Run | Load avg | Requests/s | p50 ms | p90 ms | p99 ms | max ms | Errors "
-        "| CPU client | CPU server | CPU postgres | CPU machine |"
+        "| CPU client | CPU server | CPU postgres | CPU machine | Evaluations per commit |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['workers']} | {r['run']} | {r['load']:.2f} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p90']:.1f} "
             f"| {r['p99']:.1f} | {r['max']:.1f} | {r['errors']} | {r['client_cpu']:.2f} | {r['server_cpu']:.2f} "
-            f"| {r['postgres_cpu']:.2f} | {r['machine_cpu']:.2f} |"
+            f"| {r['postgres_cpu']:.2f} | {r['machine_cpu']:.2f} "
+            f"| {r['requests'] / r['commits'] if r.get('commits') else 0:.1f} |"
         )
 
 

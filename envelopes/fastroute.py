@@ -274,13 +274,23 @@ def answer(secret: str, body: bytes) -> bytes | None:
     return _render(response)
 
 
+def _in_thread(function, *args):
+    """Run ``function`` in a pool thread; a database error also drops that thread's
+    connection, so the next call there reconnects (these threads see no request signals)."""
+    try:
+        return function(*args)
+    except DatabaseError:
+        connection.close()
+        raise
+
+
 async def answer_async(secret: str, body: bytes, executor) -> bytes | None:
     """``answer`` for the event loop: deciding runs on the loop (no query when the token
     and the snapshot are cached); lookups run in ``executor``; the write goes through the
     group commit. None: Django answers instead."""
     loop = asyncio.get_running_loop()
     try:
-        token = tokens.cached(secret) or await loop.run_in_executor(executor, tokens.get, secret)
+        token = tokens.cached(secret) or await loop.run_in_executor(executor, _in_thread, tokens.get, secret)
         if token is None or not token.allowed:
             return None
         parsed = parse_plain_request(body)
@@ -290,7 +300,8 @@ async def answer_async(secret: str, body: bytes, executor) -> bytes | None:
         organization_id = token.organization.pk
         snapshot, checked = peek_snapshot(organization_id), False
         if snapshot is None:
-            snapshot, checked = await loop.run_in_executor(executor, authority_snapshot, organization_id), True
+            snapshot = await loop.run_in_executor(executor, _in_thread, authority_snapshot, organization_id)
+            checked = True
         steps = evaluation_steps(organization_id, request, raw, token.subject_id, snapshot, checked)
         reply = None
         while True:
@@ -299,11 +310,11 @@ async def answer_async(secret: str, body: bytes, executor) -> bytes | None:
             except StopIteration as finished:
                 return _render(finished.value)
             if step[0] == LOAD:
-                reply = await loop.run_in_executor(executor, authority_snapshot, organization_id)
+                reply = await loop.run_in_executor(executor, _in_thread, authority_snapshot, organization_id)
             elif group.max_batch > 1:
                 reply = await group.record_async(step[1], step[2], token.check)
             else:
-                reply = await loop.run_in_executor(executor, record_one, step[1], step[2], token.check)
+                reply = await loop.run_in_executor(executor, _in_thread, record_one, step[1], step[2], token.check)
     except StaleToken:
         tokens.drop(secret)
     except APIError:

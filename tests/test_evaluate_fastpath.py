@@ -477,3 +477,17 @@ def test_group_commit_gives_each_evaluation_its_own_status_and_isolates_a_failur
     assert [p.result["status"] for p in together] == ["recorded"] * 5
     assert writer.batches == batches + 1  # the five shared one statement
     assert verify_ledger().valid and verify_ledger().events_checked == 7 * 11
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_without_group_commit_records_each_evaluation_alone(router, organization, make_token, monkeypatch):
+    declare_demo_authority(organization)
+    monkeypatch.setattr(group, "max_batch", 1)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    batches = group.batches
+    bodies = [json.dumps({**PLAIN, "request_id": f"alone-{n}"}).encode() for n in range(6)]
+    responses = post_all(router, [(bearer(secret), body) for body in bodies])
+    assert [r.status_code for r in responses] == [200] * 6
+    assert group.batches == batches  # the writer was not used
+    assert Envelope.objects.count() == 6 and verify_ledger().valid
