@@ -840,7 +840,7 @@ def stage_breakdown(token: str, count: int) -> None:
         (chain, "event_hash", "  of which event hashes (RFC 8785 + SHA-256)"),
         (evaluation, "rows_json", "envelope and events as JSON"),
         (evaluation, "record_one", "the one statement (round trip, commit included)"),
-        (evaluation, "evaluate", "evaluate() service, inclusive"),
+        (fastroute, "evaluate", "evaluate() service, inclusive"),
     ]
     for owner, attribute, label in stages:
         timer.wrap(owner, attribute, label)
