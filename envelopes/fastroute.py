@@ -29,6 +29,7 @@ Postgres only: the token re-check rides on the recording statement, which SQLite
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -250,28 +251,33 @@ def _render(response: dict) -> bytes:
     return json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+@contextlib.contextmanager
+def _handing_over(secret: str):
+    """The failures after which Django answers the request instead (the caller returns None)."""
+    try:
+        yield
+    except StaleToken:
+        tokens.drop(secret)
+    except APIError:
+        pass
+    except DatabaseError:
+        logger.warning("evaluate fast route: database error, handing over to Django", exc_info=True)
+
+
 def answer(secret: str, body: bytes) -> bytes | None:
     """The 200 body for a plain evaluation, or None: Django answers instead. Synchronous,
     each evaluation committing alone (the benchmark's in-process breakdown uses it)."""
-    try:
-        token = tokens.get(secret)
+    with _handing_over(secret):
+        token = _in_thread(tokens.get, secret)
         if token is None or not token.allowed:
             return None
         parsed = parse_plain_request(body)
         if parsed is None:
             return None
         request, raw = parsed
-        response = evaluate(token.organization, request, raw, performer_id=token.subject_id, token=token.check)
-    except StaleToken:
-        tokens.drop(secret)
-        return None
-    except APIError:
-        return None
-    except DatabaseError:
-        logger.warning("evaluate fast route: database error, handing over to Django", exc_info=True)
-        connection.close()
-        return None
-    return _render(response)
+        response = _in_thread(evaluate, token.organization, request, raw, token.subject_id, token=token.check)
+        return _render(response)
+    return None
 
 
 def _in_thread(function, *args):
@@ -289,7 +295,7 @@ async def answer_async(secret: str, body: bytes, executor) -> bytes | None:
     and the snapshot are cached); lookups run in ``executor``; the write goes through the
     group commit. None: Django answers instead."""
     loop = asyncio.get_running_loop()
-    try:
+    with _handing_over(secret):
         token = tokens.cached(secret) or await loop.run_in_executor(executor, _in_thread, tokens.get, secret)
         if token is None or not token.allowed:
             return None
@@ -315,12 +321,6 @@ async def answer_async(secret: str, body: bytes, executor) -> bytes | None:
                 reply = await group.record_async(step[1], step[2], token.check)
             else:
                 reply = await loop.run_in_executor(executor, _in_thread, record_one, step[1], step[2], token.check)
-    except StaleToken:
-        tokens.drop(secret)
-    except APIError:
-        pass
-    except DatabaseError:
-        logger.warning("evaluate fast route: database error, handing over to Django", exc_info=True)
     return None
 
 

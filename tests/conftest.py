@@ -73,6 +73,22 @@ def admin_client_api(client_with):
     return client_with(Role.PLATFORM_ADMIN)
 
 
+@pytest.fixture
+def django_requests():
+    """Requests that reached Django (its request_started signal), for the ASGI routes that
+    answer in front of it."""
+    from django.core.signals import request_started
+
+    seen = []
+
+    def receiver(sender, scope=None, environ=None, **kwargs):
+        seen.append((scope or {}).get("path") or (environ or {}).get("PATH_INFO"))
+
+    request_started.connect(receiver)
+    yield seen
+    request_started.disconnect(receiver)
+
+
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 

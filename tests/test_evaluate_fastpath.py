@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from controlplane.models import Grant
 from controlplane.services import policies
 from controlplane.services.revision import bump_revision
-from envelopes.api.evaluate import EvaluateRequestSerializer
+from envelopes.api.evaluate import EvaluateRequestSerializer, evaluation_request
 from envelopes.fastroute import EvaluateRouter, group, parse_plain_request, tokens
 from envelopes.models import Envelope
 from envelopes.services.evaluation import EvaluationRequest, StaleToken, evaluate
@@ -40,19 +40,7 @@ PLAIN = {
 def view_request(data) -> EvaluationRequest | None:
     """What EvaluateView builds from ``data`` (None when its serializer refuses it)."""
     serializer = EvaluateRequestSerializer(data=data)
-    if not serializer.is_valid():
-        return None
-    valid = serializer.validated_data
-    return EvaluationRequest(
-        surface_id=valid["surface_id"],
-        agent_id=valid["agent_id"],
-        confidence=valid["confidence"],
-        request_source=valid.get("request_source") or "api",
-        request_id=valid.get("request_id") or "",
-        process_id=valid.get("process_id") or "",
-        consequence=dict(valid["consequence"]) if valid.get("consequence") else None,
-        context=valid.get("context") or {},
-    )
+    return evaluation_request(serializer.validated_data) if serializer.is_valid() else None
 
 
 def variants():
@@ -286,20 +274,6 @@ def router():
     route.executor.shutdown()
     group.close()
     tokens.clear()
-
-
-@pytest.fixture
-def django_requests():
-    from django.core.signals import request_started
-
-    seen = []
-
-    def receiver(sender, scope=None, environ=None, **kwargs):
-        seen.append((scope or {}).get("path") or (environ or {}).get("PATH_INFO"))
-
-    request_started.connect(receiver)
-    yield seen
-    request_started.disconnect(receiver)
 
 
 def post_all(router, calls):

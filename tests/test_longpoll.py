@@ -12,7 +12,6 @@ import uuid
 
 import httpx
 import pytest
-from django.core.signals import request_started
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -186,19 +185,6 @@ def test_timeout_is_capped_at_300_seconds(raw, seconds):
 
 
 # --- the ASGI route (what the server runs) ----------------------------------------------------
-
-
-@pytest.fixture
-def django_requests():
-    """Requests that reached Django (its request_started signal)."""
-    seen = []
-
-    def receiver(sender, scope=None, environ=None, **kwargs):
-        seen.append((scope or {}).get("path") or (environ or {}).get("PATH_INFO"))
-
-    request_started.connect(receiver)
-    yield seen
-    request_started.disconnect(receiver)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -83,6 +83,20 @@ EvaluateResponseSerializer = inline_serializer(
 )
 
 
+def evaluation_request(data) -> EvaluationRequest:
+    """The service's request from the serializer's validated data."""
+    return EvaluationRequest(
+        surface_id=data["surface_id"],
+        agent_id=data["agent_id"],
+        confidence=data["confidence"],
+        request_source=data.get("request_source") or "api",
+        request_id=data.get("request_id") or "",
+        process_id=data.get("process_id") or "",
+        consequence=dict(data["consequence"]) if data.get("consequence") else None,
+        context=data.get("context") or {},
+    )
+
+
 class EvaluateView(APIView):
     permission_classes = [HasRole]
     required_roles = (Role.PLATFORM_OPERATOR, Role.PLATFORM_ADMIN)
@@ -93,17 +107,7 @@ class EvaluateView(APIView):
     def post(self, request):
         serializer = EvaluateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        evaluation = EvaluationRequest(
-            surface_id=data["surface_id"],
-            agent_id=data["agent_id"],
-            confidence=data["confidence"],
-            request_source=data.get("request_source") or "api",
-            request_id=data.get("request_id") or "",
-            process_id=data.get("process_id") or "",
-            consequence=dict(data["consequence"]) if data.get("consequence") else None,
-            context=data.get("context") or {},
-        )
+        evaluation = evaluation_request(serializer.validated_data)
         try:
             raw = request.body.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -398,7 +398,7 @@ RECORD_SQL = "SELECT mandate_record_evaluations(%s::jsonb)"
 
 def record_many(items) -> list[dict]:
     """Record several planned evaluations in one statement and one commit (envelopes
-    migration 0005); ``items`` are (planned, revision, token). One status per item."""
+    migration 0003); ``items`` are (planned, revision, token). One status per item."""
     payload = [
         {
             "envelope": _envelope_row(planned.envelope),

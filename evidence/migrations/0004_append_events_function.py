@@ -10,6 +10,8 @@ inserts and the commit only, never across a network round trip.
 
 from django.db import migrations
 
+from evidence.migration_ops import postgres_sql
+
 CREATE = r"""
 CREATE OR REPLACE FUNCTION mandate_append_events(p_events jsonb)
 RETURNS TABLE (out_ledger_seq bigint, out_ledger_prev_hash text, out_ledger_hash text)
@@ -58,16 +60,6 @@ $$;
 DROP = "DROP FUNCTION IF EXISTS mandate_append_events(jsonb);"
 
 
-def forwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE, params=None)
-
-
-def backwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("evidence", "0003_adminauditrecord_controlplaneauditrecord")]
-    operations = [migrations.RunPython(forwards, backwards)]
+    operations = [postgres_sql(CREATE, DROP)]
