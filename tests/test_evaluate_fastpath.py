@@ -339,7 +339,7 @@ def test_route_hands_errors_to_django_with_the_body_intact(router, organization,
     assert [r.status_code for r in responses] == [400, 400, 401, 403, 400, 200, 200, 409]
     assert "confidence" in responses[0].json()["error"] or "confidence" in json.dumps(responses[0].json())
     assert responses[3].json()["required_permission"] == "evaluate"
-    assert responses[5].json() == responses[6].json()
+    assert responses[5].content == responses[6].content  # the replay, byte for byte
     assert len(django_requests) == 6  # the replay of r1 was answered by the route
     assert Envelope.objects.count() == 1
 

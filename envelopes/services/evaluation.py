@@ -258,6 +258,16 @@ def decide(request: EvaluationRequest, snapshot: AuthoritySnapshot, now, events:
     return finish(Outcome.ACCEPT, ReasonCode.WITHIN_AUTHORITY)
 
 
+RESPONSE_KEYS = ("outcome", "reason", "envelope_id", "explanation", "policy_mode", "policy_reference", "policy_skipped")
+
+
+def as_sent(stored: dict) -> dict:
+    """A stored response in the order it was first sent (a JSON column keeps no key order)."""
+    ordered = {key: stored[key] for key in RESPONSE_KEYS if key in stored}
+    ordered.update((key, value) for key, value in stored.items() if key not in ordered)
+    return ordered
+
+
 def _response(envelope_id, decision: Decision) -> dict:
     return {
         "outcome": decision.outcome,
@@ -473,7 +483,7 @@ def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, perf
             continue  # the conflicting row went away: try again
         if result["submitted_hash"] != submitted_hash:
             raise APIError(409, "request_id already used with a different payload")
-        return result["response"]
+        return as_sent(result["response"])
     raise APIError(503, "the authority snapshot kept changing; retry")
 
 
@@ -518,4 +528,4 @@ def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dic
         return None
     if existing.submitted_hash != submitted_hash:
         raise APIError(409, "request_id already used with a different payload")
-    return existing.response
+    return as_sent(existing.response)
