@@ -280,11 +280,11 @@ def answer(secret: str, body: bytes) -> bytes | None:
     return None
 
 
-def _in_thread(function, *args):
+def _in_thread(function, *args, **kwargs):
     """Run ``function`` in a pool thread; a database error also drops that thread's
     connection, so the next call there reconnects (these threads see no request signals)."""
     try:
-        return function(*args)
+        return function(*args, **kwargs)
     except DatabaseError:
         connection.close()
         raise

@@ -465,3 +465,22 @@ def test_route_without_group_commit_records_each_evaluation_alone(router, organi
     assert [r.status_code for r in responses] == [200] * 6
     assert group.batches == batches  # the writer was not used
     assert Envelope.objects.count() == 6 and verify_ledger().valid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_synchronous_answer_records_alone_and_hands_over_what_it_cannot_answer(organization, make_token):
+    from envelopes.fastroute import answer
+
+    declare_demo_authority(organization)
+    tokens.clear()
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    body = json.dumps({**PLAIN, "request_id": "sync-1"}).encode()
+    first = answer(secret, body)
+    assert json.loads(first)["outcome"] == "accept"
+    assert answer(secret, body) == first  # the replay, byte for byte
+    assert answer(secret, json.dumps({**PLAIN, "request_id": "sync-1", "confidence": 0.5}).encode()) is None  # 409
+    assert answer(secret, b"{") is None
+    assert answer("mdt_unknown_secret", body) is None
+    assert Envelope.objects.count() == 1
+    tokens.clear()
