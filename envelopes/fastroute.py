@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from envelopes.api.evaluate import EvaluateView
 from envelopes.services.evaluation import (
     LOAD,
     EvaluationRequest,
@@ -55,13 +56,13 @@ from envelopes.services.group_commit import GroupCommit
 from envelopes.services.queries import FORBIDDEN_IN_REQUEST_ID
 from envelopes.services.snapshot import authority_snapshot, peek_snapshot
 from governance.api.errors import APIError
-from governance.choices import Role, expand_roles
+from governance.choices import expand_roles
 
 logger = logging.getLogger("mandate.request")
 
 PATH = "/v1/evaluate"
-REQUIRED_ROLES = frozenset({Role.PLATFORM_OPERATOR, Role.PLATFORM_ADMIN})
-MAX_BODY_BYTES = 1024 * 1024  # EvaluateView.max_body_bytes
+REQUIRED_ROLES = frozenset(EvaluateView.required_roles)
+MAX_BODY_BYTES = EvaluateView.max_body_bytes
 MAX_TEXT = 255
 FIELDS = frozenset(
     {"surface_id", "agent_id", "confidence", "process_id", "consequence", "context", "request_id", "request_source"}
