@@ -265,14 +265,19 @@ def _handing_over(secret: str):
         logger.warning("evaluate fast route: database error, handing over to Django", exc_info=True)
 
 
+def _admissible(token: CachedToken | None, body: bytes) -> tuple[EvaluationRequest, str] | None:
+    """The parsed request when the token may evaluate and the body is plain; else None."""
+    if token is None or not token.allowed:
+        return None
+    return parse_plain_request(body)
+
+
 def answer(secret: str, body: bytes) -> bytes | None:
     """The 200 body for a plain evaluation, or None: Django answers instead. Synchronous,
     each evaluation committing alone (the benchmark's in-process breakdown uses it)."""
     with _handing_over(secret):
         token = _in_thread(tokens.get, secret)
-        if token is None or not token.allowed:
-            return None
-        parsed = parse_plain_request(body)
+        parsed = _admissible(token, body)
         if parsed is None:
             return None
         request, raw = parsed
@@ -298,9 +303,7 @@ async def answer_async(secret: str, body: bytes, executor) -> bytes | None:
     loop = asyncio.get_running_loop()
     with _handing_over(secret):
         token = tokens.cached(secret) or await loop.run_in_executor(executor, _in_thread, tokens.get, secret)
-        if token is None or not token.allowed:
-            return None
-        parsed = parse_plain_request(body)
+        parsed = _admissible(token, body)
         if parsed is None:
             return None
         request, raw = parsed
