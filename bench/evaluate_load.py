@@ -25,7 +25,7 @@ What the script does:
    measured window (client processes, server workers, PostgreSQL backends, machine);
 5. stops the server (also on Ctrl-C, errors and ``--time-limit``);
 6. counts the SQL statements (round trips) of one evaluation in-process: the service
-   ``envelopes.services.evaluation.evaluate`` and a whole HTTP request through Django's
+   ``envelopes.evaluation.engine.evaluate`` and a whole HTTP request through Django's
    test client, each after a warm-up call, and prints them.
 
 ``--sweep 1,2,3,4`` repeats steps 2-5 for each worker count and names the best one;
@@ -705,7 +705,7 @@ def count_round_trips(token: str) -> dict:
     """Statements of one evaluation: the service alone, then a whole HTTP request."""
     from django.test import Client
 
-    from envelopes.services.evaluation import EvaluationRequest, evaluate
+    from envelopes.evaluation.engine import EvaluationRequest, evaluate
     from governance.models import Organization
 
     organization = Organization.objects.get(slug="demo")
@@ -742,7 +742,7 @@ def count_round_trips(token: str) -> dict:
     http_statements = [q["sql"] for q in http.captured_queries]
     print_statements("Whole HTTP request through Django (token auth, organization, evaluate)", http_statements)
 
-    import envelopes.fastroute as fastroute
+    import envelopes.evaluation.fastroute as fastroute
 
     assert fastroute.answer(token, json.dumps(payment(f"rt-{tag}-fast-0")).encode()) is not None  # caches the token
     with captured() as fast:
@@ -819,9 +819,9 @@ class StageTimer:
 
 def stage_breakdown(token: str, count: int) -> None:
     """Where one evaluation on the fast route spends its time, stage by stage (in-process:
-    ``envelopes.fastroute.answer``, what the ASGI route runs in its thread pool)."""
-    import envelopes.fastroute as fastroute
-    import envelopes.services.evaluation as evaluation
+    ``envelopes.evaluation.fastroute.answer``, what the ASGI route runs in its thread pool)."""
+    import envelopes.evaluation.engine as evaluation
+    import envelopes.evaluation.fastroute as fastroute
     import evidence.services.chain as chain
 
     tag = uuid.uuid4().hex[:8]

@@ -8,7 +8,7 @@ What the script does:
 
 1. migrates the database in ``DATABASE_URL`` (PostgreSQL on loopback) and creates a fresh
    organization ``bench-longpoll-…`` with a channel owner, an approver and a channel, then
-   submits ``--waiters`` requests through ``envelopes.services.submissions.submit_request``
+   submits ``--waiters`` requests through ``envelopes.requests.submissions.submit_request``
    (in ``--setup-processes`` processes);
 2. raises the open-file limit (``resource.setrlimit``) and starts the real server
    (``uvicorn governance.asgi:application --workers 1``, DEBUG off, LOG_LEVEL=WARNING,
@@ -21,7 +21,7 @@ What the script does:
    passed, reads the server's RSS and threads with every waiter parked, and its CPU use
    over ``--idle-window`` seconds (the periodic re-check);
 4. decides ``--singles`` requests one at a time, from a separate decider process, through
-   ``envelopes.services.decisions.act`` (the waiters of all the others still parked); the
+   ``envelopes.requests.decisions.act`` (the waiters of all the others still parked); the
    decider stamps the moment each decision commits (a first ``on_commit`` hook, before
    the bus publishes); wake latency = the client's receive time − that stamp;
 5. decides all the remaining requests through ``act`` in ONE transaction (so every
@@ -114,7 +114,7 @@ def submit_batch(channel_id: str, count: int) -> list[str]:
     """Child process: submit ``count`` requests on the channel."""
     setup_django()
     from envelopes.models import Channel
-    from envelopes.services.submissions import submit_request
+    from envelopes.requests.submissions import submit_request
 
     channel = Channel.objects.select_related("organization", "owner").get(pk=channel_id)
     data = {"type": "approval_request", "title": "bench: may I?", "long_poll_timeout_seconds": WAIT_SECONDS}
@@ -126,7 +126,7 @@ def prepare(waiters: int, processes: int) -> dict:
     setup_django()
     from django.db import connections
 
-    from envelopes.services.channels import create_invite, register_channel
+    from envelopes.requests.channels import create_invite, register_channel
     from governance.choices import Role
     from governance.services.people import create_person, ensure_organization
 
@@ -344,8 +344,8 @@ def decider_process(organization_id, approver_id, pipe):
     setup_django()
     from django.db import transaction
 
-    from envelopes.services import bus
-    from envelopes.services.decisions import act
+    from envelopes.requests import bus
+    from envelopes.requests.decisions import act
     from governance.models import Person
 
     approver = Person.objects.get(pk=approver_id)

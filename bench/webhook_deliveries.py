@@ -283,7 +283,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def setup():
     from django.core.management import call_command
 
-    from envelopes.services.channels import create_invite, register_channel
+    from envelopes.requests.channels import create_invite, register_channel
     from governance.choices import Role
     from governance.services.people import create_person, ensure_organization
 
@@ -298,7 +298,7 @@ def setup():
 
 
 def submit_requests(channel, url: str, count: int) -> list[str]:
-    from envelopes.services.submissions import submit_request
+    from envelopes.requests.submissions import submit_request
 
     ids = []
     for n in range(count):
@@ -320,7 +320,7 @@ def decide(organization, approver, request_ids: list[str], threads: int, rate: f
     ``act()`` returned: committed, its task queued."""
     from django.db import connections
 
-    from envelopes.services.decisions import act
+    from envelopes.requests.decisions import act
 
     started = time.perf_counter()
     lock = threading.Lock()

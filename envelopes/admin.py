@@ -12,7 +12,7 @@ from django.shortcuts import redirect
 from django.urls import path
 from django.utils.html import format_html
 
-from envelopes import admin_views
+from envelopes.inbox import views as admin_views
 from envelopes.models import Envelope
 from evidence.admin import ReadOnlyAdmin
 
@@ -102,5 +102,5 @@ def index_with_inbox(request, extra_context=None):
 
 admin.site.index = index_with_inbox
 
-import envelopes.admin_channels  # noqa: E402,F401  (channels, invites, requests, the request page)
-from envelopes import admin_deliveries  # noqa: E402,F401  (registers /admin/webhooks)
+import envelopes.inbox.requests_admin  # noqa: E402,F401  (channels, invites, requests, the request page)
+from envelopes.delivery import admin as admin_deliveries  # noqa: E402,F401  (registers /admin/webhooks)

@@ -10,16 +10,16 @@ django_application = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from envelopes.fastroute import EvaluateRouter  # noqa: E402
-from envelopes.longpoll import LongPollRouter  # noqa: E402
+from envelopes.evaluation.fastroute import EvaluateRouter  # noqa: E402
+from envelopes.requests.longpoll import LongPollRouter  # noqa: E402
 
 # Mandate serves its own static assets (admin, Swagger UI) so one process is a whole
 # deployment; set SERVE_STATIC=false when a front proxy serves STATIC_ROOT instead.
 http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
 
 # Long-poll waiters (GET /api/requests/{id}/wait) are answered before Django: a Django async
-# view would pin one thread per waiter (see envelopes/longpoll.py). Everything else is Django.
-# Plain POST /v1/evaluate requests are answered in front of Django too (envelopes/fastroute.py).
+# view would pin one thread per waiter (see envelopes/requests/longpoll.py). Everything else is Django.
+# Plain POST /v1/evaluate requests are answered in front of Django too (envelopes/evaluation/fastroute.py).
 application = LongPollRouter(EvaluateRouter(http_application))
 
 # A server process holds many long-lived objects (10,000 parked long-poll waiters are a few

@@ -10,8 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 app = Celery("mandate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# Apps may keep beat tasks in a second module (envelopes.timeouts_tasks).
-app.autodiscover_tasks(related_name="timeouts_tasks")
+# envelopes keeps its tasks in its capability packages.
+app.autodiscover_tasks(["envelopes.delivery", "envelopes.requests"])
 
 
 @app.on_configure.connect

@@ -203,7 +203,7 @@ MANDATE_AUTH_MODE = env.str("MANDATE_AUTH_MODE", default="token")
 # Evaluation: "permissive" (process_id optional) or "enforced" (process_id required).
 MANDATE_STRUCTURAL_MODE = env.str("MANDATE_STRUCTURAL_MODE", default="permissive")
 # Plain POST /v1/evaluate requests are answered in front of Django on Postgres
-# (envelopes/fastroute.py); its thread pool per server process keeps one connection per thread.
+# (envelopes/evaluation/fastroute.py); its thread pool per server process keeps one connection per thread.
 MANDATE_EVALUATE_FAST_ROUTE = env.bool("MANDATE_EVALUATE_FAST_ROUTE", default=True)
 MANDATE_EVALUATE_THREADS = env.int("MANDATE_EVALUATE_THREADS", default=16)
 # Most evaluations the route records with one statement and one commit (1: each commits alone).
@@ -233,7 +233,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None  # enforced per endpoint by APIBodyLimitMiddl
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "governance.api.authentication.BearerTokenAuthentication",
-        "envelopes.api.authentication.ChannelKeyAuthentication",
+        "envelopes.requests.api.authentication.ChannelKeyAuthentication",
         "governance.api.authentication.SessionAuthentication",
         "governance.api.authentication.OpenModeAuthentication",
     ],
@@ -259,7 +259,7 @@ SPECTACULAR_SETTINGS = {
     # Open mode is a local-experiment switch, not a security scheme clients should use.
     "AUTHENTICATION_WHITELIST": [
         "governance.api.authentication.BearerTokenAuthentication",
-        "envelopes.api.authentication.ChannelKeyAuthentication",
+        "envelopes.requests.api.authentication.ChannelKeyAuthentication",
         "governance.api.authentication.SessionAuthentication",
     ],
     "ENUM_NAME_OVERRIDES": {

@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from envelopes.agents_views import agents_page
+from envelopes.requests.views import agents_page
 from evidence.api.views import JWKSView
 from governance.api.views import api_not_found, healthz, readyz
 
@@ -34,7 +34,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("v1/", include("evidence.api.urls")),
     path("v1/", include("controlplane.api.urls")),
-    path("v1/", include("envelopes.api.urls")),
+    path("v1/", include("envelopes.evaluation.api.urls")),
     path("auth/", include("governance.api.auth_urls")),
     path("accounts/", include("allauth.urls")),
     re_path(
@@ -44,7 +44,7 @@ urlpatterns = [
     ),
     path("agents", agents_page, name="agents"),
     path("admin/", admin.site.urls),
-    path("api/", include("envelopes.api.channels_urls")),
+    path("api/", include("envelopes.requests.api.urls")),
     # Unknown API routes answer the API's JSON error, not an HTML page.
     re_path(r"^(?:v1|api|governance|auth)(?:/.*)?$", api_not_found),
 ]

@@ -12,8 +12,8 @@ from rest_framework.test import APIClient
 
 from envelopes.choices import ChannelStatus, RequestStatus
 from envelopes.models import ApprovalRequest, Channel, ChannelInvite
-from envelopes.services.channels import create_invite, revoke_channel, rotate_channel_key
-from envelopes.services.decisions import act
+from envelopes.requests.channels import create_invite, revoke_channel, rotate_channel_key
+from envelopes.requests.decisions import act
 from governance.choices import Role
 from governance.models import Team
 from tests import factories

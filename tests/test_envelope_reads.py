@@ -11,11 +11,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from envelopes.api.serializers import envelope_representation
+from envelopes.evaluation.engine import EvaluationRequest, evaluate
+from envelopes.evaluation.reviews import review_envelope
 from envelopes.models import Envelope
-from envelopes.services.evaluation import EvaluationRequest, evaluate
+from envelopes.representation import envelope_representation
 from envelopes.services.queries import PLAIN_LIST_CAP
-from envelopes.services.reviews import review_envelope
 from governance.choices import Role
 from governance.services.people import ensure_organization
 from tests.factories import declare_demo_authority as activate_demo

@@ -9,8 +9,8 @@ from django.utils import timezone
 from controlplane.models import Agent, Grant, Policy, Profile, Surface
 from controlplane.services.bundles import apply_bundle
 from controlplane.services.revision import bump_revision
+from envelopes.evaluation.engine import EvaluationRequest, evaluate
 from envelopes.models import Envelope
-from envelopes.services.evaluation import EvaluationRequest, evaluate
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain, verify_ledger
 from governance.choices import Role

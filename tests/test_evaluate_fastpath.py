@@ -1,5 +1,5 @@
 """The fast evaluation path: the one-statement write on Postgres, the ASGI route in front of
-Django (``envelopes/fastroute.py``), and the pieces they rely on (canonical JSON fast path,
+Django (``envelopes/evaluation/fastroute.py``), and the pieces they rely on (canonical JSON fast path,
 remembered policy decisions)."""
 
 import asyncio
@@ -17,10 +17,10 @@ from django.test.utils import CaptureQueriesContext
 from controlplane.models import Grant
 from controlplane.services import policies
 from controlplane.services.revision import bump_revision
-from envelopes.api.evaluate import EvaluateRequestSerializer, evaluation_request
-from envelopes.fastroute import EvaluateRouter, group, parse_plain_request, tokens
+from envelopes.evaluation.api.evaluate import EvaluateRequestSerializer, evaluation_request
+from envelopes.evaluation.engine import EvaluationRequest, StaleToken, evaluate
+from envelopes.evaluation.fastroute import EvaluateRouter, group, parse_plain_request, tokens
 from envelopes.models import Envelope
-from envelopes.services.evaluation import EvaluationRequest, StaleToken, evaluate
 from evidence.canonical import canonical_json, ledger_hash
 from evidence.models import AuditEvent, LedgerHead
 from evidence.services.verification import verify_chain, verify_ledger
@@ -416,9 +416,9 @@ def test_parallel_threads_recording_at_once_never_fork_the_ledger(organization):
 def test_group_commit_gives_each_evaluation_its_own_status_and_isolates_a_failure(organization):
     from django.utils import timezone
 
-    from envelopes.services.evaluation import plan_evaluation, request_hash
-    from envelopes.services.group_commit import GroupCommit, _Pending
-    from envelopes.services.snapshot import authority_snapshot
+    from envelopes.evaluation.engine import plan_evaluation, request_hash
+    from envelopes.evaluation.group_commit import GroupCommit, _Pending
+    from envelopes.evaluation.snapshot import authority_snapshot
 
     declare_demo_authority(organization)
     snapshot = authority_snapshot(organization.pk)
@@ -470,7 +470,7 @@ def test_route_without_group_commit_records_each_evaluation_alone(router, organi
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_synchronous_answer_records_alone_and_hands_over_what_it_cannot_answer(organization, make_token):
-    from envelopes.fastroute import answer
+    from envelopes.evaluation.fastroute import answer
 
     declare_demo_authority(organization)
     tokens.clear()

@@ -13,11 +13,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from envelopes.evaluation.engine import EvaluationRequest, evaluate
+from envelopes.evaluation.reviews import review_envelope
 from envelopes.models import Envelope
-from envelopes.services.evaluation import EvaluationRequest, evaluate
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
 from envelopes.services.packets import signed_content, verify_packet
-from envelopes.services.reviews import review_envelope
 from evidence.choices import KeyAlgorithm
 from evidence.models import AuditEvent
 from evidence.services.keys import rotate_key, sign

@@ -188,7 +188,7 @@ def test_concurrent_appends_never_fork_a_chain_or_the_ledger():
     "value",
     [
         {"b": 1, "a": [True, None, "x"]},
-        {"é": "ü", "z": {"y": [1, 2, {"k": "\n\t\"\\\x01"}]}, "emoji": "🙂"},
+        {"é": "ü", "z": {"y": [1, 2, {"k": '\n\t"\\\x01'}]}, "emoji": "🙂"},
         {"n": -(2**53 - 1), "m": 2**53 - 1},
         {"f": 1.0, "g": 0.1, "h": 1e21},
         {"\U0001f600": 1, "\uffff": 2},

@@ -9,11 +9,11 @@ import pytest
 from django.test.client import RequestFactory
 from django.utils import timezone
 
-from envelopes.admin_views import inbox_context
+from envelopes.inbox.views import inbox_context
 from envelopes.models import ApprovalRequest, Channel, Tweak
-from envelopes.services.channels import authenticate_channel_key, create_invite, register_channel
-from envelopes.services.decisions import act, current_tweak_event
-from envelopes.services.submissions import submit_request
+from envelopes.requests.channels import authenticate_channel_key, create_invite, register_channel
+from envelopes.requests.decisions import act, current_tweak_event
+from envelopes.requests.submissions import submit_request
 from evidence.models import AdminAuditRecord
 from governance.choices import Role
 from governance.models import Team

@@ -15,8 +15,8 @@ import pytest
 from django.utils import timezone
 
 from envelopes.models import ApprovalRequest, Tweak
-from envelopes.services.channels import authenticate_channel_key, create_invite
-from envelopes.services.decisions import act
+from envelopes.requests.channels import authenticate_channel_key, create_invite
+from envelopes.requests.decisions import act
 from governance.choices import Role
 from governance.services.people import create_person, ensure_organization
 from tests.browser import page  # noqa: F401  (fixture)

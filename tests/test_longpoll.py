@@ -15,11 +15,10 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from envelopes import longpoll
-from envelopes.services import bus
-from envelopes.services.channels import create_invite, register_channel
-from envelopes.services.decisions import act
-from envelopes.services.submissions import submit_request
+from envelopes.requests import bus, longpoll
+from envelopes.requests.channels import create_invite, register_channel
+from envelopes.requests.decisions import act
+from envelopes.requests.submissions import submit_request
 from governance.choices import Role
 
 TIMEOUT_BODY = {"error": {"code": "timeout", "message": "Decision pending"}}
@@ -488,7 +487,7 @@ def test_a_decision_published_by_another_process_wakes_the_waiter_through_redis(
     settings.REDIS_URL = os.environ["REDIS_URL"]
     request_id = agent.submit()
     publisher = (
-        "import django; django.setup(); from envelopes.services import bus; "
+        "import django; django.setup(); from envelopes.requests import bus; "
         f"bus.publish({request_id!r}); print('published')"
     )
 
@@ -559,7 +558,7 @@ def test_a_batch_of_lookups_costs_three_queries_whatever_its_size(
 @pytest.mark.django_db
 def test_payloads_from_a_request_row_are_those_of_the_model(agent, approver, organization):
     from envelopes.models import ApprovalRequest, Tweak
-    from envelopes.services.decisions import decision_payload, tweak_payload
+    from envelopes.requests.decisions import decision_payload, tweak_payload
 
     chosen = agent.submit(type="choice", payload={"options": ["a", "b"]})
     act(organization.pk, chosen, approver, "choose", choice="a", comment="A")

@@ -8,10 +8,10 @@ import pytest
 from django.db import connections
 from django.test.client import RequestFactory
 
-from envelopes.admin_views import inbox_context
+from envelopes.evaluation.engine import EvaluationRequest, evaluate
+from envelopes.evaluation.reviews import review_envelope
+from envelopes.inbox.views import inbox_context
 from envelopes.models import Envelope
-from envelopes.services.evaluation import EvaluationRequest, evaluate
-from envelopes.services.reviews import review_envelope
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
 from governance.api.errors import APIError

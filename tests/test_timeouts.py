@@ -14,10 +14,10 @@ from django.utils import timezone
 
 from envelopes.choices import EnvelopeState, RequestStatus
 from envelopes.models import ApprovalRequest, Delivery
-from envelopes.services import timeouts
-from envelopes.services.channels import create_invite, register_channel
-from envelopes.services.decisions import act, decision_payload, refusal
-from envelopes.services.submissions import submit_request
+from envelopes.requests import timeouts
+from envelopes.requests.channels import create_invite, register_channel
+from envelopes.requests.decisions import act, decision_payload, refusal
+from envelopes.requests.submissions import submit_request
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
 from governance.choices import Role
@@ -136,7 +136,8 @@ def test_a_request_decided_before_its_expiry_is_left_alone(channel, approver):
 def test_a_timeout_decision_reaches_the_agent_by_webhook_and_wakes_waiters(
     channel, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from envelopes.services import bus, outbox
+    from envelopes.delivery import outbox
+    from envelopes.requests import bus
 
     settings.MANDATE_WEBHOOK_ALLOW_PRIVATE = True
     published, dispatched = [], []
@@ -313,7 +314,7 @@ def test_the_beat_schedule_runs_the_timeout_task_often_enough_for_60_seconds():
 
 
 def test_the_beat_task_applies_due_timeouts(channel):
-    from envelopes.timeouts_tasks import apply_timeouts
+    from envelopes.requests.tasks import apply_timeouts
 
     request = submit(channel, "auto_reject")
     expire(request)

@@ -27,13 +27,14 @@ from rest_framework.test import APIClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from envelopes.choices import DeliveryStatus
+from envelopes.delivery import outbox, webhooks
+from envelopes.delivery.tasks import deliver_webhook, sweep_deliveries
 from envelopes.models import Channel, Delivery
-from envelopes.services import outbox, webhook_targets, webhooks
-from envelopes.services.channels import create_invite, register_channel
-from envelopes.services.decisions import act, decision_payload
-from envelopes.services.submissions import submit_request, validate_submission
-from envelopes.tasks import deliver_webhook, sweep_deliveries
+from envelopes.requests.channels import create_invite, register_channel
+from envelopes.requests.decisions import act, decision_payload
+from envelopes.requests.submissions import submit_request, validate_submission
 from evidence.models import AdminAuditRecord
+from governance import network as webhook_targets
 from governance.api.errors import APIError
 from governance.celery import app as celery_app
 from governance.choices import Role

@@ -7,150 +7,373 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0002_revision'),
-        ('envelopes', '0001_initial'),
-        ('governance', '0001_initial'),
+        ("controlplane", "0002_revision"),
+        ("envelopes", "0001_initial"),
+        ("governance", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Channel',
+            name="Channel",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('key_prefix', models.CharField(editable=False, max_length=16, unique=True)),
-                ('key_hash', models.CharField(editable=False, max_length=64)),
-                ('webhook_secret_encrypted', models.TextField(editable=False)),
-                ('webhook_disabled', models.BooleanField(default=False, help_text='Set when a receiver answers 410 Gone.')),
-                ('status', models.CharField(choices=[('active', 'Active'), ('revoked', 'Revoked')], default='active', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('key_rotated_at', models.DateTimeField(blank=True, null=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='channels', to='controlplane.agent')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.organization')),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='channels', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=200)),
+                ("key_prefix", models.CharField(editable=False, max_length=16, unique=True)),
+                ("key_hash", models.CharField(editable=False, max_length=64)),
+                ("webhook_secret_encrypted", models.TextField(editable=False)),
+                (
+                    "webhook_disabled",
+                    models.BooleanField(default=False, help_text="Set when a receiver answers 410 Gone."),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("revoked", "Revoked")], default="active", max_length=10
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("key_rotated_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="channels",
+                        to="controlplane.agent",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="governance.organization"
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="channels",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApprovalRequest',
+            name="ApprovalRequest",
             fields=[
-                ('envelope', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='approval_request', serialize=False, to='envelopes.envelope')),
-                ('type', models.CharField(choices=[('approval_request', 'Approval Request'), ('informational', 'Informational'), ('permission_elevation', 'Permission Elevation'), ('escalation', 'Escalation'), ('review_request', 'Review Request'), ('poll_request', 'Poll Request'), ('choice', 'Choice'), ('input_request', 'Input Request'), ('spend_approval', 'Spend Approval')], max_length=24)),
-                ('title', models.CharField(max_length=300)),
-                ('summary', models.TextField(blank=True)),
-                ('risk_level', models.CharField(choices=[('low', 'Low'), ('medium', 'Medium'), ('high', 'High'), ('critical', 'Critical')], default='medium', max_length=10)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('approval_rule', models.JSONField(blank=True, default=dict)),
-                ('route', models.CharField(choices=[('log_only', 'Log Only'), ('approval', 'Approval'), ('approval_self', 'Approval Self'), ('approve_manager', 'Approve Manager'), ('approve_team', 'Approve Team'), ('approve_any_admin', 'Approve Any Admin'), ('notify_manager', 'Notify Manager'), ('notify_team_owner', 'Notify Team Owner')], default='approval', max_length=20)),
-                ('bg_color', models.CharField(blank=True, max_length=7)),
-                ('badge', models.CharField(blank=True, max_length=40)),
-                ('accent_bar', models.CharField(blank=True, max_length=40)),
-                ('pulse', models.CharField(blank=True, max_length=10)),
-                ('top_sort', models.BooleanField(default=False)),
-                ('expires_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('on_timeout', models.CharField(blank=True, choices=[('escalate', 'Escalate'), ('auto_approve', 'Auto Approve'), ('auto_reject', 'Auto Reject'), ('expire', 'Expire')], max_length=16)),
-                ('escalation_level', models.PositiveSmallIntegerField(default=0, help_text='How many times a timeout re-routed it one level up (manager, then admins).')),
-                ('tweak_allowed', models.BooleanField(default=False)),
-                ('return_mode', models.CharField(choices=[('webhook', 'Webhook'), ('long_poll', 'Long Poll'), ('both', 'Both')], default='long_poll', max_length=10)),
-                ('return_webhook', models.URLField(blank=True, max_length=2000)),
-                ('long_poll_timeout_seconds', models.PositiveIntegerField(default=60)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('acknowledged', 'Acknowledged'), ('expired', 'Expired')], default='pending', max_length=14)),
-                ('decided_by', models.CharField(blank=True, help_text="A person's id, or 'system'.", max_length=255)),
-                ('decision_time', models.DateTimeField(blank=True, null=True)),
-                ('comments', models.TextField(blank=True)),
-                ('choice', models.JSONField(blank=True, null=True)),
-                ('input_text', models.TextField(blank=True)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='envelopes.approvalrequest')),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='governance.team')),
-                ('channel', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='envelopes.channel')),
+                (
+                    "envelope",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="approval_request",
+                        serialize=False,
+                        to="envelopes.envelope",
+                    ),
+                ),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("approval_request", "Approval Request"),
+                            ("informational", "Informational"),
+                            ("permission_elevation", "Permission Elevation"),
+                            ("escalation", "Escalation"),
+                            ("review_request", "Review Request"),
+                            ("poll_request", "Poll Request"),
+                            ("choice", "Choice"),
+                            ("input_request", "Input Request"),
+                            ("spend_approval", "Spend Approval"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("title", models.CharField(max_length=300)),
+                ("summary", models.TextField(blank=True)),
+                (
+                    "risk_level",
+                    models.CharField(
+                        choices=[("low", "Low"), ("medium", "Medium"), ("high", "High"), ("critical", "Critical")],
+                        default="medium",
+                        max_length=10,
+                    ),
+                ),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                ("approval_rule", models.JSONField(blank=True, default=dict)),
+                (
+                    "route",
+                    models.CharField(
+                        choices=[
+                            ("log_only", "Log Only"),
+                            ("approval", "Approval"),
+                            ("approval_self", "Approval Self"),
+                            ("approve_manager", "Approve Manager"),
+                            ("approve_team", "Approve Team"),
+                            ("approve_any_admin", "Approve Any Admin"),
+                            ("notify_manager", "Notify Manager"),
+                            ("notify_team_owner", "Notify Team Owner"),
+                        ],
+                        default="approval",
+                        max_length=20,
+                    ),
+                ),
+                ("bg_color", models.CharField(blank=True, max_length=7)),
+                ("badge", models.CharField(blank=True, max_length=40)),
+                ("accent_bar", models.CharField(blank=True, max_length=40)),
+                ("pulse", models.CharField(blank=True, max_length=10)),
+                ("top_sort", models.BooleanField(default=False)),
+                ("expires_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "on_timeout",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("escalate", "Escalate"),
+                            ("auto_approve", "Auto Approve"),
+                            ("auto_reject", "Auto Reject"),
+                            ("expire", "Expire"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "escalation_level",
+                    models.PositiveSmallIntegerField(
+                        default=0,
+                        help_text="How many times a timeout re-routed it one level up (manager, then admins).",
+                    ),
+                ),
+                ("tweak_allowed", models.BooleanField(default=False)),
+                (
+                    "return_mode",
+                    models.CharField(
+                        choices=[("webhook", "Webhook"), ("long_poll", "Long Poll"), ("both", "Both")],
+                        default="long_poll",
+                        max_length=10,
+                    ),
+                ),
+                ("return_webhook", models.URLField(blank=True, max_length=2000)),
+                ("long_poll_timeout_seconds", models.PositiveIntegerField(default=60)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("approved", "Approved"),
+                            ("rejected", "Rejected"),
+                            ("acknowledged", "Acknowledged"),
+                            ("expired", "Expired"),
+                        ],
+                        default="pending",
+                        max_length=14,
+                    ),
+                ),
+                ("decided_by", models.CharField(blank=True, help_text="A person's id, or 'system'.", max_length=255)),
+                ("decision_time", models.DateTimeField(blank=True, null=True)),
+                ("comments", models.TextField(blank=True)),
+                ("choice", models.JSONField(blank=True, null=True)),
+                ("input_text", models.TextField(blank=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="envelopes.approvalrequest",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="governance.team",
+                    ),
+                ),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="requests", to="envelopes.channel"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-envelope__created_at'],
+                "ordering": ["-envelope__created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ChannelInvite',
+            name="ChannelInvite",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('token_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
-                ('channel', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='invite', to='envelopes.channel')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.organization')),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='channel_invites', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("token_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                ("used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "channel",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="invite",
+                        to="envelopes.channel",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="governance.organization"
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="channel_invites",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('event', models.CharField(max_length=40)),
-                ('url', models.URLField(max_length=2000)),
-                ('body', models.TextField(help_text='The exact bytes that are signed and sent.')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('delivered', 'Delivered'), ('failed', 'Failed'), ('disabled', 'Disabled')], default='pending', max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(db_index=True)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('last_response_excerpt', models.TextField(blank=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('channel', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='envelopes.channel')),
-                ('request', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='envelopes.approvalrequest')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("event", models.CharField(max_length=40)),
+                ("url", models.URLField(max_length=2000)),
+                ("body", models.TextField(help_text="The exact bytes that are signed and sent.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("delivered", "Delivered"),
+                            ("failed", "Failed"),
+                            ("disabled", "Disabled"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(db_index=True)),
+                ("last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("last_response_excerpt", models.TextField(blank=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="deliveries", to="envelopes.channel"
+                    ),
+                ),
+                (
+                    "request",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="envelopes.approvalrequest",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "deliveries",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Tweak',
+            name="Tweak",
             fields=[
-                ('id', models.UUIDField(editable=False, primary_key=True, serialize=False)),
-                ('request_text', models.TextField()),
-                ('status', models.CharField(choices=[('open', 'Open'), ('withdrawn', 'Withdrawn'), ('resolved', 'Resolved')], default='open', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tweaks', to='envelopes.approvalrequest')),
-                ('requested_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('resolved_by', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='resolves_tweak', to='envelopes.approvalrequest')),
+                ("id", models.UUIDField(editable=False, primary_key=True, serialize=False)),
+                ("request_text", models.TextField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("withdrawn", "Withdrawn"), ("resolved", "Resolved")],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "request",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tweaks",
+                        to="envelopes.approvalrequest",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "resolved_by",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="resolves_tweak",
+                        to="envelopes.approvalrequest",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Approval',
+            name="Approval",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('approve', models.BooleanField()),
-                ('step', models.PositiveSmallIntegerField(default=0)),
-                ('comment', models.TextField(blank=True)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('person', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='approvals', to='envelopes.approvalrequest')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("approve", models.BooleanField()),
+                ("step", models.PositiveSmallIntegerField(default=0)),
+                ("comment", models.TextField(blank=True)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "person",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "request",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="approvals",
+                        to="envelopes.approvalrequest",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['at'],
-                'constraints': [models.UniqueConstraint(fields=('request', 'person'), name='one_vote_per_person')],
+                "ordering": ["at"],
+                "constraints": [models.UniqueConstraint(fields=("request", "person"), name="one_vote_per_person")],
             },
         ),
         migrations.AddIndex(
-            model_name='approvalrequest',
-            index=models.Index(fields=['status', 'expires_at'], name='envelopes_a_status_a280da_idx'),
+            model_name="approvalrequest",
+            index=models.Index(fields=["status", "expires_at"], name="envelopes_a_status_a280da_idx"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['status', 'next_attempt_at'], name='envelopes_d_status_f14cd7_idx'),
+            model_name="delivery",
+            index=models.Index(fields=["status", "next_attempt_at"], name="envelopes_d_status_f14cd7_idx"),
         ),
     ]

@@ -12,7 +12,7 @@ class Envelope(models.Model):
     submitted (submitted_raw, received_at), resolved (surface/profile/agent/grant and the
     structure snapshot), evaluation (outcome, reason_code, evaluated_at, explanation) and
     integrity (audit_event_ids, first/final event hash, submitted_hash). State changes go
-    through ``envelopes.services.state`` only.
+    through ``envelopes.state`` only.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

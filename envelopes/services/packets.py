@@ -14,8 +14,8 @@ from datetime import datetime
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from envelopes.api.serializers import envelope_representation
 from envelopes.models import Envelope
+from envelopes.representation import envelope_representation
 from envelopes.services.integrity import (
     IntegrityRecord,
     assess_chain,

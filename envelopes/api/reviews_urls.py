@@ -1,7 +1,0 @@
-from django.urls import path
-
-from envelopes.api.reviews import ReviewView
-
-urlpatterns = [
-    path("reviews", ReviewView.as_view(), name="reviews"),
-]

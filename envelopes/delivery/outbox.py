@@ -1,0 +1,50 @@
+"""The webhook outbox: a delivery row written in the decision's transaction, then a task."""
+
+import json
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from envelopes.choices import ReturnMode
+from envelopes.models import ApprovalRequest, Delivery
+
+logger = logging.getLogger(__name__)
+
+
+def wants_webhook(request: ApprovalRequest) -> bool:
+    return (
+        request.return_mode in (ReturnMode.WEBHOOK, ReturnMode.BOTH)
+        and bool(request.return_webhook)
+        and not request.channel.webhook_disabled
+    )
+
+
+def enqueue_delivery(request: ApprovalRequest, event: str, payload: dict) -> Delivery | None:
+    """Queue ``payload`` for the request's return_webhook, if it has one; sent after commit."""
+    if not wants_webhook(request):
+        return None
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    delivery = Delivery.objects.create(
+        channel=request.channel,
+        request=request,
+        event=event,
+        url=request.return_webhook,
+        body=body,
+        next_attempt_at=timezone.now(),
+    )
+    delivery_id = str(delivery.pk)
+    transaction.on_commit(lambda: dispatch(delivery_id))
+    return delivery
+
+
+def dispatch(delivery_id: str, *, countdown: float | None = None) -> None:
+    """Hand the delivery to a worker. The row is the source of truth: when the broker is
+    unreachable the send is only late (the sweeper re-enqueues due rows), so a broker
+    failure must not turn a committed decision into an error."""
+    from envelopes.delivery.tasks import deliver_webhook
+
+    try:
+        deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+    except Exception:
+        logger.warning("webhook task not queued; the sweeper will send it", extra={"delivery_id": delivery_id})

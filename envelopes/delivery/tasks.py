@@ -1,0 +1,17 @@
+"""Celery tasks of the webhook outbox (``envelopes.delivery.webhooks`` holds the logic)."""
+
+from celery import shared_task
+
+from envelopes.delivery import webhooks
+
+
+@shared_task(name="envelopes.deliver_webhook", ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt of one delivery; duplicates of the task are harmless (the row is claimed)."""
+    return webhooks.deliver(delivery_id)
+
+
+@shared_task(name="envelopes.sweep_deliveries", ignore_result=True)
+def sweep_deliveries() -> int:
+    """Beat: re-enqueue pending deliveries whose task was lost."""
+    return len(webhooks.sweep())

@@ -1,0 +1,116 @@
+"""``POST /v1/evaluate``: may this agent do this? (MIDAS-compatible)."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from envelopes.evaluation.engine import EvaluationRequest, evaluate
+from envelopes.services.queries import FORBIDDEN_IN_REQUEST_ID
+from governance.api.errors import APIError
+from governance.api.permissions import HasRole
+from governance.api.tenancy import request_organization
+from governance.choices import Role
+
+
+class StrictNumberField(serializers.FloatField):
+    """A JSON number: strings and booleans are refused, as a strict JSON decoder would."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are errors, not silently dropped."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ConsequenceSerializer(StrictSerializer):
+    type = serializers.ChoiceField(["monetary", "risk_rating"])
+    amount = StrictNumberField(required=False, min_value=0)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True)
+    risk_rating = serializers.ChoiceField(["low", "medium", "high", "critical"], required=False)
+
+    def validate(self, attrs):
+        if attrs["type"] == "monetary" and "amount" not in attrs:
+            raise serializers.ValidationError({"amount": ["required for a monetary consequence"]})
+        if attrs["type"] == "risk_rating" and "risk_rating" not in attrs:
+            raise serializers.ValidationError({"risk_rating": ["required for a risk_rating consequence"]})
+        return attrs
+
+
+class EvaluateRequestSerializer(StrictSerializer):
+    surface_id = serializers.CharField(max_length=255)
+    agent_id = serializers.CharField(max_length=255)
+    confidence = StrictNumberField(min_value=0.0, max_value=1.0)
+    process_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    consequence = ConsequenceSerializer(required=False, allow_null=True)
+    context = serializers.DictField(required=False)
+    request_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    request_source = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+    def validate_request_id(self, value):
+        if FORBIDDEN_IN_REQUEST_ID.search(value):
+            raise serializers.ValidationError("must not contain '/', '\\' or control characters")
+        return value
+
+    def validate_request_source(self, value):
+        if FORBIDDEN_IN_REQUEST_ID.search(value):
+            raise serializers.ValidationError("must not contain '/', '\\' or control characters")
+        return value
+
+
+EvaluateResponseSerializer = inline_serializer(
+    "EvaluateResponse",
+    {
+        "outcome": serializers.ChoiceField(["accept", "escalate", "reject", "request_clarification"]),
+        "reason": serializers.CharField(),
+        "envelope_id": serializers.UUIDField(),
+        "explanation": serializers.CharField(required=False),
+        "policy_mode": serializers.CharField(),
+        "policy_reference": serializers.CharField(),
+        "policy_skipped": serializers.BooleanField(),
+    },
+)
+
+
+def evaluation_request(data) -> EvaluationRequest:
+    """The service's request from the serializer's validated data."""
+    return EvaluationRequest(
+        surface_id=data["surface_id"],
+        agent_id=data["agent_id"],
+        confidence=data["confidence"],
+        request_source=data.get("request_source") or "api",
+        request_id=data.get("request_id") or "",
+        process_id=data.get("process_id") or "",
+        consequence=dict(data["consequence"]) if data.get("consequence") else None,
+        context=data.get("context") or {},
+    )
+
+
+class EvaluateView(APIView):
+    permission_classes = [HasRole]
+    required_roles = (Role.PLATFORM_OPERATOR, Role.PLATFORM_ADMIN)
+    required_permission = "evaluate"
+    max_body_bytes = 1024 * 1024
+
+    @extend_schema(request=EvaluateRequestSerializer, responses=EvaluateResponseSerializer, tags=["evaluation"])
+    def post(self, request):
+        serializer = EvaluateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        evaluation = evaluation_request(serializer.validated_data)
+        try:
+            raw = request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise APIError(400, "request body must be UTF-8") from exc
+        organization = request_organization(request)
+        return Response(evaluate(organization, evaluation, raw, performer_id=request.auth.subject_id))
