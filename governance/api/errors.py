@@ -12,6 +12,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from governance.errors import Conflict, DomainError, Gone, Invalid, NotFound, Refused, Unavailable
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,8 +48,26 @@ class APIError(exceptions.APIException):
         self.extra = extra
 
 
+# How the ``{"error": ...}`` edges (MIDAS, AIOS Govern) answer each domain error.
+DOMAIN_STATUS = {Invalid: 400, Refused: 403, NotFound: 404, Conflict: 409, Gone: 410, Unavailable: 503}
+
+
+def domain_status(exc: DomainError) -> int:
+    for kind, http_status in DOMAIN_STATUS.items():
+        if isinstance(exc, kind):
+            return http_status
+    return 400
+
+
+def api_error(exc: DomainError) -> "APIError":
+    """The ``{"error": ...}`` answer for a domain error."""
+    return APIError(domain_status(exc), exc.message, **exc.extra)
+
+
 def exception_handler(exc, context):
     headers = {}
+    if isinstance(exc, DomainError):
+        exc = api_error(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
