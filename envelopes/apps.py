@@ -4,3 +4,17 @@ from django.apps import AppConfig
 class EnvelopesConfig(AppConfig):
     name = "envelopes"
     verbose_name = "Envelopes"
+
+    def ready(self):
+        """Wire the capability packages to the core's one decision path: each kind's rules,
+        the outbox that turns decisions into webhooks, and the bus that wakes waiters."""
+        from envelopes.delivery import outbox
+        from envelopes.evaluation.reviews import EvaluationRules
+        from envelopes.requests import bus
+        from envelopes.requests.decisions import RequestRules
+        from envelopes.services import decide
+
+        decide.register_kind(EvaluationRules())
+        decide.register_kind(RequestRules())
+        decide.connect_outbox(outbox.enqueue_deliveries)
+        decide.connect_notifier(bus.publish_many)

@@ -1,5 +1,7 @@
 from django.db import models
 
+from governance.choices import Role
+
 
 class EnvelopeKind(models.TextChoices):
     EVALUATION = "evaluation"  # MIDAS POST /v1/evaluate
@@ -49,6 +51,13 @@ class ReasonCode(models.TextChoices):
     PROFILE_NOT_FOUND = "PROFILE_NOT_FOUND"
     GRANT_PROFILE_SURFACE_MISMATCH = "GRANT_PROFILE_SURFACE_MISMATCH"
     INSUFFICIENT_CONTEXT = "INSUFFICIENT_CONTEXT"
+
+
+# Who decides: escalated evaluations are reviewed by REVIEW_ROLES (MIDAS's reviews:write);
+# agents' requests on the approval routes are decided by APPROVER_ROLES.
+REVIEW_ROLES = (Role.PLATFORM_ADMIN, Role.GOVERNANCE_REVIEWER)
+REVIEW_PERMISSION = "reviews:write"
+APPROVER_ROLES = frozenset({Role.GOVERNANCE_APPROVER, Role.PLATFORM_ADMIN})
 
 
 class ReviewDecision(models.TextChoices):
@@ -106,6 +115,9 @@ class Route(models.TextChoices):
 
 
 # Routes whose cards need no decision: recorded, or shown to people as FYI.
+# The ladder an ``escalate`` timeout climbs: the channel owner's manager, then any platform.admin.
+MANAGER_LEVEL, ADMIN_LEVEL = 1, 2
+
 NO_DECISION_ROUTES = frozenset({Route.LOG_ONLY, Route.NOTIFY_MANAGER, Route.NOTIFY_TEAM_OWNER})
 TEAM_ROUTES = frozenset({Route.APPROVE_TEAM, Route.NOTIFY_TEAM_OWNER})
 

@@ -14,8 +14,9 @@ from envelopes.inbox.views import inbox_context
 from envelopes.models import Envelope
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
-from governance.api.errors import APIError
+from governance.api.errors import api_error
 from governance.choices import Role
+from governance.errors import Conflict, DomainError, Refused
 from governance.services.people import ensure_organization
 from tests.factories import declare_demo_authority
 from tests.test_evidence_chain import _pk, _tamper
@@ -249,7 +250,7 @@ def test_in_open_mode_the_body_reviewer_is_recorded(settings, api_client):
 
 
 def test_review_service_takes_a_person_and_records_their_username(make_person, escalation, organization):
-    person = make_person(username="dana")
+    person = make_person(username="dana", roles=(Role.GOVERNANCE_REVIEWER,))
     envelope = review_envelope(organization, escalation.pk, "reject", person, notes="  not this time  ")
     assert (envelope.reviewer_id, envelope.review_decision, envelope.review_notes) == (
         "dana",
@@ -259,12 +260,19 @@ def test_review_service_takes_a_person_and_records_their_username(make_person, e
     assert Envelope.objects.get(pk=escalation.pk).state == "closed"
 
 
+def test_review_service_refuses_a_person_without_a_review_role(make_person, escalation, organization):
+    person = make_person(username="erin", roles=(Role.GOVERNANCE_APPROVER,))
+    with pytest.raises(Refused) as refused:
+        review_envelope(organization, escalation.pk, "approve", person)
+    assert api_error(refused.value).status_code == 403
+    assert Envelope.objects.get(pk=escalation.pk).state == "awaiting_review"
+
+
 def test_review_service_refuses_a_closed_envelope_without_writing_evidence(escalation, organization):
     review_envelope(organization, escalation.pk, "approve", "first")
     count = AuditEvent.objects.count()
-    with pytest.raises(APIError) as refused:
+    with pytest.raises(Conflict):
         review_envelope(organization, escalation.pk, "approve", "second")
-    assert refused.value.status_code == 409
     assert AuditEvent.objects.count() == count
 
 
@@ -281,8 +289,8 @@ def test_two_reviewers_at_once_cannot_both_decide():
             barrier.wait()
             review_envelope(organization, envelope.pk, word, name)
             results.append(200)
-        except APIError as exc:
-            results.append(exc.status_code)
+        except DomainError as exc:
+            results.append(api_error(exc).status_code)
         finally:
             connections.close_all()
 

@@ -48,3 +48,27 @@ def dispatch(delivery_id: str, *, countdown: float | None = None) -> None:
         deliver_webhook.apply_async((delivery_id,), countdown=countdown)
     except Exception:
         logger.warning("webhook task not queued; the sweeper will send it", extra={"delivery_id": delivery_id})
+
+
+def enqueue_deliveries(items) -> list[Delivery]:
+    """The core decision path's outbox (``decide.connect_outbox``): one row per
+    ``(request, event, payload)`` whose request wants a webhook, written in bulk in the
+    decision's transaction and handed to workers after the commit."""
+    now = timezone.now()
+    deliveries = [
+        Delivery(
+            channel=request.channel,
+            request=request,
+            event=event,
+            url=request.return_webhook,
+            body=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+            next_attempt_at=now,
+        )
+        for request, event, payload in items
+        if wants_webhook(request)
+    ]
+    if deliveries:
+        Delivery.objects.bulk_create(deliveries)
+        ids = [str(delivery.pk) for delivery in deliveries]
+        transaction.on_commit(lambda: [dispatch(delivery_id) for delivery_id in ids])
+    return deliveries

@@ -1,26 +1,21 @@
-"""Resolving escalations: a person approves or rejects an envelope awaiting review.
+"""Escalated evaluations, decided by people (MIDAS reviews).
 
-``POST /v1/reviews`` and the admin inbox both call ``review_envelope``. It locks the
-envelope row (``SELECT ... FOR UPDATE``) so two reviewers deciding at once cannot both
-succeed, moves the envelope awaiting_review → closed through the one state machine, and
-appends ESCALATION_REVIEWED and ENVELOPE_CLOSED to the envelope's chain in the same
-transaction. The evaluation outcome stays ``escalate``: the decision is the review's.
+The evaluation kind's rules for the core's one decision path (``envelopes.services.decide``):
+an envelope awaiting review is approved or rejected once, by a holder of a review role;
+the core locks the envelope, so two reviewers deciding at once cannot both succeed, moves
+it awaiting_review → closed through the state machine, and appends ESCALATION_REVIEWED and
+ENVELOPE_CLOSED to its chain in the same transaction. The evaluation outcome stays
+``escalate``: the decision is the review's.
 """
 
-from django.db import transaction
-from django.utils import timezone
-
-from envelopes.choices import EnvelopeState, ReviewDecision
+from envelopes.choices import REVIEW_PERMISSION, REVIEW_ROLES, EnvelopeKind, EnvelopeState, ReviewDecision
 from envelopes.models import Envelope
+from envelopes.services.decide import Actor, Decision, Verdict, decide
 from envelopes.services.queries import parse_envelope_id
-from envelopes.state import IllegalTransition, check_transition
-from evidence.services.chain import EventDraft, append_events
-from governance.api.errors import APIError
-from governance.choices import Role
+from evidence.services.chain import EventDraft
+from governance.errors import Conflict, DomainError, Invalid, Refused
 
-# Who may decide an escalation (API and admin alike).
-REVIEW_ROLES = (Role.PLATFORM_ADMIN, Role.GOVERNANCE_REVIEWER)
-REVIEW_PERMISSION = "reviews:write"
+__all__ = ["REVIEW_PERMISSION", "REVIEW_ROLES", "EvaluationRules", "parse_decision", "review_envelope"]
 
 # The words MIDAS clients send for each decision.
 DECISION_WORDS = {
@@ -38,7 +33,7 @@ def parse_decision(value) -> ReviewDecision:
     """``approve``/``accept`` or ``reject``/``deny`` (any case); 400 for anything else."""
     decision = DECISION_WORDS.get(str(value or "").strip().lower()) if isinstance(value, str) else None
     if decision is None:
-        raise APIError(400, f"decision {DECISION_RULE}")
+        raise Invalid(f"decision {DECISION_RULE}")
     return decision
 
 
@@ -48,7 +43,7 @@ def reviewer_name(reviewer) -> str:
     name = getattr(reviewer, "username", reviewer)
     name = str(name or "").strip()
     if not name or len(name) > MAX_REVIEWER_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise APIError(400, "reviewer must be 1-255 characters with no control characters")
+        raise Invalid("reviewer must be 1-255 characters with no control characters")
     return name
 
 
@@ -60,74 +55,63 @@ def describe_review(envelope: Envelope) -> str:
     return f"closed with outcome {envelope.outcome or 'none'}"
 
 
-@transaction.atomic
+class EvaluationRules:
+    """An escalated evaluation's rules: awaiting review, decided once by a reviewer.
+
+    Separation of duties does not apply (an evaluation has no owner among the people);
+    eligibility is holding a review role. An actor with no person behind it (open mode, or
+    a service naming its reviewer) was authorized by its edge."""
+
+    kind = EnvelopeKind.EVALUATION
+    envelope_fields = ("review_decision", "reviewer_id", "reviewer_kind", "review_notes", "reviewed_at")
+
+    def load(self, envelopes):
+        return {envelope.pk: envelope for envelope in envelopes}
+
+    def refusal(self, envelope: Envelope, actor: Actor, decision: Decision) -> DomainError | None:
+        if envelope.state == EnvelopeState.CLOSED:
+            return Conflict(f"envelope is already closed: {describe_review(envelope)}")
+        if envelope.state != EnvelopeState.AWAITING_REVIEW:
+            return Conflict(f"envelope is not awaiting review (state {envelope.state})")
+        if decision.action not in ("approve", "reject"):
+            return Invalid(f"decision {DECISION_RULE}")
+        if actor.person is not None and not actor.roles & set(REVIEW_ROLES):
+            return Refused("forbidden", code="not_eligible", required_permission=REVIEW_PERMISSION)
+        return None
+
+    def apply(self, envelope: Envelope, actor: Actor, decision: Decision, now) -> Verdict:
+        verdict = ReviewDecision.APPROVED if decision.action == "approve" else ReviewDecision.REJECTED
+        notes = str(decision.comment or "").strip()
+        envelope.review_decision, envelope.reviewer_id, envelope.reviewer_kind = verdict, actor.id, actor.kind
+        envelope.review_notes, envelope.reviewed_at = notes, now
+        reviewed = {"decision": verdict.value, "reviewer_id": actor.id, "notes": notes}
+        return Verdict("resolved", [EventDraft("ESCALATION_REVIEWED", reviewed, *actor.performer, now)], closes=True)
+
+    def save(self, envelopes, now) -> None:
+        """The review lives on the envelope row, which the core saves."""
+
+
 def review_envelope(
     organization,
     envelope_id,
     decision,
     reviewer_person_or_name,
     notes: str = "",
-    reviewer_kind: str = "user",
 ) -> Envelope:
-    """Approve or reject an envelope awaiting review; return it, closed and reviewed.
+    """Approve or reject an envelope awaiting review through the one decision path; return
+    it, closed and reviewed. A person decides with their roles; a name (open mode, or a
+    caller that authorized the reviewer itself) is recorded as given.
 
-    Raises APIError: 400 for an unrecognised decision or invalid reviewer, 404 when the
-    organization has no such envelope, 409 when it is not awaiting review (already
-    decided, or never escalated).
+    Raises Invalid for an unrecognised decision or reviewer, NotFound when the organization
+    has no such envelope, Conflict when it is not awaiting review, Refused when the person
+    holds no review role.
     """
-    decision = parse_decision(decision)
-    reviewer_id = reviewer_name(reviewer_person_or_name)
-    notes = str(notes or "").strip()
-    envelope_id = parse_envelope_id(envelope_id)
-
-    envelope = Envelope.objects.select_for_update().filter(organization=organization, pk=envelope_id).first()
-    if envelope is None:
-        raise APIError(404, "envelope not found")
-    if envelope.state == EnvelopeState.CLOSED:
-        raise APIError(409, f"envelope is already closed: {describe_review(envelope)}")
-    if envelope.state != EnvelopeState.AWAITING_REVIEW:
-        raise APIError(409, f"envelope is not awaiting review (state {envelope.state})")
-    try:
-        state = check_transition(envelope.state, EnvelopeState.CLOSED)
-    except IllegalTransition as exc:
-        raise APIError(409, str(exc)) from exc
-
-    now = timezone.now()
-    performer = {"performer_type": "user", "performer_id": reviewer_id, "occurred_at": now}
-    events = append_events(
-        envelope.chain_id,
-        [
-            EventDraft(
-                "ESCALATION_REVIEWED",
-                {"decision": decision.value, "reviewer_id": reviewer_id, "notes": notes},
-                **performer,
-            ),
-            EventDraft("ENVELOPE_CLOSED", {"state": state}, **performer),
-        ],
-    )
-
-    envelope.state = state
-    envelope.review_decision = decision
-    envelope.reviewer_id = reviewer_id
-    envelope.reviewer_kind = reviewer_kind
-    envelope.review_notes = notes
-    envelope.reviewed_at = now
-    envelope.closed_at = now
-    envelope.updated_at = now
-    envelope.audit_event_ids = [*envelope.audit_event_ids, *(str(event.pk) for event in events)]
-    envelope.final_event_hash = events[-1].hash
-    envelope.save(
-        update_fields=[
-            "state",
-            "review_decision",
-            "reviewer_id",
-            "reviewer_kind",
-            "review_notes",
-            "reviewed_at",
-            "closed_at",
-            "updated_at",
-            "audit_event_ids",
-            "final_event_hash",
-        ]
-    )
-    return envelope
+    word = parse_decision(decision)
+    if isinstance(reviewer_person_or_name, str):
+        actor = Actor("user", reviewer_name(reviewer_person_or_name))
+    else:
+        actor = Actor.of_person(reviewer_person_or_name)
+    organization_id = getattr(organization, "pk", organization)
+    action = "approve" if word == ReviewDecision.APPROVED else "reject"
+    outcome = decide(organization_id, parse_envelope_id(envelope_id), actor, Decision(action, str(notes or "")))
+    return outcome.envelope

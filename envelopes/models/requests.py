@@ -1,6 +1,8 @@
 from django.db import models
 
 from envelopes.choices import (
+    ADMIN_LEVEL,
+    MANAGER_LEVEL,
     OnTimeout,
     RequestStatus,
     RequestType,
@@ -42,6 +44,11 @@ class ApprovalRequest(models.Model):
     return_mode = models.CharField(max_length=10, choices=ReturnMode.choices, default=ReturnMode.LONG_POLL)
     return_webhook = models.URLField(max_length=2000, blank=True)
     long_poll_timeout_seconds = models.PositiveIntegerField(default=60)
+    ttl = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="The time the agent gave people (expires_at − submission); each escalation gets it anew.",
+    )
     status = models.CharField(max_length=14, choices=RequestStatus.choices, default=RequestStatus.PENDING)
     decided_by = models.CharField(max_length=255, blank=True, help_text="A person's id, or 'system'.")
     decision_time = models.DateTimeField(null=True, blank=True)
@@ -55,6 +62,15 @@ class ApprovalRequest(models.Model):
 
     def __str__(self):
         return self.title
+
+    def next_escalation_level(self) -> int | None:
+        """The rung an ``escalate`` timeout moves it to; None once the admins have had it.
+        An owner without a manager skips straight to the admins."""
+        if self.escalation_level >= ADMIN_LEVEL:
+            return None
+        if self.escalation_level < MANAGER_LEVEL and self.channel.owner.manager_id:
+            return MANAGER_LEVEL
+        return ADMIN_LEVEL
 
 
 class Approval(models.Model):

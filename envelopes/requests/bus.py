@@ -159,6 +159,12 @@ def publish(request_id: str) -> None:
         _outbox.put(request_id)
 
 
+def publish_many(request_ids) -> None:
+    """``publish`` each id (the core decision path's notifier)."""
+    for request_id in request_ids:
+        publish(request_id)
+
+
 def _count_unsent(delta: int) -> None:
     global _unsent
     with _publisher_lock:

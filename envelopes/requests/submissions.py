@@ -25,9 +25,10 @@ from envelopes.choices import (
     TweakStatus,
 )
 from envelopes.models import ApprovalRequest, Channel, Envelope, Tweak
+from envelopes.requests import bus
 from envelopes.state import StateWalk
-from evidence.canonical import sha256_hex
-from evidence.services.chain import EventDraft, append_events
+from evidence.canonical import canonical_hash
+from evidence.services.chain import EventDraft, append_events, json_native
 from governance.api.errors import APIError
 from governance.choices import canonical_role
 from governance.models import Person, Team
@@ -309,7 +310,7 @@ def needs_no_decision(request: ApprovalRequest) -> bool:
 @transaction.atomic
 def submit_request(channel: Channel, data: dict, raw: str) -> ApprovalRequest:
     """Validate and store an agent's request; it waits for people (log_only: closed at once)."""
-    from envelopes.requests.decisions import after_commit_notify, resolve_tweak_by
+    from envelopes.requests.decisions import supersede
 
     submission = validate_submission(channel, data)
     now = timezone.now()
@@ -358,7 +359,7 @@ def submit_request(channel: Channel, data: dict, raw: str) -> ApprovalRequest:
         request_source=f"channel:{channel.pk}",
         request_id=str(envelope_id),
         submitted_raw=raw,
-        submitted_hash=sha256_hex(raw.encode()),
+        submitted_hash=canonical_hash(json_native(data)),
         received_at=now,
         agent_id=channel.agent.key if channel.agent_id else "",
         created_at=now,
@@ -375,15 +376,17 @@ def submit_request(channel: Channel, data: dict, raw: str) -> ApprovalRequest:
         status=RequestStatus.ACKNOWLEDGED if logged_only else RequestStatus.PENDING,
         decided_by="system" if logged_only else "",
         decision_time=now if logged_only else None,
+        ttl=fields["expires_at"] - now if fields["expires_at"] else None,
         **fields,
     )
     if submission.parent is not None:
-        resolve_tweak_by(submission.parent, request)
+        supersede(submission.parent, request)
     if not logged_only and fields["route"] in NO_DECISION_ROUTES:
         from envelopes.requests.notifications import email_fyi
 
         transaction.on_commit(lambda: email_fyi(request.pk))
-    after_commit_notify(request)
+    request_id = str(request.pk)
+    transaction.on_commit(lambda: bus.publish(request_id))
     return request
 
 

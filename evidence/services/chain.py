@@ -185,10 +185,11 @@ def _link_in_postgres(rows: Sequence[dict], events: Sequence[AuditEvent]) -> Non
         apply_ledger_links(events, cursor.fetchall())
 
 
-def store_new_chain(rows: Sequence[dict]) -> list[AuditEvent]:
-    """Link into the ledger and store the events (``draft_rows``) of a chain nobody else can
-    hold yet (its id was just minted). On Postgres: one statement, in the caller's
-    transaction if any."""
+def store_rows(rows: Sequence[dict]) -> list[AuditEvent]:
+    """Link into the ledger and store events (``draft_rows``, of one chain or many) whose
+    chain positions the caller owns: a chain nobody else can hold yet (its id was just
+    minted), or one whose subject row the caller holds locked. On Postgres: one statement,
+    in the caller's transaction if any."""
     events = as_events(rows)
     if connection.vendor == "postgresql":
         _link_in_postgres(rows, events)
@@ -196,6 +197,9 @@ def store_new_chain(rows: Sequence[dict]) -> list[AuditEvent]:
     with transaction.atomic():
         _link_in_python(events, _lock_ledger_head())
     return events
+
+
+store_new_chain = store_rows  # a new chain's rows are rows whose positions the caller owns
 
 
 def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: bool = False) -> list[AuditEvent]:
@@ -209,7 +213,7 @@ def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: boo
     if not drafts:
         return []
     if new_chain:
-        return store_new_chain(draft_rows(chain_id, drafts))
+        return store_rows(draft_rows(chain_id, drafts))
     with transaction.atomic():
         head = _lock_ledger_head()
         tail = chain_tail(chain_id)
