@@ -15,7 +15,7 @@ from rest_framework import generics
 from rest_framework.response import Response
 
 from controlplane.api.base import VIEW_ROLES
-from envelopes.choices import EnvelopeState
+from envelopes.choices import EnvelopeKind, EnvelopeState
 from envelopes.evaluation.api.serializers import EnvelopePageSerializer, EnvelopeSerializer, envelope_representation
 from envelopes.evaluation.filtersets import EnvelopeFilterSet, EnvelopeStateFilterSet
 from envelopes.models import Envelope
@@ -133,12 +133,14 @@ class EnvelopeListView(EnvelopeCollectionView):
 
 
 class EscalationListView(EnvelopeCollectionView):
-    """The pending escalation queue: ``GET /v1/envelopes?state=awaiting_review``."""
+    """MIDAS's pending escalation queue: evaluations that escalated and await review. Agents'
+    requests wait for people too, but they are not escalations (no outcome, no reason code):
+    they are listed by ``GET /v1/envelopes?state=awaiting_review`` and the inbox."""
 
     filterset_class = EnvelopeFilterSet
 
     def get_queryset(self):
-        return super().get_queryset().filter(state=EnvelopeState.AWAITING_REVIEW)
+        return super().get_queryset().filter(state=EnvelopeState.AWAITING_REVIEW, kind=EnvelopeKind.EVALUATION)
 
     @extend_schema(
         summary="List envelopes awaiting review",
