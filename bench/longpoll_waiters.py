@@ -346,9 +346,11 @@ def decider_process(organization_id, approver_id, pipe):
 
     from envelopes.requests import bus
     from envelopes.requests.decisions import act
+    from envelopes.services.decide import Actor, Decision, decide_many
     from governance.models import Person
 
     approver = Person.objects.get(pk=approver_id)
+    actor = Actor.of_person(approver)
     pipe.send(("ready",))
     while True:
         command, request_ids = pipe.recv()
@@ -359,8 +361,17 @@ def decider_process(organization_id, approver_id, pipe):
         with transaction.atomic():
             # The first on_commit hook runs right after COMMIT, before the bus publishes.
             transaction.on_commit(lambda stamps=stamps: stamps.setdefault("committed", time.time()))
-            for request_id in request_ids:
-                act(organization_id, request_id, approver, "approve")
+            if command == "decide-at-once":
+                # The bulk decision through the core's one decision path, in batches.
+                for start in range(0, len(request_ids), 500):
+                    batch = request_ids[start : start + 500]
+                    outcomes = decide_many(organization_id, [(rid, actor, Decision("approve")) for rid in batch])
+                    refused = [outcome.error for outcome in outcomes if outcome.error is not None]
+                    if refused:
+                        raise SystemExit(f"decisions refused: {refused[:3]}")
+            else:
+                for request_id in request_ids:
+                    act(organization_id, request_id, approver, "approve")
             if command == "decide-at-once":
                 pipe.send(("ready to commit",))
                 pipe.recv()  # the parent starts measuring, then lets us commit

@@ -27,6 +27,7 @@ from envelopes.models import Approval, ApprovalRequest, Tweak
 from envelopes.requests import eligibility
 from envelopes.services.decide import SYSTEM, Actor, Decision, Verdict, decide
 from evidence.services.chain import EventDraft
+from governance.bulk import update_rows
 from governance.errors import Conflict, DomainError, Invalid, NotFound, Refused
 from governance.models import Person
 
@@ -174,10 +175,7 @@ class RequestRules:
         raise Invalid(f"unknown action {action!r}")
 
     def save(self, requests, now) -> None:
-        if len(requests) == 1:
-            requests[0].save(update_fields=REQUEST_FIELDS)
-        else:
-            ApprovalRequest.objects.bulk_update(requests, REQUEST_FIELDS)
+        update_rows(ApprovalRequest, requests, REQUEST_FIELDS)
         approvals = [row for r in requests for row in r.new_rows if isinstance(row, Approval)]
         tweaks = [row for r in requests for row in r.new_rows if isinstance(row, Tweak)]
         if approvals:
@@ -186,7 +184,7 @@ class RequestRules:
             Tweak.objects.bulk_create(tweaks)
         changed = [tweak for r in requests for tweak in r.changed_tweaks]
         if changed:
-            Tweak.objects.bulk_update(changed, ["status", "closed_at", "resolved_by"])
+            update_rows(Tweak, changed, ["status", "closed_at", "resolved_by"])
 
 
 def _close(

@@ -24,6 +24,7 @@ from envelopes.choices import EnvelopeState
 from envelopes.models import Envelope
 from envelopes.state import check_transition
 from evidence.services.chain import EventDraft, draft_rows, store_rows
+from governance.bulk import update_rows
 from governance.errors import Conflict, DomainError, NotFound
 
 
@@ -211,10 +212,7 @@ def _finalise(envelopes: list[Envelope], drafts_by_envelope: dict, subjects: dic
     kinds = {envelope.kind for envelope in envelopes}
     fields = ["state", "closed_at", "audit_event_ids", "final_event_hash", "updated_at"]
     fields += sorted({name for kind in kinds for name in _RULES[kind].envelope_fields})
-    if len(envelopes) == 1:
-        envelopes[0].save(update_fields=fields)
-    else:
-        Envelope.objects.bulk_update(envelopes, fields)
+    update_rows(Envelope, envelopes, fields)
     by_kind: dict[str, list] = {}
     for envelope in envelopes:
         by_kind.setdefault(envelope.kind, []).append(subjects[envelope.pk])
