@@ -161,7 +161,7 @@ def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *
         if kind in _RULES:
             subjects.update(_RULES[kind].load(of_kind))
 
-    outcomes, drafts_by_envelope, closing, deliveries = [], {}, set(), []
+    outcomes, drafts_by_envelope, deliveries = [], {}, []
     for envelope_pk, (_, actor, decision) in zip(ids, items, strict=True):
         envelope = envelopes.get(envelope_pk)
         if envelope is None:
@@ -183,7 +183,6 @@ def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *
             drafts_by_envelope[envelope.pk].append(
                 EventDraft("ENVELOPE_CLOSED", {"state": EnvelopeState.CLOSED}, *actor.performer, now)
             )
-            closing.add(envelope.pk)
         deliveries.extend((subject, event, payload) for event, payload in verdict.deliveries)
         outcomes.append(Outcome(envelope, subject, verdict))
 
@@ -208,7 +207,6 @@ def _finalise(envelopes: list[Envelope], drafts_by_envelope: dict, subjects: dic
         envelope.final_event_hash = chain_rows[-1]["hash"]
         envelope.updated_at = now
         rows.extend(chain_rows)
-    store_rows(rows)
     kinds = {envelope.kind for envelope in envelopes}
     fields = ["state", "closed_at", "audit_event_ids", "final_event_hash", "updated_at"]
     fields += sorted({name for kind in kinds for name in _RULES[kind].envelope_fields})
@@ -221,6 +219,8 @@ def _finalise(envelopes: list[Envelope], drafts_by_envelope: dict, subjects: dic
     if deliveries:
         for enqueue in _outbox:
             enqueue(deliveries)
+    # Last: linking into the ledger takes the ledger head's lock, held until the commit.
+    store_rows(rows)
     envelope_ids = [str(envelope.pk) for envelope in envelopes]
     transaction.on_commit(lambda: _notify(envelope_ids))
 
