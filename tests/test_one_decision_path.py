@@ -210,3 +210,63 @@ def test_escalations_list_only_escalated_evaluations(cast, demo, client_with):
     ids = {item["identity"]["id"] for item in listed}
     assert str(evaluation.pk) in ids and str(request.pk) not in ids
     assert all(item["evaluation"]["outcome"] == "escalate" for item in listed)
+
+
+# --- at once, on PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_votes_and_batches_decide_each_request_once_and_never_fork_a_chain():
+    import threading
+
+    from django.db import connections
+
+    from envelopes.services.decide import Actor, Decision, decide_many
+    from governance.services.people import create_person, ensure_organization
+    from tests.factories import declare_demo_authority
+
+    organization = declare_demo_authority(ensure_organization("acme", "Acme"))
+    owner = create_person(organization, "owner")
+    approvers = [create_person(organization, f"approver{i}", roles=(Role.GOVERNANCE_APPROVER,)) for i in range(4)]
+    _, invite = create_invite(owner)
+    channel, _, _ = register_channel(invite, name="bot")
+    body = {
+        "type": "approval_request",
+        "title": "Needs two",
+        "approval_rule": {"type": "n_of_x", "required": 2, "approvers": [{"role": "governance.approver"}]},
+    }
+    ids = [str(submit_request(channel, body, json.dumps(body)).pk) for _ in range(20)]
+    barrier = threading.Barrier(len(approvers))
+    errors = []
+
+    def vote(person, order):
+        try:
+            actor = Actor.of_person(person)
+            barrier.wait()
+            # Each thread decides every request, in its own order, as one batch: the core locks
+            # in id order, so overlapping batches wait rather than deadlock.
+            decide_many(organization.pk, [(rid, actor, Decision("approve")) for rid in order])
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    orders = [ids, list(reversed(ids)), ids[10:] + ids[:10], ids[5:] + ids[:5]]
+    threads = [threading.Thread(target=vote, args=(p, o)) for p, o in zip(approvers, orders, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for rid in ids:
+        request = ApprovalRequest.objects.get(pk=rid)
+        assert request.status == RequestStatus.APPROVED
+        # Two votes closed it; the later voters were told it was decided and wrote nothing.
+        assert request.approvals.count() == 2
+        assert AuditEvent.objects.filter(chain_id=rid, event_type="DECISION_RECORDED").count() == 1
+        assert verify_chain(rid).valid
+    from evidence.services.verification import verify_ledger
+
+    assert verify_ledger().valid
