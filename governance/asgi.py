@@ -11,7 +11,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from envelopes.evaluation.fastroute import EvaluateRouter  # noqa: E402
-from envelopes.requests.longpoll import LongPollRouter  # noqa: E402
+from envelopes.requests.longpoll_route import LongPollRouter  # noqa: E402
 
 # Mandate serves its own static assets (admin, Swagger UI) so one process is a whole
 # deployment; set SERVE_STATIC=false when a front proxy serves STATIC_ROOT instead.

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from envelopes.requests import bus, longpoll
+from envelopes.requests import bus, longpoll, longpoll_route
 from envelopes.requests.channels import create_invite, register_channel
 from envelopes.requests.decisions import act
 from envelopes.requests.submissions import submit_request
@@ -464,7 +464,7 @@ def test_a_client_that_goes_away_stops_waiting(agent):
             "query_string": b"timeout=30",
             "headers": [(b"authorization", agent.headers["Authorization"].encode())],
         }
-        handling = asyncio.create_task(longpoll.wait_endpoint(scope, receive, send, request_id))
+        handling = asyncio.create_task(longpoll_route.wait_endpoint(scope, receive, send, request_id))
         await until(lambda: bus.waiting_count() == 1)
         gone.set()
         await asyncio.wait_for(handling, 2)
