@@ -23,7 +23,6 @@ from controlplane.admin_views import (
     ReasonForm,
     SurfaceApprovalForm,
     SurfaceDeprecationForm,
-    console_organization,
     form_error_text,
     has_any_role,
     principal_of,
@@ -45,6 +44,7 @@ from controlplane.services import lifecycle
 from controlplane.services.recovery import latest_versions, profile_recovery, surface_recovery
 from evidence.models import ControlPlaneAuditRecord
 from governance.api.errors import APIError
+from governance.console import console_organization
 
 AUDIT_ROWS = 25  # audit records shown on a change page; the API has the rest
 

@@ -19,7 +19,6 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane.admin_views import console_roles
 from envelopes.choices import ChannelStatus, RequestStatus
 from envelopes.inbox.views import is_uuid
 from envelopes.models import Channel, ChannelInvite
@@ -27,6 +26,7 @@ from envelopes.requests.channels import create_invite, revoke_channel, rotate_ch
 from evidence.services.audit_trails import record_admin_action
 from governance.api.request_meta import client_ip_of, request_id_of
 from governance.choices import Role
+from governance.console import console_roles
 
 RECENT_INVITES = 10
 

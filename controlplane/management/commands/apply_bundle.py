@@ -13,9 +13,9 @@ from controlplane.models import Profile
 from controlplane.services.bundles import apply_bundle
 from controlplane.services.documents import BundleSyntaxError
 from controlplane.services.lifecycle import Principal, approve_profile, approve_surface
-from governance.api.authentication import person_roles
 from governance.api.errors import APIError
 from governance.models import Organization, Person
+from governance.services.people import person_roles
 
 
 class Command(BaseCommand):
