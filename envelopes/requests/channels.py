@@ -1,8 +1,6 @@
 """Agent channels: invites, registration, keys (hashed) and webhook secrets (encrypted)."""
 
 import base64
-import hashlib
-import hmac
 import secrets
 from datetime import timedelta
 
@@ -14,21 +12,18 @@ from envelopes.choices import ChannelStatus
 from envelopes.models import Channel, ChannelInvite
 from evidence.encryption import decrypt_at_rest, encrypt_at_rest
 from governance.api.errors import APIError
+from governance.secret_hashing import hash_secret, secret_matches
 
 INVITE_TTL = timedelta(days=7)
 KEY_SCHEME = "mdc"
 INVITE_SCHEME = "mdi"
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def create_invite(owner, *, ttl: timedelta = INVITE_TTL) -> tuple[ChannelInvite, str]:
     """A single-use invite token bound to ``owner``; the token is returned once."""
     token = f"{INVITE_SCHEME}_{secrets.token_urlsafe(24)}"
     invite = ChannelInvite.objects.create(
-        organization=owner.organization, owner=owner, token_hash=_hash(token), expires_at=timezone.now() + ttl
+        organization=owner.organization, owner=owner, token_hash=hash_secret(token), expires_at=timezone.now() + ttl
     )
     return invite, token
 
@@ -36,7 +31,7 @@ def create_invite(owner, *, ttl: timedelta = INVITE_TTL) -> tuple[ChannelInvite,
 def _new_key() -> tuple[str, str, str]:
     prefix = secrets.token_hex(6)
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
-    return key, prefix, _hash(key)
+    return key, prefix, hash_secret(key)
 
 
 def new_webhook_secret() -> str:
@@ -50,7 +45,7 @@ def register_channel(invite_token: str, *, name: str = "", agent_id: str = "") -
     invite = (
         ChannelInvite.objects.select_for_update()
         .select_related("owner")
-        .filter(token_hash=_hash(invite_token or ""))
+        .filter(token_hash=hash_secret(invite_token or ""))
         .first()
     )
     if invite is None:
@@ -87,8 +82,7 @@ def authenticate_channel_key(key: str) -> Channel | None:
     if len(parts) != 3 or parts[0] != KEY_SCHEME:
         return None
     channel = Channel.objects.select_related("owner", "organization").filter(key_prefix=parts[1]).first()
-    stored = channel.key_hash if channel else _hash("")
-    if not hmac.compare_digest(_hash(key), stored) or channel is None:
+    if not secret_matches(key, channel.key_hash if channel else None):
         return None
     if channel.status != ChannelStatus.ACTIVE:
         return None
