@@ -17,6 +17,7 @@ from envelopes.state import IllegalTransition, check_transition
 from evidence.services.chain import EventDraft, append_events
 from governance.api.errors import APIError
 from governance.choices import Role
+from governance.control_characters import has_control_characters
 
 # Who may decide an escalation (API and admin alike).
 REVIEW_ROLES = (Role.PLATFORM_ADMIN, Role.GOVERNANCE_REVIEWER)
@@ -47,7 +48,7 @@ def reviewer_name(reviewer) -> str:
     no control characters)."""
     name = getattr(reviewer, "username", reviewer)
     name = str(name or "").strip()
-    if not name or len(name) > MAX_REVIEWER_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if not name or len(name) > MAX_REVIEWER_LENGTH or has_control_characters(name):
         raise APIError(400, "reviewer must be 1-255 characters with no control characters")
     return name
 

@@ -37,6 +37,7 @@ from governance.api.authentication import person_roles
 from governance.api.errors import APIError
 from governance.choices import ROLE_IMPLIES, Role
 from governance.models import Person, RoleAssignment, TeamMembership
+from governance.timestamps import rfc3339_isoformat
 
 APPROVER_ROLES = frozenset({Role.GOVERNANCE_APPROVER, Role.PLATFORM_ADMIN})
 
@@ -161,7 +162,7 @@ def decision_payload(request: ApprovalRequest) -> dict:
         "request_id": str(request.pk),
         "status": request.status,
         "approved_by": request.decided_by or None,
-        "decision_time": request.decision_time.isoformat().replace("+00:00", "Z") if request.decision_time else None,
+        "decision_time": rfc3339_isoformat(request.decision_time),
         "comments": request.comments,
         "envelope_snapshot": snapshot(request),
     }

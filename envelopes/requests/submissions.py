@@ -31,6 +31,7 @@ from evidence.services.chain import EventDraft, append_events
 from governance.api.errors import APIError
 from governance.choices import canonical_role
 from governance.models import Person, Team
+from governance.timestamps import parse_iso_timestamp
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_LONG_POLL_SECONDS = 300
@@ -172,7 +173,7 @@ def _timestamp(data, name) -> datetime | None:
     if not isinstance(value, str):
         _bad(name, "must be an RFC 3339 timestamp")
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        moment = parse_iso_timestamp(value)
     except ValueError:
         _bad(name, "must be an RFC 3339 timestamp")
     if moment.tzinfo is None:

@@ -16,7 +16,7 @@ moment simply wins (the sweep skips the row; the next sweep finds it decided).
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,6 +25,7 @@ from envelopes.choices import OnTimeout, RequestStatus
 from envelopes.models import ApprovalRequest
 from envelopes.requests import decisions
 from evidence.services.chain import EventDraft
+from governance.timestamps import parse_iso_timestamp, rfc3339_isoformat
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def original_ttl(request: ApprovalRequest) -> timedelta:
     envelope = request.envelope
     try:
         submitted = json.loads(envelope.submitted_raw)["expires_at"]
-        expires_at = datetime.fromisoformat(submitted.strip().replace("Z", "+00:00")).astimezone(UTC)
+        expires_at = parse_iso_timestamp(submitted).astimezone(UTC)
     except (ValueError, TypeError, KeyError, AttributeError):
         expires_at = request.expires_at
     return max(expires_at - envelope.received_at, MIN_ESCALATION_TTL)
@@ -80,7 +81,7 @@ def apply_timeout(request: ApprovalRequest, now) -> str:
     if action == OnTimeout.ESCALATE:
         reason = "timed out after escalating to the administrators: expired"
     else:
-        reason = f"timed out at {expired_at.isoformat().replace('+00:00', 'Z')}: on_timeout {action}"
+        reason = f"timed out at {rfc3339_isoformat(expired_at)}: on_timeout {action}"
     event = {**applied, "outcome": status}
     decisions.system_decision(
         request, status, reason, preceding=[EventDraft("TIMEOUT_APPLIED", event, *decisions.SYSTEM_PERFORMER)]

@@ -16,6 +16,7 @@ from django.db.models import Q, QuerySet
 from envelopes.models import Envelope
 from governance.api.errors import APIError
 from governance.api.query_params import decode_cursor, encode_cursor
+from governance.control_characters import CONTROL_CHARACTER_RANGE
 
 # Without page parameters a list answers MIDAS's plain JSON array, capped at this many
 # envelopes (the newest); page with ``limit``/``cursor`` to read further.
@@ -23,7 +24,7 @@ PLAIN_LIST_CAP = 1000
 DEFAULT_PAGE_SIZE = 50
 NEWEST_FIRST = ("-created_at", "-id")
 
-FORBIDDEN_IN_REQUEST_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+FORBIDDEN_IN_REQUEST_ID = re.compile(rf"[/\\{CONTROL_CHARACTER_RANGE}]")
 MAX_REQUEST_ID_LENGTH = 255
 
 

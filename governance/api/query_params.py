@@ -3,26 +3,22 @@
 import base64
 import binascii
 import json
-import re
 from datetime import datetime
 
 from governance.api.errors import APIError
+from governance.timestamps import parse_rfc3339
 
 MAX_LIMIT = 500
 
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
-
-def parse_rfc3339(name: str, value: str) -> datetime:
+def timestamp_param(name: str, value: str) -> datetime:
     """An RFC 3339 timestamp (offset required), or a 400 naming the parameter."""
-    if RFC3339.match(value):
-        try:
-            return datetime.fromisoformat(value.upper())
-        except ValueError:
-            pass
-    raise APIError(
-        400, f"{name} must be an RFC 3339 timestamp such as 2026-04-18T09:12:04Z (percent-encode '+' as %2B)"
-    )
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise APIError(
+            400, f"{name} must be an RFC 3339 timestamp such as 2026-04-18T09:12:04Z (percent-encode '+' as %2B)"
+        ) from exc
 
 
 def parse_limit(value: str | None, default: int) -> int:
