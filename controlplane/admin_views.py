@@ -53,7 +53,7 @@ def principal_of(request) -> Principal:
 
 
 def refusal_message(exc) -> str:
-    """A service's refusal (``APIError``) as a sentence for the page."""
+    """A service's refusal (a ``DomainError``) as a sentence for the page."""
     if exc.error == "forbidden":
         permission = exc.extra.get("required_permission", "")
         return f"Not allowed: this needs the {permission} permission." if permission else "Not allowed."

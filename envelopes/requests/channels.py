@@ -11,7 +11,7 @@ from controlplane.models import Agent
 from envelopes.choices import ChannelStatus
 from envelopes.models import Channel, ChannelInvite
 from evidence.encryption import decrypt_at_rest, encrypt_at_rest
-from governance.api.errors import APIError
+from governance.errors import Gone, Invalid
 from governance.secret_hashing import hash_secret, secret_matches
 
 INVITE_TTL = timedelta(days=7)
@@ -49,16 +49,16 @@ def register_channel(invite_token: str, *, name: str = "", agent_id: str = "") -
         .first()
     )
     if invite is None:
-        raise APIError(400, "invite_token is not valid")
+        raise Invalid("invite_token is not valid")
     if invite.used_at is not None:
-        raise APIError(410, "invite_token has already been used")
+        raise Gone("invite_token has already been used")
     if invite.expires_at <= timezone.now():
-        raise APIError(410, "invite_token has expired")
+        raise Gone("invite_token has expired")
     agent = None
     if agent_id:
         agent = Agent.objects.filter(organization=invite.organization, key=agent_id).first()
         if agent is None:
-            raise APIError(400, f"agent_id: agent {agent_id!r} is not declared")
+            raise Invalid(f"agent {agent_id!r} is not declared", field="agent_id")
     key, prefix, key_hash = _new_key()
     secret = new_webhook_secret()
     channel = Channel.objects.create(

@@ -28,8 +28,8 @@ from envelopes.models import ApprovalRequest, Channel, Envelope, Tweak
 from envelopes.state import StateWalk
 from evidence.canonical import sha256_hex
 from evidence.services.chain import EventDraft, append_events
-from governance.api.errors import APIError
 from governance.choices import canonical_role
+from governance.errors import Invalid
 from governance.models import Person, Team
 from governance.timestamps import parse_iso_timestamp
 
@@ -42,7 +42,7 @@ PULSES = frozenset({"none", "light", "strong"})
 
 
 def _bad(field: str, message: str):
-    raise APIError(400, f"{field}: {message}")
+    raise Invalid(message, field=field)
 
 
 @dataclass

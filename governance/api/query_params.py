@@ -1,8 +1,5 @@
 """Query-string values shared by list endpoints: timestamps and page sizes, with 400s that name them."""
 
-import base64
-import binascii
-import json
 from datetime import datetime
 
 from governance.api.errors import APIError
@@ -28,20 +25,3 @@ def parse_limit(value: str | None, default: int) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise APIError(400, f"limit must be an integer between 1 and {MAX_LIMIT}")
     return int(value)
-
-
-def encode_cursor(values: list) -> str:
-    """An opaque page cursor: base64url JSON of the last row's sort key."""
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list:
-    """The sort key a cursor carries, or a 400; callers validate its parts (ValueError → 400)."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error) as exc:
-        raise APIError(400, "invalid cursor") from exc
-    if not isinstance(values, list):
-        raise APIError(400, "invalid cursor")
-    return values

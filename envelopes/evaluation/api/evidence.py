@@ -30,6 +30,7 @@ from governance.api.query_params import MAX_LIMIT, parse_limit, timestamp_param
 from governance.api.tenancy import request_organization
 from governance.choices import Role
 from governance.control_characters import CONTROL_CHARACTERS
+from governance.errors import Invalid
 
 DEFAULT_LIMIT = 100
 MAX_EVENT_TYPES = 50
@@ -163,7 +164,7 @@ def _event_search(params) -> EventSearch:
     if envelope_id:
         try:
             envelope_id = str(parse_envelope_id(envelope_id))
-        except APIError as exc:
+        except Invalid as exc:
             raise APIError(400, "invalid envelope_id") from exc
     since, until = (params.get(name, "").strip() for name in ("since", "until"))
     since = timestamp_param("since", since) if since else None
