@@ -23,7 +23,6 @@ from controlplane.admin_views import (
     ReasonForm,
     SurfaceApprovalForm,
     SurfaceDeprecationForm,
-    console_organization,
     form_error_text,
     has_any_role,
     principal_of,
@@ -44,7 +43,8 @@ from controlplane.models import (
 from controlplane.services import lifecycle
 from controlplane.services.recovery import latest_versions, profile_recovery, surface_recovery
 from evidence.models import ControlPlaneAuditRecord
-from governance.api.errors import APIError
+from governance.console import console_organization
+from governance.errors import DomainError
 
 AUDIT_ROWS = 25  # audit records shown on a change page; the API has the rest
 
@@ -395,7 +395,7 @@ class SurfaceAdmin(ControlPlaneAdmin):
                 principal=principal_of(request),
                 submitted_by=latest.submitted_by,
             )
-        except APIError as exc:
+        except DomainError as exc:
             messages.error(request, refusal_message(exc))
             return self.back_to(latest)
         messages.success(request, f"Approved: {approved.key} v{approved.version} is now active.")
@@ -417,7 +417,7 @@ class SurfaceAdmin(ControlPlaneAdmin):
                 reason=form.cleaned_data["reason"],
                 successor_id=form.cleaned_data["successor_id"].strip(),
             )
-        except APIError as exc:
+        except DomainError as exc:
             messages.error(request, refusal_message(exc))
             return self.back_to(surface)
         messages.success(request, f"Deprecated: {deprecated.key} no longer takes new decisions.")
@@ -508,7 +508,7 @@ class ProfileAdmin(ControlPlaneAdmin):
                 version=profile.version,
                 principal=principal_of(request),
             )
-        except APIError as exc:
+        except DomainError as exc:
             messages.error(request, refusal_message(exc))
         else:
             messages.success(request, f"{changed.key} v{changed.version} {done}.")
@@ -604,7 +604,7 @@ class GrantAdmin(ControlPlaneAdmin):
                 principal=principal_of(request),
                 reason=form.cleaned_data["reason"],
             )
-        except APIError as exc:
+        except DomainError as exc:
             messages.error(request, refusal_message(exc))
         else:
             messages.success(request, f"Grant {changed.key} is now {changed.status}.")

@@ -14,7 +14,6 @@ import secrets
 from dataclasses import dataclass
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -28,9 +27,8 @@ from controlplane.services.bundles import apply_bundle, plan_bundle
 from controlplane.services.documents import BundleSyntaxError
 from controlplane.services.lifecycle import GRANT_ACTIONS, Principal, surface_approval_refusal
 from evidence.services.audit_trails import record_admin_action
-from governance.api.authentication import person_roles
 from governance.api.request_meta import client_ip_of, request_id_of
-from governance.models import Organization
+from governance.console import console_organization, console_roles
 
 # Who may open the control-plane pages: readers, and approvers (who act on them).
 CONSOLE_ROLES = frozenset(VIEW_ROLES) | frozenset(LIFECYCLE_ROLES)
@@ -46,32 +44,8 @@ def _role_list(roles) -> str:
 # --- who and where ----------------------------------------------------------------------
 
 
-def console_roles(request) -> frozenset[str]:
-    """The signed-in person's roles (cached per request)."""
-    cached = getattr(request, "_controlplane_roles", None)
-    if cached is None:
-        user = request.user
-        cached = person_roles(user) if user.is_authenticated and user.is_active else frozenset()
-        request._controlplane_roles = cached
-    return cached
-
-
 def has_any_role(request, roles) -> bool:
     return bool(console_roles(request) & set(roles))
-
-
-def console_organization(request) -> Organization | None:
-    """The organization the console acts in: the person's, or for a superuser without one
-    the default organization (as the API does)."""
-    user = request.user
-    if getattr(user, "organization_id", None):
-        return user.organization
-    if user.is_superuser:
-        organization, _ = Organization.objects.get_or_create(
-            slug=settings.MANDATE_DEFAULT_ORGANIZATION, defaults={"name": settings.MANDATE_DEFAULT_ORGANIZATION}
-        )
-        return organization
-    return None
 
 
 def principal_of(request) -> Principal:
@@ -79,7 +53,7 @@ def principal_of(request) -> Principal:
 
 
 def refusal_message(exc) -> str:
-    """A service's refusal (``APIError``) as a sentence for the page."""
+    """A service's refusal (a ``DomainError``) as a sentence for the page."""
     if exc.error == "forbidden":
         permission = exc.extra.get("required_permission", "")
         return f"Not allowed: this needs the {permission} permission." if permission else "Not allowed."

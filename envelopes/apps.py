@@ -7,8 +7,9 @@ class EnvelopesConfig(AppConfig):
 
     def ready(self):
         """Wire the capability packages to the core's one decision path: each kind's rules,
-        the outbox that turns decisions into webhooks, and the bus that wakes waiters."""
-        from envelopes.delivery import outbox
+        the outbox that turns decisions into webhooks (and the queue that sends them), and
+        the bus that wakes waiters."""
+        from envelopes.delivery import outbox, tasks
         from envelopes.evaluation.reviews import EvaluationRules
         from envelopes.requests import bus
         from envelopes.requests.decisions import RequestRules
@@ -18,3 +19,4 @@ class EnvelopesConfig(AppConfig):
         decide.register_kind(RequestRules())
         decide.connect_outbox(outbox.enqueue_deliveries)
         decide.connect_notifier(bus.publish_many)
+        outbox.use_queue(tasks.queue_delivery)

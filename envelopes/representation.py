@@ -11,16 +11,8 @@ Timestamps are RFC 3339 in UTC with microseconds (``2026-04-18T09:12:04.113000Z`
 """
 
 import json
-from datetime import UTC, datetime
 
-
-def rfc3339(moment: datetime | None) -> str | None:
-    """An RFC 3339 UTC timestamp with microseconds, or ``None``."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from governance.timestamps import rfc3339
 
 
 def submitted_raw(text: str):

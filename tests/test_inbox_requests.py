@@ -513,6 +513,15 @@ def test_revoking_a_channel_turns_its_key_off(as_person, people):
     assert "a revoked channel stays revoked" in html_of(again)
 
 
+def test_a_malformed_or_unknown_channel_id_changes_nothing(as_person, people):
+    channel, key = open_channel(people["owner"])
+    client = as_person(people["owner"])
+    for channel_id in ("not-a-uuid", "", "00000000-0000-0000-0000-000000000000"):
+        response = client.post("/agents", {"action": "revoke", "channel": channel_id}, follow=True)
+        assert "that channel or action is unknown" in html_of(response)
+    assert Channel.objects.get(pk=channel.pk).status == "active" and authenticate_channel_key(key) == channel
+
+
 def test_only_owners_and_platform_admins_manage_a_channel(as_person, people):
     channel, key = open_channel(people["owner"])
     assert (

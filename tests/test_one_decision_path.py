@@ -25,8 +25,8 @@ from envelopes.requests.channels import create_invite, register_channel
 from envelopes.requests.submissions import submit_request
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
-from governance.api.authentication import person_roles
 from governance.choices import Role
+from governance.services.people import person_roles
 from governance.services.tokens import issue_token
 
 pytestmark = pytest.mark.django_db

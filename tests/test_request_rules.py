@@ -22,7 +22,7 @@ from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
 from governance.api.errors import APIError, api_error
 from governance.choices import Role
-from governance.errors import DomainError, NotFound
+from governance.errors import DomainError, Invalid, NotFound
 from governance.models import Team
 from governance.services.people import add_team_member
 
@@ -183,9 +183,9 @@ def test_route_approve_team_lets_only_members_of_the_team_decide(channel, team, 
 
 
 def test_route_approve_team_needs_a_team_id(channel):
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(Invalid) as caught:
         submit(channel, route="approve_team")
-    assert (caught.value.status_code, caught.value.error) == (400, "team_id: is required")
+    assert caught.value.error == "team_id: is required"
 
 
 def test_route_approve_any_admin_lets_only_platform_admins_decide(channel, approver, manager, admin):
@@ -459,14 +459,14 @@ def test_every_approver_entry_form_is_normalized(channel, approvers, team):
 )
 def test_an_unknown_approver_entry_is_400_naming_it(channel, approver, entry, message):
     rule = {"type": "n_of_x", "required": 1, "approvers": [entry, str(approver.pk)]}
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(Invalid) as caught:
         submit(channel, approval_rule=rule)
-    assert (caught.value.status_code, caught.value.error) == (400, f"approval_rule.approvers[0]: {message}")
+    assert caught.value.error == f"approval_rule.approvers[0]: {message}"
 
 
 def test_an_unknown_approver_in_a_sequential_step_is_400_naming_the_step(channel, approver):
     rule = {"type": "sequential", "steps": [str(approver.pk), [{"role": "wizard"}]]}
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(Invalid) as caught:
         submit(channel, approval_rule=rule)
     assert caught.value.error == "approval_rule.steps[1]: unknown role 'wizard'"
 

@@ -15,22 +15,8 @@ from controlplane.api.serializers import GrantSerializer
 from controlplane.services import lifecycle
 from controlplane.services.lifecycle import APPROVE_PERMISSION, LIFECYCLE_PERMISSION, Principal
 from governance.api.errors import APIError
+from governance.api.fields import IdentityField
 from governance.api.permissions import credential_of
-
-
-def _no_control_characters(value: str) -> None:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise serializers.ValidationError("must not contain control characters")
-
-
-class IdentityField(serializers.CharField):
-    """A person's identifier as MIDAS clients send it: 1–255 characters, no control characters."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 255)
-        kwargs.setdefault("validators", [_no_control_characters])
-        super().__init__(**kwargs)
-
 
 # --- request bodies ---------------------------------------------------------------------
 

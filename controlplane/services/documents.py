@@ -31,6 +31,7 @@ from controlplane.choices import (
     is_resource_id,
 )
 from controlplane.services.policies import PACKAGE_NAME, PolicyError, compile_check
+from governance.timestamps import parse_iso_timestamp, rfc3339
 
 API_VERSIONS = frozenset({"midas.accept.io/v1", "mandate/v1"})
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -170,7 +171,7 @@ class _Reader:
             moment = value
         elif isinstance(value, str):
             try:
-                moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                moment = parse_iso_timestamp(value)
             except ValueError:
                 self.doc.error(f"spec.{path}", f"{path} must be an RFC 3339 timestamp")
                 return None
@@ -207,18 +208,10 @@ def _jsonable(value):
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime):
-        return iso(value)
+        return rfc3339(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --- per-kind validation ---------------------------------------------------------------
@@ -469,7 +462,7 @@ def _spec_value(value):
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, datetime):
-        return iso(value)
+        return rfc3339(value)
     return value
 
 

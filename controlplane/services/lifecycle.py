@@ -15,8 +15,8 @@ from controlplane.choices import GRANT_TRANSITIONS, GrantStatus, Kind, ProfileSt
 from controlplane.models import Grant, Profile, Surface
 from controlplane.services.revision import bump_revision
 from evidence.services.audit_trails import record_controlplane_change
-from governance.api.errors import APIError
 from governance.choices import Role
+from governance.errors import Conflict, DomainError, Invalid, NotFound, Refused
 
 APPROVE_PERMISSION = "controlplane:approve"
 LIFECYCLE_PERMISSION = "controlplane:lifecycle"
@@ -79,31 +79,31 @@ def _record_change(organization, **change) -> None:
 @dataclass(frozen=True)
 class Refusal:
     """Why a lifecycle action is refused: ``code`` for people (the admin explains it in its
-    own words), ``status`` and ``error`` for the API."""
+    own words), ``kind`` and ``error`` for the domain error a service raises."""
 
     code: str  # not_owner | not_in_review | maker_checker
-    status: int
+    kind: type[DomainError]  # Refused (who acts) or Conflict (the state it is in)
     error: str
 
-    def as_api_error(self) -> APIError:
-        if self.status == 403:
-            return APIError(403, self.error, required_permission=APPROVE_PERMISSION)
-        return APIError(self.status, self.error)
+    def as_error(self) -> DomainError:
+        if self.kind is Refused:
+            return Refused(self.error, required_permission=APPROVE_PERMISSION)
+        return self.kind(self.error)
 
 
 def surface_approval_refusal(surface: Surface, principal: Principal, submitted_by: str = "") -> Refusal | None:
     """The one rule for approving a surface's latest version; None when allowed."""
     if not principal.is_admin and not principal.is_one_of(surface.business_owner, surface.technical_owner):
         # A governance approver may approve only the surfaces they own.
-        return Refusal("not_owner", 403, "forbidden")
+        return Refusal("not_owner", Refused, "forbidden")
     if surface.status != SurfaceStatus.REVIEW:
         return Refusal(
             "not_in_review",
-            409,
+            Conflict,
             f"surface {surface.key!r} is not in review status (version {surface.version} is {surface.status})",
         )
     if principal.is_one_of(submitted_by, surface.submitted_by):
-        return Refusal("maker_checker", 409, "maker-checker: the submitter cannot approve their own surface")
+        return Refusal("maker_checker", Conflict, "maker-checker: the submitter cannot approve their own surface")
     return None
 
 
@@ -120,10 +120,10 @@ def approve_surface(*, organization, surface_id: str, principal: Principal, subm
     """
     surface = _locked_surface_versions(organization, surface_id).first()
     if surface is None:
-        raise APIError(404, f"surface {surface_id!r} not found")
+        raise NotFound(f"surface {surface_id!r} not found")
     refusal = surface_approval_refusal(surface, principal, submitted_by)
     if refusal is not None:
-        raise refusal.as_api_error()
+        raise refusal.as_error()
 
     now = timezone.now()
     surface.status = SurfaceStatus.ACTIVE
@@ -152,16 +152,15 @@ def deprecate_surface(
     version cannot silently take over evaluation). Returns the newest one."""
     versions = list(_locked_surface_versions(organization, surface_id))
     if not versions:
-        raise APIError(404, f"surface {surface_id!r} not found")
+        raise NotFound(f"surface {surface_id!r} not found")
     if successor_id:
         if successor_id == surface_id:
-            raise APIError(400, "successor_id: a surface cannot be its own successor")
+            raise Invalid("a surface cannot be its own successor", field="successor_id")
         if not Surface.objects.filter(organization=organization, key=successor_id).exists():
-            raise APIError(400, f"successor_id: surface {successor_id!r} not found")
+            raise Invalid(f"surface {successor_id!r} not found", field="successor_id")
     active = [surface for surface in versions if surface.status == SurfaceStatus.ACTIVE]
     if not active:
-        raise APIError(
-            409,
+        raise Conflict(
             f"surface {surface_id!r} is not in active status (version {versions[0].version} is {versions[0].status})",
         )
 
@@ -198,15 +197,15 @@ def _locked_profile_version(organization, profile_id: str, version: int) -> Prof
     if profile is not None:
         return profile
     if Profile.objects.filter(organization=organization, key=profile_id).exists():
-        raise APIError(404, f"profile {profile_id!r} has no version {version}")
-    raise APIError(404, f"profile {profile_id!r} not found")
+        raise NotFound(f"profile {profile_id!r} has no version {version}")
+    raise NotFound(f"profile {profile_id!r} not found")
 
 
 def _change_profile_status(organization, profile_id, version, principal, *, action, from_status, to_status, **fields):
     profile = _locked_profile_version(organization, profile_id, version)
     if profile.status != from_status:
-        raise APIError(
-            409, f"profile {profile_id!r} version {version} is not in {from_status} status (it is {profile.status})"
+        raise Conflict(
+            f"profile {profile_id!r} version {version} is not in {from_status} status (it is {profile.status})"
         )
     profile.status = to_status
     for name, value in fields.items():
@@ -269,10 +268,10 @@ def change_grant_status(*, organization, grant_id: str, action: str, principal: 
         .first()
     )
     if grant is None:
-        raise APIError(404, f"grant {grant_id!r} not found")
+        raise NotFound(f"grant {grant_id!r} not found")
     current = grant.status
     if target not in GRANT_TRANSITIONS.get(current, set()):
-        raise APIError(409, f"grant {grant_id!r} is {current}: cannot {action} it")
+        raise Conflict(f"grant {grant_id!r} is {current}: cannot {action} it")
 
     grant.status = target
     grant.save(update_fields=["status", "updated_at"])

@@ -7,7 +7,6 @@ from django.contrib import admin, messages
 from django.template.defaultfilters import truncatechars
 from django.utils.html import format_html
 
-from controlplane.admin_views import console_organization, console_roles
 from envelopes.choices import DeliveryStatus
 from envelopes.delivery import webhooks
 from envelopes.models import Delivery
@@ -15,6 +14,7 @@ from evidence.admin import ReadOnlyAdmin
 from evidence.services.audit_trails import record_admin_action
 from governance.api.request_meta import client_ip_of, request_id_of
 from governance.choices import Role
+from governance.console import console_organization, console_roles
 
 STATUS_PILLS = {
     DeliveryStatus.PENDING: "inbox-state-escalated",

@@ -1,8 +1,15 @@
-"""The webhook outbox: a delivery row written in the decision's transaction, then a task."""
+"""The webhook outbox: a delivery row written in the decision's transaction, then a task.
+
+The outbox sits below the code that sends (``envelopes.delivery.tasks`` and ``webhooks``, which
+re-queues through ``dispatch``), so it does not import it: ``EnvelopesConfig.ready`` hands it
+the function that queues one delivery (``use_queue``).
+"""
 
 import json
 import logging
+from collections.abc import Callable
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -10,6 +17,16 @@ from envelopes.choices import ReturnMode
 from envelopes.models import ApprovalRequest, Delivery
 
 logger = logging.getLogger(__name__)
+
+# Queues one attempt of one delivery: ``queue(delivery_id, countdown)``.
+Queue = Callable[[str, float | None], None]
+_queue: Queue | None = None
+
+
+def use_queue(queue: Queue) -> None:
+    """Send deliveries through ``queue`` from now on (wired once, at startup)."""
+    global _queue
+    _queue = queue
 
 
 def wants_webhook(request: ApprovalRequest) -> bool:
@@ -42,10 +59,10 @@ def dispatch(delivery_id: str, *, countdown: float | None = None) -> None:
     """Hand the delivery to a worker. The row is the source of truth: when the broker is
     unreachable the send is only late (the sweeper re-enqueues due rows), so a broker
     failure must not turn a committed decision into an error."""
-    from envelopes.delivery.tasks import deliver_webhook
-
+    if _queue is None:
+        raise ImproperlyConfigured("the webhook outbox has no queue: EnvelopesConfig.ready wires it")
     try:
-        deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+        _queue(delivery_id, countdown)
     except Exception:
         logger.warning("webhook task not queued; the sweeper will send it", extra={"delivery_id": delivery_id})
 

@@ -11,6 +11,11 @@ def deliver_webhook(delivery_id: str) -> str:
     return webhooks.deliver(delivery_id)
 
 
+def queue_delivery(delivery_id: str, countdown: float | None = None) -> None:
+    """Queue one attempt of one delivery (the outbox's queue, wired by ``EnvelopesConfig.ready``)."""
+    deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+
+
 @shared_task(name="envelopes.sweep_deliveries", ignore_result=True)
 def sweep_deliveries() -> int:
     """Beat: re-enqueue pending deliveries whose task was lost."""

@@ -30,7 +30,6 @@ Postgres only: the token re-check rides on the recording statement, which SQLite
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -57,6 +56,7 @@ from envelopes.evaluation.snapshot import authority_snapshot, peek_snapshot
 from envelopes.services.queries import FORBIDDEN_IN_REQUEST_ID
 from governance.api.errors import APIError
 from governance.choices import expand_roles
+from governance.secret_hashing import hash_secret
 
 logger = logging.getLogger("mandate.request")
 
@@ -204,7 +204,7 @@ class TokenCache:
 
     def cached(self, secret: str) -> CachedToken | None:
         """The entry, if cached and fresh (no query)."""
-        entry = self._entries.get(hashlib.sha256(secret.encode()).hexdigest())
+        entry = self._entries.get(hash_secret(secret))
         if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
             return entry
         return None
@@ -216,7 +216,7 @@ class TokenCache:
         entry = self.cached(secret)
         if entry is not None:
             return entry
-        key = hashlib.sha256(secret.encode()).hexdigest()
+        key = hash_secret(secret)
         token = authenticate_token(secret)
         if token is None or token.principal.organization is None:
             self.drop(secret)
@@ -237,7 +237,7 @@ class TokenCache:
 
     def drop(self, secret: str) -> None:
         with self._lock:
-            self._entries.pop(hashlib.sha256(secret.encode()).hexdigest(), None)
+            self._entries.pop(hash_secret(secret), None)
 
     def clear(self) -> None:
         with self._lock:

@@ -13,7 +13,8 @@ from django.core.validators import RegexValidator
 from envelopes.choices import EnvelopeState, Outcome
 from envelopes.models import Envelope
 from governance.api.errors import APIError
-from governance.api.query_params import parse_rfc3339
+from governance.api.query_params import timestamp_param
+from governance.control_characters import CONTROL_CHARACTERS
 
 
 class RFC3339Field(forms.Field):
@@ -23,7 +24,7 @@ class RFC3339Field(forms.Field):
         if value in self.empty_values:
             return None
         try:
-            return parse_rfc3339(self.label or "timestamp", value)
+            return timestamp_param(self.label or "timestamp", value)
         except APIError as exc:
             raise forms.ValidationError(str(exc.error)) from exc
 
@@ -38,7 +39,7 @@ def text_filter(name: str) -> django_filters.CharFilter:
     return django_filters.CharFilter(
         field_name=name,
         max_length=255,
-        validators=[RegexValidator(r"^[^\x00-\x1f\x7f]*$", message)],
+        validators=[RegexValidator(CONTROL_CHARACTERS, message, inverse_match=True)],
         error_messages={"max_length": message},
     )
 

@@ -13,6 +13,7 @@ from envelopes.models import Envelope
 from envelopes.services.decide import Actor, Decision, Verdict, decide
 from envelopes.services.queries import parse_envelope_id
 from evidence.services.chain import EventDraft
+from governance.control_characters import has_control_characters
 from governance.errors import Conflict, DomainError, Invalid, Refused
 
 __all__ = ["REVIEW_PERMISSION", "REVIEW_ROLES", "EvaluationRules", "parse_decision", "review_envelope"]
@@ -42,7 +43,7 @@ def reviewer_name(reviewer) -> str:
     no control characters)."""
     name = getattr(reviewer, "username", reviewer)
     name = str(name or "").strip()
-    if not name or len(name) > MAX_REVIEWER_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if not name or len(name) > MAX_REVIEWER_LENGTH or has_control_characters(name):
         raise Invalid("reviewer must be 1-255 characters with no control characters")
     return name
 

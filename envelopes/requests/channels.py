@@ -1,8 +1,6 @@
 """Agent channels: invites, registration, keys (hashed) and webhook secrets (encrypted)."""
 
 import base64
-import hashlib
-import hmac
 import secrets
 from datetime import timedelta
 
@@ -13,22 +11,19 @@ from controlplane.models import Agent
 from envelopes.choices import ChannelStatus
 from envelopes.models import Channel, ChannelInvite
 from evidence.encryption import decrypt_at_rest, encrypt_at_rest
-from governance.api.errors import APIError
+from governance.errors import Gone, Invalid
+from governance.secret_hashing import hash_secret, secret_matches
 
 INVITE_TTL = timedelta(days=7)
 KEY_SCHEME = "mdc"
 INVITE_SCHEME = "mdi"
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def create_invite(owner, *, ttl: timedelta = INVITE_TTL) -> tuple[ChannelInvite, str]:
     """A single-use invite token bound to ``owner``; the token is returned once."""
     token = f"{INVITE_SCHEME}_{secrets.token_urlsafe(24)}"
     invite = ChannelInvite.objects.create(
-        organization=owner.organization, owner=owner, token_hash=_hash(token), expires_at=timezone.now() + ttl
+        organization=owner.organization, owner=owner, token_hash=hash_secret(token), expires_at=timezone.now() + ttl
     )
     return invite, token
 
@@ -36,7 +31,7 @@ def create_invite(owner, *, ttl: timedelta = INVITE_TTL) -> tuple[ChannelInvite,
 def _new_key() -> tuple[str, str, str]:
     prefix = secrets.token_hex(6)
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
-    return key, prefix, _hash(key)
+    return key, prefix, hash_secret(key)
 
 
 def new_webhook_secret() -> str:
@@ -50,20 +45,20 @@ def register_channel(invite_token: str, *, name: str = "", agent_id: str = "") -
     invite = (
         ChannelInvite.objects.select_for_update()
         .select_related("owner")
-        .filter(token_hash=_hash(invite_token or ""))
+        .filter(token_hash=hash_secret(invite_token or ""))
         .first()
     )
     if invite is None:
-        raise APIError(400, "invite_token is not valid")
+        raise Invalid("invite_token is not valid")
     if invite.used_at is not None:
-        raise APIError(410, "invite_token has already been used")
+        raise Gone("invite_token has already been used")
     if invite.expires_at <= timezone.now():
-        raise APIError(410, "invite_token has expired")
+        raise Gone("invite_token has expired")
     agent = None
     if agent_id:
         agent = Agent.objects.filter(organization=invite.organization, key=agent_id).first()
         if agent is None:
-            raise APIError(400, f"agent_id: agent {agent_id!r} is not declared")
+            raise Invalid(f"agent {agent_id!r} is not declared", field="agent_id")
     key, prefix, key_hash = _new_key()
     secret = new_webhook_secret()
     channel = Channel.objects.create(
@@ -87,8 +82,7 @@ def authenticate_channel_key(key: str) -> Channel | None:
     if len(parts) != 3 or parts[0] != KEY_SCHEME:
         return None
     channel = Channel.objects.select_related("owner", "organization").filter(key_prefix=parts[1]).first()
-    stored = channel.key_hash if channel else _hash("")
-    if not hmac.compare_digest(_hash(key), stored) or channel is None:
+    if not secret_matches(key, channel.key_hash if channel else None):
         return None
     if channel.status != ChannelStatus.ACTIVE:
         return None

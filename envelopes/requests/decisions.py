@@ -30,6 +30,7 @@ from evidence.services.chain import EventDraft
 from governance.bulk import update_rows
 from governance.errors import Conflict, DomainError, Invalid, NotFound, Refused
 from governance.models import Person
+from governance.timestamps import rfc3339_isoformat
 
 TIMEOUT_STATUS = {
     OnTimeout.AUTO_APPROVE: RequestStatus.APPROVED,
@@ -67,7 +68,7 @@ def decision_payload(request: ApprovalRequest) -> dict:
         "request_id": str(request.pk),
         "status": request.status,
         "approved_by": request.decided_by or None,
-        "decision_time": request.decision_time.isoformat().replace("+00:00", "Z") if request.decision_time else None,
+        "decision_time": rfc3339_isoformat(request.decision_time),
         "comments": request.comments,
         "envelope_snapshot": snapshot(request),
     }
@@ -299,7 +300,7 @@ def _timeout(request: ApprovalRequest, now) -> Verdict:
     if action == OnTimeout.ESCALATE:
         reason = "timed out after escalating to the administrators: expired"
     else:
-        reason = f"timed out at {expired_at.isoformat().replace('+00:00', 'Z')}: on_timeout {action}"
+        reason = f"timed out at {rfc3339_isoformat(expired_at)}: on_timeout {action}"
     preceding = [EventDraft("TIMEOUT_APPLIED", {**applied, "outcome": status}, *SYSTEM.performer, now)]
     return _close(request, status, "system", SYSTEM.performer, now, comments=reason, preceding=preceding)
 

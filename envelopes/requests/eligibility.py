@@ -17,9 +17,9 @@ from envelopes.choices import (
     Route,
 )
 from envelopes.models import ApprovalRequest
-from governance.api.authentication import person_roles
 from governance.choices import ROLE_IMPLIES, Role
 from governance.models import Person, RoleAssignment, TeamMembership
+from governance.services.people import person_roles
 
 PERSON_ACTIONS = frozenset(
     {"approve", "reject", "acknowledge", "choose", "answer", "request_changes", "withdraw_tweak"}

@@ -29,9 +29,10 @@ from envelopes.requests import bus
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_hash
 from evidence.services.chain import EventDraft, append_events, json_native
-from governance.api.errors import APIError
 from governance.choices import canonical_role
+from governance.errors import Invalid
 from governance.models import Person, Team
+from governance.timestamps import parse_iso_timestamp
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_LONG_POLL_SECONDS = 300
@@ -42,7 +43,7 @@ PULSES = frozenset({"none", "light", "strong"})
 
 
 def _bad(field: str, message: str):
-    raise APIError(400, f"{field}: {message}")
+    raise Invalid(message, field=field)
 
 
 @dataclass
@@ -173,7 +174,7 @@ def _timestamp(data, name) -> datetime | None:
     if not isinstance(value, str):
         _bad(name, "must be an RFC 3339 timestamp")
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        moment = parse_iso_timestamp(value)
     except ValueError:
         _bad(name, "must be an RFC 3339 timestamp")
     if moment.tzinfo is None:

@@ -12,21 +12,20 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane.admin_views import console_roles
 from envelopes.choices import ChannelStatus, RequestStatus
-from envelopes.inbox.views import is_uuid
 from envelopes.models import Channel, ChannelInvite
 from envelopes.requests.channels import create_invite, revoke_channel, rotate_channel_key
 from evidence.services.audit_trails import record_admin_action
 from governance.api.request_meta import client_ip_of, request_id_of
 from governance.choices import Role
+from governance.console import console_roles
 
 RECENT_INVITES = 10
 
@@ -75,6 +74,19 @@ def _audit(request, action: str, target_type: str, target_id: str, **details) ->
     )
 
 
+def _own_channel(person, channel_id: str) -> Channel | None:
+    """The channel of the person's organization with this id; None for anything else (an id
+    that is not a UUID is refused by the key's own field)."""
+    try:
+        return (
+            Channel.objects.select_related("owner")
+            .filter(pk=channel_id, organization_id=person.organization_id)
+            .first()
+        )
+    except ValidationError:
+        return None
+
+
 def _post(request, roles) -> Secret | None:
     """New invite, key rotation or revocation; a Secret when there is one to show."""
     person = request.user
@@ -84,12 +96,7 @@ def _post(request, roles) -> Secret | None:
         expires = invite.expires_at.isoformat()
         _audit(request, "channel.invite_created", "channel_invite", str(invite.pk), expires_at=expires)
         return Secret("invite", token, register_command(token), expires_at=invite.expires_at)
-    channel_id = request.POST.get("channel", "")
-    channel = (
-        Channel.objects.select_related("owner").filter(pk=channel_id, organization_id=person.organization_id).first()
-        if is_uuid(channel_id)
-        else None
-    )
+    channel = _own_channel(person, request.POST.get("channel", ""))
     if channel is None or action not in ("rotate", "revoke"):
         messages.error(request, "Nothing changed: that channel or action is unknown.")
         return None

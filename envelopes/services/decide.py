@@ -39,7 +39,7 @@ class Actor:
 
     @classmethod
     def of_person(cls, person, roles: Iterable[str] | None = None) -> "Actor":
-        from governance.api.authentication import person_roles
+        from governance.services.people import person_roles
 
         held = frozenset(roles) if roles is not None else person_roles(person)
         return cls("user", person.get_username(), person, held)

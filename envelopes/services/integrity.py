@@ -21,8 +21,8 @@ from evidence.canonical import format_timestamp
 from evidence.choices import ChainErrorKind
 from evidence.models import AuditEvent
 from evidence.services.verification import ChainVerdict, verify_events
-from governance.api.errors import APIError
-from governance.api.query_params import decode_cursor, encode_cursor
+from governance.cursors import decode_cursor, encode_cursor
+from governance.errors import Invalid
 
 
 class ChainIdOf(Func):
@@ -222,9 +222,9 @@ def decode_position(cursor: str, descending: bool) -> EventPosition:
         if type(sequence_no) is not int or not 0 <= sequence_no < 2**31:
             raise ValueError("malformed position")
     except (ValueError, TypeError, AttributeError) as exc:
-        raise APIError(400, "invalid cursor") from exc
+        raise Invalid("invalid cursor") from exc
     if order != ("desc" if descending else "asc"):
-        raise APIError(400, "cursor was issued for the other order")
+        raise Invalid("cursor was issued for the other order")
     return EventPosition(moment, chain_id, sequence_no)
 
 

@@ -14,8 +14,9 @@ from datetime import datetime
 from django.db.models import Q, QuerySet
 
 from envelopes.models import Envelope
-from governance.api.errors import APIError
-from governance.api.query_params import decode_cursor, encode_cursor
+from governance.control_characters import CONTROL_CHARACTER_RANGE
+from governance.cursors import decode_cursor, encode_cursor
+from governance.errors import Invalid, NotFound
 
 # Without page parameters a list answers MIDAS's plain JSON array, capped at this many
 # envelopes (the newest); page with ``limit``/``cursor`` to read further.
@@ -23,7 +24,7 @@ PLAIN_LIST_CAP = 1000
 DEFAULT_PAGE_SIZE = 50
 NEWEST_FIRST = ("-created_at", "-id")
 
-FORBIDDEN_IN_REQUEST_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+FORBIDDEN_IN_REQUEST_ID = re.compile(rf"[/\\{CONTROL_CHARACTER_RANGE}]")
 MAX_REQUEST_ID_LENGTH = 255
 
 
@@ -37,7 +38,7 @@ def parse_envelope_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except (ValueError, AttributeError) as exc:
-        raise APIError(400, "invalid envelope id") from exc
+        raise Invalid("invalid envelope id") from exc
 
 
 def envelope_by_id(organization, envelope_id: str) -> Envelope:
@@ -45,7 +46,7 @@ def envelope_by_id(organization, envelope_id: str) -> Envelope:
     (an envelope of another organization is unknown here)."""
     found = Envelope.objects.filter(organization=organization, pk=parse_envelope_id(envelope_id)).first()
     if found is None:
-        raise APIError(404, "envelope not found")
+        raise NotFound("envelope not found")
     return found
 
 
@@ -53,7 +54,7 @@ def check_request_scope(request_id: str, source: str) -> None:
     """MIDAS's request-id rules: 1..255 characters, no ``/``, ``\\`` or control characters."""
     for name, value in (("request id", request_id), ("source", source)):
         if not value or len(value) > MAX_REQUEST_ID_LENGTH or FORBIDDEN_IN_REQUEST_ID.search(value):
-            raise APIError(400, f"invalid {name}")
+            raise Invalid(f"invalid {name}")
 
 
 def envelope_by_request(organization, request_id: str, source: str = "api") -> Envelope:
@@ -61,7 +62,7 @@ def envelope_by_request(organization, request_id: str, source: str = "api") -> E
     check_request_scope(request_id, source)
     found = Envelope.objects.filter(organization=organization, request_source=source, request_id=request_id).first()
     if found is None:
-        raise APIError(404, "decision not found")
+        raise NotFound("decision not found")
     return found
 
 
@@ -81,7 +82,7 @@ def decode_envelope_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive timestamp")
         return moment, uuid.UUID(envelope_id)
     except (ValueError, TypeError, AttributeError) as exc:
-        raise APIError(400, "invalid cursor") from exc
+        raise Invalid("invalid cursor") from exc
 
 
 @dataclass

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from evidence.models import ControlPlaneAuditRecord
 from evidence.services.audit_trails import controlplane_audit_entries
 from governance.api.permissions import HasRole
-from governance.api.query_params import MAX_LIMIT, parse_limit, parse_rfc3339
+from governance.api.query_params import MAX_LIMIT, parse_limit, timestamp_param
 from governance.api.tenancy import request_organization
 from governance.choices import Role
 
@@ -77,8 +77,8 @@ class ControlPlaneAuditView(APIView):
             resource_id=params.get("id") or params.get("resource_id", ""),
             actor=params.get("actor", ""),
             action=params.get("action", ""),
-            since=parse_rfc3339("since", since) if since else None,
-            until=parse_rfc3339("until", until) if until else None,
+            since=timestamp_param("since", since) if since else None,
+            until=timestamp_param("until", until) if until else None,
             limit=parse_limit(params.get("limit"), DEFAULT_LIMIT),
         )
         return Response({"entries": ControlPlaneAuditEntrySerializer(entries, many=True).data, "count": len(entries)})

@@ -12,7 +12,6 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.authentication import person_roles
 from governance.api.errors import APIError
 from governance.api.permissions import credential_of
 from governance.api.request_meta import client_ip_of, request_id_of
@@ -23,6 +22,7 @@ from governance.services.passwords import (
     authenticate_local_user,
     change_password,
 )
+from governance.services.people import person_roles
 
 
 class LoginRequestSerializer(serializers.Serializer):

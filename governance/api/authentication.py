@@ -14,6 +14,7 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions
 
 from governance.choices import Role, expand_roles
+from governance.services.people import person_roles
 from governance.services.tokens import authenticate_token
 
 logger = logging.getLogger(__name__)
@@ -29,12 +30,6 @@ class Credential:
 
     def has_any_role(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
-
-
-def person_roles(person) -> frozenset[str]:
-    if person.is_superuser:
-        return frozenset(Role.values)
-    return expand_roles(person.role_assignments.values_list("role", flat=True))
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -1,28 +1,21 @@
 """Query-string values shared by list endpoints: timestamps and page sizes, with 400s that name them."""
 
-import base64
-import binascii
-import json
-import re
 from datetime import datetime
 
 from governance.api.errors import APIError
+from governance.timestamps import parse_rfc3339
 
 MAX_LIMIT = 500
 
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
-
-def parse_rfc3339(name: str, value: str) -> datetime:
+def timestamp_param(name: str, value: str) -> datetime:
     """An RFC 3339 timestamp (offset required), or a 400 naming the parameter."""
-    if RFC3339.match(value):
-        try:
-            return datetime.fromisoformat(value.upper())
-        except ValueError:
-            pass
-    raise APIError(
-        400, f"{name} must be an RFC 3339 timestamp such as 2026-04-18T09:12:04Z (percent-encode '+' as %2B)"
-    )
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise APIError(
+            400, f"{name} must be an RFC 3339 timestamp such as 2026-04-18T09:12:04Z (percent-encode '+' as %2B)"
+        ) from exc
 
 
 def parse_limit(value: str | None, default: int) -> int:
@@ -32,20 +25,3 @@ def parse_limit(value: str | None, default: int) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise APIError(400, f"limit must be an integer between 1 and {MAX_LIMIT}")
     return int(value)
-
-
-def encode_cursor(values: list) -> str:
-    """An opaque page cursor: base64url JSON of the last row's sort key."""
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list:
-    """The sort key a cursor carries, or a 400; callers validate its parts (ValueError → 400)."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error) as exc:
-        raise APIError(400, "invalid cursor") from exc
-    if not isinstance(values, list):
-        raise APIError(400, "invalid cursor")
-    return values

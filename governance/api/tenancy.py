@@ -1,10 +1,9 @@
 """Which organization an API call acts in."""
 
-from django.conf import settings
-
 from governance.api.errors import APIError
 from governance.api.permissions import credential_of
 from governance.models import Organization
+from governance.services.people import default_organization
 
 
 def request_organization(request) -> Organization:
@@ -23,9 +22,7 @@ def request_organization(request) -> Organization:
         else:
             organization = Organization.objects.filter(pk=credential.organization_id).first()
     elif credential is not None and (credential.kind == "open" or getattr(request.user, "is_superuser", False)):
-        organization, _ = Organization.objects.get_or_create(
-            slug=settings.MANDATE_DEFAULT_ORGANIZATION, defaults={"name": settings.MANDATE_DEFAULT_ORGANIZATION}
-        )
+        organization = default_organization()
     if organization is None:
         raise APIError(403, "forbidden: the credential is not bound to an organization")
     request._mandate_organization = organization

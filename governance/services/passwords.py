@@ -5,7 +5,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from evidence.services.audit_trails import record_admin_action
+from governance.audit import record_admin_action
 from governance.models import Person
 
 

@@ -1,8 +1,9 @@
 """Organizations, people, roles and teams: the use cases admins and bootstrap share."""
 
+from django.conf import settings
 from django.db import transaction
 
-from governance.choices import canonical_role
+from governance.choices import Role, canonical_role, expand_roles
 from governance.models import Organization, Person, RoleAssignment, Team, TeamMembership
 
 
@@ -10,6 +11,22 @@ from governance.models import Organization, Person, RoleAssignment, Team, TeamMe
 def ensure_organization(slug: str, name: str) -> Organization:
     organization, _ = Organization.objects.get_or_create(slug=slug, defaults={"name": name})
     return organization
+
+
+def default_organization() -> Organization:
+    """The organization named by ``MANDATE_DEFAULT_ORGANIZATION``, created on first use: where
+    open mode and superusers without an organization act."""
+    organization, _ = Organization.objects.get_or_create(
+        slug=settings.MANDATE_DEFAULT_ORGANIZATION, defaults={"name": settings.MANDATE_DEFAULT_ORGANIZATION}
+    )
+    return organization
+
+
+def person_roles(person: Person) -> frozenset[str]:
+    """The roles a person holds (every role for a superuser), with those their roles imply."""
+    if person.is_superuser:
+        return frozenset(Role.values)
+    return expand_roles(person.role_assignments.values_list("role", flat=True))
 
 
 @transaction.atomic

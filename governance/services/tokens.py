@@ -1,7 +1,5 @@
 """API bearer tokens: issue (shown once), authenticate (constant time), revoke."""
 
-import hashlib
-import hmac
 import secrets
 
 from django.db import transaction
@@ -9,12 +7,9 @@ from django.utils import timezone
 
 from governance.choices import TokenStatus, canonical_role
 from governance.models import ApiToken, Person
+from governance.secret_hashing import hash_secret, secret_matches
 
 TOKEN_SCHEME = "mdt"
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def issue_token(principal: Person, name: str, roles, expires_at=None) -> tuple[ApiToken, str]:
@@ -27,7 +22,7 @@ def issue_token(principal: Person, name: str, roles, expires_at=None) -> tuple[A
         principal=principal,
         roles=canonical,
         prefix=prefix,
-        secret_hash=_hash(secret),
+        secret_hash=hash_secret(secret),
         expires_at=expires_at,
     )
     return token, secret
@@ -37,7 +32,7 @@ def prepare_token_secret(token: ApiToken) -> str:
     """Fill prefix and hash on an unsaved token (the admin's add form) and return the secret."""
     token.prefix = secrets.token_hex(6)
     secret = f"{TOKEN_SCHEME}_{token.prefix}_{secrets.token_urlsafe(32)}"
-    token.secret_hash = _hash(secret)
+    token.secret_hash = hash_secret(secret)
     token.roles = sorted({canonical_role(r) for r in token.roles})
     return secret
 
@@ -48,9 +43,7 @@ def authenticate_token(secret: str) -> ApiToken | None:
     if len(parts) != 3 or parts[0] != TOKEN_SCHEME:
         return None
     token = ApiToken.objects.select_related("principal", "principal__organization").filter(prefix=parts[1]).first()
-    candidate = _hash(secret)
-    stored = token.secret_hash if token else _hash("")
-    if not hmac.compare_digest(candidate, stored) or token is None:
+    if not secret_matches(secret, token.secret_hash if token else None):
         return None
     if token.status != TokenStatus.ACTIVE or not token.principal.is_active:
         return None

@@ -13,9 +13,9 @@ from controlplane.models import Profile
 from controlplane.services.bundles import apply_bundle
 from controlplane.services.documents import BundleSyntaxError
 from controlplane.services.lifecycle import Principal, approve_profile, approve_surface
-from governance.api.authentication import person_roles
-from governance.api.errors import APIError
+from governance.errors import DomainError
 from governance.models import Organization, Person
+from governance.services.people import person_roles
 
 
 class Command(BaseCommand):
@@ -64,6 +64,6 @@ class Command(BaseCommand):
                     )
                 else:
                     continue
-            except APIError as exc:
+            except DomainError as exc:
                 raise CommandError(f"could not approve {entry.doc.kind} {entry.doc.id}: {exc.error}") from exc
             self.stdout.write(f"approved {entry.doc.kind} {entry.doc.id} v{entry.version} as {username}")

@@ -5,8 +5,6 @@ Every endpoint needs platform.viewer or above and sees only the caller's organiz
 envelopes: an envelope of another organization is a 404, its events never match a search.
 """
 
-import re
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -28,13 +26,14 @@ from envelopes.services.queries import envelope_by_id, parse_envelope_id
 from evidence.choices import ChainErrorKind
 from governance.api.errors import APIError
 from governance.api.permissions import HasRole
-from governance.api.query_params import MAX_LIMIT, parse_limit, parse_rfc3339
+from governance.api.query_params import MAX_LIMIT, parse_limit, timestamp_param
 from governance.api.tenancy import request_organization
 from governance.choices import Role
+from governance.control_characters import CONTROL_CHARACTERS
+from governance.errors import Invalid
 
 DEFAULT_LIMIT = 100
 MAX_EVENT_TYPES = 50
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Output(serializers.Serializer):
@@ -165,11 +164,11 @@ def _event_search(params) -> EventSearch:
     if envelope_id:
         try:
             envelope_id = str(parse_envelope_id(envelope_id))
-        except APIError as exc:
+        except Invalid as exc:
             raise APIError(400, "invalid envelope_id") from exc
     since, until = (params.get(name, "").strip() for name in ("since", "until"))
-    since = parse_rfc3339("since", since) if since else None
-    until = parse_rfc3339("until", until) if until else None
+    since = timestamp_param("since", since) if since else None
+    until = timestamp_param("until", until) if until else None
     if since and until and since > until:
         raise APIError(400, "since must not be after until")
     order = params.get("order", "asc").strip().lower() or "asc"

@@ -17,7 +17,6 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.api.lifecycle import IdentityField
 from controlplane.services.lifecycle import Principal
 from envelopes.choices import APPROVER_ROLES, ReviewDecision
 from envelopes.evaluation.reviews import (
@@ -30,37 +29,16 @@ from envelopes.evaluation.reviews import (
 from envelopes.services.decide import Actor, Decision, decide
 from envelopes.services.queries import parse_envelope_id
 from governance.api.errors import APIError
+from governance.api.fields import IdentityStringField, StringField, UUIDStringField
 from governance.api.permissions import HasRole, credential_of
 from governance.api.tenancy import request_organization
 from governance.choices import expand_roles
 
 
-class JSONStringMixin:
-    """Only a JSON string is a string here: numbers are not silently turned into text, as a
-    typed decoder (MIDAS's) would refuse them too."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StringField(JSONStringMixin, serializers.CharField):
-    pass
-
-
-class ReviewerField(JSONStringMixin, IdentityField):
-    pass
-
-
-class EnvelopeIdField(JSONStringMixin, serializers.UUIDField):
-    pass
-
-
 class ReviewRequestSerializer(serializers.Serializer):
-    envelope_id = EnvelopeIdField(help_text="UUID of the envelope to resolve")
+    envelope_id = UUIDStringField(help_text="UUID of the envelope to resolve")
     decision = StringField(help_text="approve / accept, or reject / deny")
-    reviewer = ReviewerField(help_text="Reviewer identifier (1-255 characters, no control characters)")
+    reviewer = IdentityStringField(help_text="Reviewer identifier (1-255 characters, no control characters)")
     notes = StringField(required=False, allow_blank=True, allow_null=True, help_text="Free-text justification")
 
     def validate_decision(self, value):

@@ -33,7 +33,6 @@ from envelopes.choices import (
     RiskLevel,
     Route,
 )
-from envelopes.evaluation.api.reviews import StringField
 from envelopes.models import ApprovalRequest
 from envelopes.requests.api.authentication import ChannelKeyAuthentication, IsChannel, channel_of
 from envelopes.requests.channels import register_channel
@@ -41,16 +40,11 @@ from envelopes.requests.decisions import current_tweak_event, decision_payload
 from envelopes.requests.longpoll import InvalidTimeout, Waiter, direct_lookup, parse_wait_timeout
 from envelopes.requests.submissions import MAX_LONG_POLL_SECONDS, MAX_PAYLOAD_BYTES, submit_request
 from governance.api.errors import APIError
+from governance.api.fields import StringField
+from governance.timestamps import rfc3339_isoformat
 
 TAGS = ["channels"]
 MAX_SUBMISSION_BYTES = 512 * 1024
-_timestamp = serializers.DateTimeField()
-
-
-def _time(moment) -> str | None:
-    return _timestamp.to_representation(moment) if moment else None
-
-
 # --- shapes (documentation; the service validates the envelope itself) -----------------------
 
 
@@ -241,8 +235,8 @@ class ChannelRequestsView(ChannelView):
             {
                 "request_id": str(approval_request.pk),
                 "status": approval_request.status,
-                "created_at": _time(envelope.created_at),
-                "expires_at": _time(approval_request.expires_at),
+                "created_at": rfc3339_isoformat(envelope.created_at),
+                "expires_at": rfc3339_isoformat(approval_request.expires_at),
             },
             status=201,
         )
@@ -262,12 +256,17 @@ class RequestDetailView(ChannelView):
                 "status": found.status,
                 "type": found.type,
                 "title": found.title,
-                "created_at": _time(found.envelope.created_at),
-                "expires_at": _time(found.expires_at),
+                "created_at": rfc3339_isoformat(found.envelope.created_at),
+                "expires_at": rfc3339_isoformat(found.expires_at),
                 "decision": decision_payload(found) if found.status in FINAL_REQUEST_STATUSES else None,
                 "tweak": current_tweak_event(found),
                 "approvals": [
-                    {"person_id": str(vote.person_id), "approve": vote.approve, "step": vote.step, "at": _time(vote.at)}
+                    {
+                        "person_id": str(vote.person_id),
+                        "approve": vote.approve,
+                        "step": vote.step,
+                        "at": rfc3339_isoformat(vote.at),
+                    }
                     for vote in found.approvals.all()
                 ],
             }

@@ -8,7 +8,7 @@ import secrets
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from evidence.services.audit_trails import record_admin_action
+from governance.audit import record_admin_action
 from governance.choices import Role
 from governance.models import Person, Team
 from governance.services.people import add_team_member, create_person, ensure_organization
