@@ -9,12 +9,21 @@ from django.db.models import Count, Max, Q
 
 from envelopes.choices import EnvelopeKind
 from envelopes.inbox.cards import cards_for
-from envelopes.inbox.filters import RISKS, SORTS, STATES, TYPES, InboxFilters, decided_by, team_scope
+from envelopes.inbox.filters import RISKS, SORTS, STATES, TYPES, InboxFilterSet, team_scope
 from envelopes.inbox.labels import reason_title
 from envelopes.inbox.permissions import INBOX_ROLES, Viewer, actionable, involving, roles_text
 from envelopes.inbox.waiting import decided_envelopes, inbox_version, pending_envelopes, version_of, with_risk
 
 INBOX_PAGE_SIZE = 50
+
+
+def _filtering(filters: InboxFilterSet, counts: dict) -> dict:
+    return {
+        "filters": filters.chosen,
+        "filtered": filters.active,
+        "clear_query": filters.clear_query,
+        "scopes": filters.scope_links(counts),
+    }
 
 
 def _groups(visible) -> list[dict]:
@@ -53,7 +62,6 @@ def _options(groups: list[dict], evaluations: int, has_requests: bool) -> dict:
 def inbox_for(viewer: Viewer, query, now) -> dict:
     """The ``inbox`` the admin index renders, for the filters in ``query``."""
     organization = viewer.organization
-    filters = InboxFilters.from_query(query)
     inbox = {
         "visible": True,
         "organization": organization,
@@ -65,15 +73,13 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
         "you see the agents' requests that involve you: routed to you, made by your agents, or acted on by you.",
         "cards": [],
         "total": 0,
-        "filters": filters,
-        "scopes": filters.scope_links({}),
         "states": STATES,
         "sorts": SORTS,
         "types": TYPES,
         "risks": RISKS,
     }
     if organization is None:
-        return inbox
+        return {**inbox, **_filtering(InboxFilterSet(query), {})}
     person = viewer.person
     pending = with_risk(pending_envelopes(organization))
 
@@ -101,27 +107,20 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
     counts = {"all": total, "mine": len(mine_ids) + (evaluations if viewer.reviews else 0)}
     if has_requests:
         counts["team"] = visible.filter(team_scope(person)).count()
-    inbox["scopes"] = filters.scope_links(counts)
+    filters = InboxFilterSet(query, viewer=viewer, mine=mine_ids)
+    inbox.update(_filtering(filters, counts))
     inbox["options"] = _options(groups, evaluations, has_requests)
 
-    if filters.state == "decided":
+    base = visible
+    if filters.decided:
         base = with_risk(decided_envelopes(organization, now))
         if not viewer.reads_all:
             base = base.filter(involving(person))
-    else:
-        base = visible
-    if filters.scope == "mine":
-        if filters.state == "decided":
-            base = base.filter(decided_by(person))
-        else:
-            base = base.filter(Q(pk__in=mine_ids) | (Q(kind=EnvelopeKind.EVALUATION) if viewer.reviews else Q(pk=None)))
-    elif filters.scope == "team":
-        base = base.filter(team_scope(person))
-    matching_queryset = filters.apply(base)
+    matching_queryset = filters.narrow(base)
     envelopes = list(
-        filters.order(matching_queryset).select_related(
-            "approval_request__channel__owner", "approval_request__channel__agent"
-        )[:INBOX_PAGE_SIZE]
+        matching_queryset.select_related("approval_request__channel__owner", "approval_request__channel__agent")[
+            :INBOX_PAGE_SIZE
+        ]
     )
     matching = len(envelopes)
     if matching == INBOX_PAGE_SIZE:
