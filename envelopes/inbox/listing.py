@@ -11,7 +11,7 @@ from envelopes.choices import EnvelopeKind
 from envelopes.inbox.cards import cards_for
 from envelopes.inbox.filters import RISKS, SORTS, STATES, TYPES, InboxFilterSet, team_scope
 from envelopes.inbox.labels import reason_title
-from envelopes.inbox.permissions import INBOX_ROLES, Viewer, actionable, involving, roles_text
+from envelopes.inbox.permissions import Viewer, actionable, involving, why_limited
 from envelopes.inbox.waiting import decided_envelopes, inbox_version, pending_envelopes, version_of, with_risk
 
 INBOX_PAGE_SIZE = 50
@@ -67,10 +67,7 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
         "organization": organization,
         "reads_all": viewer.reads_all,
         "may_review": viewer.reviews,
-        "why_limited": ""
-        if viewer.reads_all
-        else f"The inbox is for people holding {roles_text(sorted(INBOX_ROLES))}; "
-        "you see the agents' requests that involve you: routed to you, made by your agents, or acted on by you.",
+        "why_limited": why_limited(viewer),
         "cards": [],
         "total": 0,
         "states": STATES,

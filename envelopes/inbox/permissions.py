@@ -44,8 +44,22 @@ def roles_text(names) -> str:
     return " or ".join(str(name) for name in names)
 
 
+def _inbox_is_for() -> str:
+    return f"The inbox is for people holding {roles_text(sorted(INBOX_ROLES))}"
+
+
 def why_no_inbox() -> str:
-    return f"The inbox is for people holding {roles_text(sorted(INBOX_ROLES))}."
+    return f"{_inbox_is_for()}."
+
+
+def why_limited(viewer: Viewer) -> str:
+    """Why the viewer sees only some of the inbox ("" when they see all of it)."""
+    if viewer.reads_all:
+        return ""
+    return (
+        f"{_inbox_is_for()}; you see the agents' requests that involve you: routed to you, made by your agents, "
+        "or acted on by you."
+    )
 
 
 # --- the console and the escalations ---------------------------------------------------------
