@@ -1,0 +1,175 @@
+"""Who may do what in the inbox: open it, decide escalations, see an agent's request, take
+each action on a card (and why not). A service with no HTTP in it: every question takes a
+``Viewer`` (the person, their organization and roles), so pages ask it now and an API later.
+
+Deciding stays the services' business: ``refusal`` (through ``deciding``) has the final word
+on every action, and buttons built from these answers are hints.
+"""
+
+from dataclasses import dataclass
+
+from django.db.models import Q
+
+from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, EnvelopeState, RequestStatus, RequestType
+from envelopes.inbox.deciding import REVIEW_ROLES, Refusal, eligible_filter, refusal
+from envelopes.models import Approval, ApprovalRequest, Tweak
+from governance.choices import Role
+from governance.models import Organization, Person
+
+# Who may read every waiting envelope of the organization: readers, and people who act on
+# envelopes. Anyone else on staff sees the agents' requests that involve them.
+INBOX_ROLES = frozenset({Role.PLATFORM_VIEWER, Role.GOVERNANCE_APPROVER, *REVIEW_ROLES})
+# "Mine" asks ``refusal`` about each waiting request; past this many it looks at the oldest.
+CANDIDATE_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in person, their organization and roles (read once per request)."""
+
+    person: Person
+    organization: Organization | None
+    roles: frozenset
+
+    @property
+    def reads_all(self) -> bool:
+        return bool(self.roles & INBOX_ROLES)
+
+    @property
+    def reviews(self) -> bool:
+        return self.reads_all and bool(self.roles & set(REVIEW_ROLES))
+
+
+def roles_text(names) -> str:
+    return " or ".join(str(name) for name in names)
+
+
+def _inbox_is_for() -> str:
+    return f"The inbox is for people holding {roles_text(sorted(INBOX_ROLES))}"
+
+
+def why_no_inbox() -> str:
+    return f"{_inbox_is_for()}."
+
+
+def why_limited(viewer: Viewer) -> str:
+    """Why the viewer sees only some of the inbox ("" when they see all of it)."""
+    if viewer.reads_all:
+        return ""
+    return (
+        f"{_inbox_is_for()}; you see the agents' requests that involve you: routed to you, made by your agents, "
+        "or acted on by you."
+    )
+
+
+# --- the console and the escalations ---------------------------------------------------------
+
+
+def may_use_console(viewer: Viewer) -> bool:
+    person = viewer.person
+    return bool(
+        person.is_authenticated
+        and person.is_active
+        and person.is_staff
+        and (person.is_superuser or person.organization_id)
+    )
+
+
+def may_open_inbox(viewer: Viewer) -> bool:
+    """May read every waiting envelope of the organization (and the envelope pages)."""
+    return may_use_console(viewer) and viewer.reads_all
+
+
+def may_review(viewer: Viewer) -> bool:
+    return may_open_inbox(viewer) and bool(viewer.roles & set(REVIEW_ROLES))
+
+
+def why_not_review(viewer: Viewer) -> str:
+    held = sorted(viewer.roles & INBOX_ROLES)
+    having = f"you hold {', '.join(held)}" if held else "you hold no governance role"
+    return (
+        f"Deciding escalations needs {roles_text(REVIEW_ROLES)}; {having}. Ask a platform admin for the reviewer role."
+    )
+
+
+# --- agents' requests --------------------------------------------------------------------------
+
+
+def is_fyi(approval: ApprovalRequest) -> bool:
+    """Cards to acknowledge rather than decide (as ``refusal`` treats them)."""
+    return approval.route in NO_DECISION_ROUTES or approval.type == RequestType.INFORMATIONAL
+
+
+def primary_action(approval: ApprovalRequest) -> str:
+    if is_fyi(approval):
+        return "acknowledge"
+    return {RequestType.CHOICE: "choose", RequestType.INPUT_REQUEST: "answer"}.get(approval.type, "approve")
+
+
+def action_names(approval: ApprovalRequest, open_tweak) -> list[str]:
+    """The actions a card offers: its main one, and for decisions reject and a change request
+    (or withdrawing the open one)."""
+    if is_fyi(approval):
+        return ["acknowledge"]
+    return [primary_action(approval), "reject", "withdraw_tweak" if open_tweak else "request_changes"]
+
+
+@dataclass(frozen=True)
+class CardAction:
+    """One action a card offers, and whether this person may take it now."""
+
+    name: str
+    refused: Refusal | None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refused is None
+
+    @property
+    def why_not(self) -> str:
+        return self.refused.message if self.refused else ""
+
+
+def card_actions(viewer: Viewer, approval: ApprovalRequest, open_tweak) -> list[CardAction]:
+    return [CardAction(name, refusal(approval, viewer.person, name)) for name in action_names(approval, open_tweak)]
+
+
+def actionable(viewer: Viewer) -> dict[str, Refusal | None]:
+    """For each waiting request that may need the viewer: why they may not take its main
+    action now, or None when they may. ``refusal`` has the final word on every one."""
+    person, organization = viewer.person, viewer.organization
+    if organization is None or person.organization_id != organization.pk:
+        return {}
+    candidates = (
+        ApprovalRequest.objects.filter(
+            eligible_filter(person), status=RequestStatus.PENDING, envelope__state=EnvelopeState.AWAITING_REVIEW
+        )
+        .select_related("channel__owner", "envelope")
+        .order_by("envelope__created_at")[:CANDIDATE_LIMIT]
+    )
+    return {str(approval.pk): refusal(approval, person, primary_action(approval)) for approval in candidates}
+
+
+def involving(person) -> Q:
+    """Requests a person without an inbox role may read: their agents' requests, and those
+    they voted on, asked changes to or decided (the waiting ones they may act on are added
+    from ``actionable``)."""
+    return Q(kind=EnvelopeKind.APPROVAL_REQUEST) & (
+        Q(approval_request__channel__owner=person)
+        | Q(pk__in=Approval.objects.filter(person=person).values("request_id"))
+        | Q(pk__in=Tweak.objects.filter(requested_by=person).values("request_id"))
+        | Q(approval_request__decided_by=str(person.pk))
+    )
+
+
+def may_see_request(viewer: Viewer, approval: ApprovalRequest) -> bool:
+    if viewer.organization is None or approval.channel.organization_id != viewer.organization.pk:
+        return False
+    if viewer.reads_all:
+        return True
+    person = viewer.person
+    if approval.channel.owner_id == person.pk or approval.decided_by == str(person.pk):
+        return True
+    if approval.approvals.filter(person=person).exists() or approval.tweaks.filter(requested_by=person).exists():
+        return True
+    return refusal(approval, person, primary_action(approval)) is None

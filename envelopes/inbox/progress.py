@@ -1,0 +1,115 @@
+"""An approval rule's progress: in a few words for a card ("1 of 2 approvals", "step 2 of 3"),
+and in full for the request page (the steps, who may approve, every vote)."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from envelopes.choices import RequestStatus
+from envelopes.inbox.deciding import MANAGER_LEVEL
+from envelopes.inbox.labels import Names
+from envelopes.inbox.permissions import is_fyi
+from envelopes.models import ApprovalRequest
+
+
+def _votes(approval: ApprovalRequest) -> list:
+    return list(approval.approvals.all())  # prefetched on the inbox's cards
+
+
+def progress_line(approval: ApprovalRequest) -> str:
+    """The approval rule's progress in a few words, for a card."""
+    if is_fyi(approval):
+        return ""
+    rule = approval.approval_rule or {}
+    votes = _votes(approval)
+    approvals = sum(1 for v in votes if v.approve)
+    rejections = len(votes) - approvals
+    if approval.escalation_level:
+        return "re-routed after timeout"
+    if rule.get("type") == "n_of_x":
+        text = f"{approvals} of {rule.get('required')} approvals"
+        return f"{text} · {rejections} rejected" if rejections else text
+    if rule.get("type") == "sequential":
+        steps = len(rule.get("steps") or [])
+        return f"step {min(approvals + 1, steps)} of {steps}"
+    return ""
+
+
+@dataclass
+class Vote:
+    person: str
+    approve: bool
+    step: int
+    comment: str
+    at: datetime
+
+
+@dataclass
+class Step:
+    number: int
+    who: str
+    state: str  # done | current | waiting
+
+
+@dataclass
+class Progress:
+    rule: str  # single | sequential | n_of_x
+    headline: str  # "1 of 2 approvals", "step 2 of 3", "one approval decides"
+    approvals: int = 0
+    required: int = 0
+    steps: list[Step] = field(default_factory=list)
+    approvers: str = ""  # n_of_x: who may approve, in words
+    votes: list[Vote] = field(default_factory=list)
+    note: str = ""
+
+
+def progress_of(approval: ApprovalRequest, votes: list, names: Names) -> Progress:
+    rule = approval.approval_rule or {"type": "single"}
+    approvals = sum(1 for v in votes if v.approve)
+    vote_rows = [Vote(names.person(v.person_id), v.approve, v.step, v.comment, v.at) for v in votes]
+    kind = rule.get("type", "single")
+    if is_fyi(approval):
+        return Progress("fyi", "one acknowledgement closes it", votes=vote_rows)
+    if kind == "n_of_x":
+        required = rule.get("required") or 1
+        progress = Progress(
+            kind,
+            f"{approvals} of {required} approvals",
+            approvals=approvals,
+            required=required,
+            approvers=", ".join(names.entry(e) for e in rule.get("approvers") or []),
+            votes=vote_rows,
+            note="Distinct approvers; a rejection ends it only when the approvals still possible cannot reach "
+            f"{required}.",
+        )
+    elif kind == "sequential":
+        steps = rule.get("steps") or []
+        current = min(approvals, len(steps) - 1) if steps else 0
+        final = approval.status in (RequestStatus.APPROVED,)
+        progress = Progress(
+            kind,
+            f"step {min(approvals + 1, len(steps))} of {len(steps)}"
+            if not final
+            else f"all {len(steps)} steps approved",
+            approvals=approvals,
+            required=len(steps),
+            steps=[
+                Step(
+                    index + 1,
+                    " or ".join(names.entry(e) for e in step),
+                    "done" if index < approvals or final else ("current" if index == current else "waiting"),
+                )
+                for index, step in enumerate(steps)
+            ],
+            votes=vote_rows,
+            note="Steps complete in order; any rejection rejects.",
+        )
+    else:
+        progress = Progress("single", "one approval or rejection decides", votes=vote_rows)
+    if approval.escalation_level:
+        who = (
+            "the owner's manager"
+            if approval.escalation_level == MANAGER_LEVEL and approval.channel.owner.manager_id
+            else "any platform admin"
+        )
+        progress.note = f"Re-routed after its timeout: {who} decides alone now."
+    return progress
