@@ -16,7 +16,8 @@ from django.utils import timezone
 from envelopes.choices import EnvelopeState, RequestStatus, TweakStatus
 from envelopes.models import Approval, ApprovalRequest, Delivery
 from envelopes.requests.channels import create_invite, register_channel
-from envelopes.requests.decisions import act, current_tweak_event, decision_payload, refusal
+from envelopes.requests.decisions import act, current_tweak_event, decision_payload
+from envelopes.requests.eligibility import refusal
 from envelopes.requests.submissions import submit_request
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain

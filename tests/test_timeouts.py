@@ -16,7 +16,8 @@ from envelopes.choices import EnvelopeState, RequestStatus
 from envelopes.models import ApprovalRequest, Delivery
 from envelopes.requests import timeouts
 from envelopes.requests.channels import create_invite, register_channel
-from envelopes.requests.decisions import act, decision_payload, refusal
+from envelopes.requests.decisions import act, decision_payload
+from envelopes.requests.eligibility import refusal
 from envelopes.requests.submissions import submit_request
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain

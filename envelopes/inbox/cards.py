@@ -10,8 +10,15 @@ from django.db.models import Prefetch, prefetch_related_objects
 from django.urls import reverse
 
 from controlplane.models import Agent, Surface
-from envelopes.choices import EnvelopeKind, OnTimeout, ReasonCode, RequestStatus, TweakStatus
-from envelopes.inbox.deciding import ADMIN_LEVEL, MANAGER_LEVEL, next_escalation_level
+from envelopes.choices import (
+    ADMIN_LEVEL,
+    MANAGER_LEVEL,
+    EnvelopeKind,
+    OnTimeout,
+    ReasonCode,
+    RequestStatus,
+    TweakStatus,
+)
 from envelopes.inbox.labels import (
     KIND_LABELS,
     STATUS_LABELS,
@@ -125,7 +132,7 @@ class Clock:
 
 def timeout_consequence(approval: ApprovalRequest) -> str:
     if approval.on_timeout == OnTimeout.ESCALATE:
-        level = next_escalation_level(approval)
+        level = approval.next_escalation_level()
         if level == MANAGER_LEVEL:
             return "then it goes to the owner's manager"
         if level == ADMIN_LEVEL:

@@ -1,59 +1,43 @@
-"""Deciding from the inbox: the one module of the inbox that calls the services deciding an
-envelope (``envelopes.requests.decisions`` for agents' requests, ``envelopes.evaluation.reviews``
-for escalations). When the core's one decision path lands, only this module is rewired to it.
+"""Deciding from the inbox: every button, the bulk acknowledge and every "why not" go
+through the envelopes core's one decision path (``envelopes.services.decide``), which
+applies the rules of the envelope's kind. This module only builds the actor and the
+decision from what a page knows."""
 
-Those services still answer ``APIError``; here each becomes the domain error it means
-(``governance.errors``), which is what the inbox's pages catch.
-"""
-
-from envelopes.evaluation.reviews import REVIEW_ROLES, review_envelope
-from envelopes.requests.decisions import (
-    ADMIN_LEVEL,
-    MANAGER_LEVEL,
-    Refusal,
-    act,
-    eligible_filter,
-    next_escalation_level,
-    refusal,
-)
-from governance.api.errors import APIError
-from governance.errors import Conflict, DomainError, Invalid, NotFound, Refused
-
-__all__ = [
-    "ADMIN_LEVEL",
-    "MANAGER_LEVEL",
-    "REVIEW_ROLES",
-    "Refusal",
-    "decide_request",
-    "eligible_filter",
-    "next_escalation_level",
-    "refusal",
-    "review_escalation",
-]
-
-# What each status of the services' answers means in the domain's words.
-DOMAIN_ERRORS = {400: Invalid, 403: Refused, 404: NotFound, 409: Conflict}
+from envelopes.choices import EnvelopeKind
+from envelopes.models import ApprovalRequest, Envelope
+from envelopes.services import decide as core
+from governance.errors import DomainError, NotFound
 
 
-def _domain_error(exc: APIError) -> DomainError:
-    return DOMAIN_ERRORS.get(exc.status_code, Invalid)(str(exc.error))
+def actor(person, roles=None) -> core.Actor:
+    return core.Actor.of_person(person, roles)
+
+
+def request_refusal(approval: ApprovalRequest, person, action: str, roles=None) -> DomainError | None:
+    """Why ``person`` may not take ``action`` on an agent's request now; None when they may."""
+    return core.refusal(EnvelopeKind.APPROVAL_REQUEST, approval, actor(person, roles), core.Decision(action))
 
 
 def decide_request(
     organization_id, request_id, person, action: str, *, comment: str = "", choice=None, input_text: str = ""
-):
+) -> ApprovalRequest:
     """One person's action on an agent's request (approve, reject, acknowledge, choose, answer,
     request_changes, withdraw_tweak); the request, or a DomainError saying why not."""
-    try:
-        return act(organization_id, request_id, person, action, comment=comment, choice=choice, input_text=input_text)
-    except APIError as exc:
-        raise _domain_error(exc) from exc
+    decision = core.Decision(action, comment=comment or "", choice=choice, input_text=input_text or "")
+    outcome = core.decide(organization_id, request_id, actor(person), decision)
+    if outcome.envelope.kind != EnvelopeKind.APPROVAL_REQUEST:
+        raise NotFound("request not found")
+    return outcome.subject
 
 
-def review_escalation(organization, envelope_id, decision: str, person, notes: str = ""):
+def review_escalation(organization, envelope_id, decision: str, person, notes: str = "") -> Envelope:
     """Approve or reject an escalated evaluation; the closed envelope, or a DomainError
     (``Conflict`` when it no longer waits)."""
-    try:
-        return review_envelope(organization, envelope_id, decision, person, notes)
-    except APIError as exc:
-        raise _domain_error(exc) from exc
+    outcome = core.decide(organization.pk, envelope_id, actor(person), core.Decision(decision, comment=notes or ""))
+    return outcome.envelope
+
+
+def acknowledge_all(organization_id, request_ids, person) -> list[core.Outcome]:
+    """Bulk acknowledge: one batch through the core, each card on its own."""
+    who = actor(person)
+    return core.decide_many(organization_id, [(rid, who, core.Decision("acknowledge")) for rid in request_ids])

@@ -4,6 +4,7 @@ consequences and numbers as a person reads them; people and teams by name rather
 import json
 from decimal import Decimal, InvalidOperation
 
+from envelopes.approval_rules import ApprovalRule
 from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, ReasonCode, RequestStatus, RequestType, Route
 from envelopes.inbox.ids import is_uuid
 from envelopes.models import ApprovalRequest
@@ -118,10 +119,7 @@ class Names:
     def for_rules(cls, rules, extra_people=()) -> "Names":
         users, teams = set(extra_people), set()
         for rule in rules:
-            entries = list(rule.get("approvers") or [])
-            for step in rule.get("steps") or []:
-                entries.extend(step)
-            for entry in entries:
+            for entry in ApprovalRule.parse(rule).every_entry():
                 if isinstance(entry, dict) and "user" in entry:
                     users.add(entry["user"])
                 elif isinstance(entry, dict) and "team" in entry:

@@ -2,18 +2,27 @@
 each action on a card (and why not). A service with no HTTP in it: every question takes a
 ``Viewer`` (the person, their organization and roles), so pages ask it now and an API later.
 
-Deciding stays the services' business: ``refusal`` (through ``deciding``) has the final word
-on every action, and buttons built from these answers are hints.
+Deciding stays the core's business: its ``refusal`` (through ``deciding``) has the final
+word on every action, and buttons built from these answers are hints.
 """
 
 from dataclasses import dataclass
 
 from django.db.models import Q
 
-from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, EnvelopeState, RequestStatus, RequestType
-from envelopes.inbox.deciding import REVIEW_ROLES, Refusal, eligible_filter, refusal
+from envelopes.choices import (
+    NO_DECISION_ROUTES,
+    REVIEW_ROLES,
+    EnvelopeKind,
+    EnvelopeState,
+    RequestStatus,
+    RequestType,
+    Route,
+)
+from envelopes.inbox.deciding import request_refusal
 from envelopes.models import Approval, ApprovalRequest, Tweak
 from governance.choices import Role
+from governance.errors import DomainError
 from governance.models import Organization, Person
 
 # Who may read every waiting envelope of the organization: readers, and people who act on
@@ -119,7 +128,7 @@ class CardAction:
     """One action a card offers, and whether this person may take it now."""
 
     name: str
-    refused: Refusal | None
+    refused: DomainError | None
 
     @property
     def allowed(self) -> bool:
@@ -131,10 +140,13 @@ class CardAction:
 
 
 def card_actions(viewer: Viewer, approval: ApprovalRequest, open_tweak) -> list[CardAction]:
-    return [CardAction(name, refusal(approval, viewer.person, name)) for name in action_names(approval, open_tweak)]
+    return [
+        CardAction(name, request_refusal(approval, viewer.person, name, viewer.roles))
+        for name in action_names(approval, open_tweak)
+    ]
 
 
-def actionable(viewer: Viewer) -> dict[str, Refusal | None]:
+def actionable(viewer: Viewer) -> dict[str, DomainError | None]:
     """For each waiting request that may need the viewer: why they may not take its main
     action now, or None when they may. ``refusal`` has the final word on every one."""
     person, organization = viewer.person, viewer.organization
@@ -142,12 +154,18 @@ def actionable(viewer: Viewer) -> dict[str, Refusal | None]:
         return {}
     candidates = (
         ApprovalRequest.objects.filter(
-            eligible_filter(person), status=RequestStatus.PENDING, envelope__state=EnvelopeState.AWAITING_REVIEW
+            channel__organization_id=person.organization_id,
+            status=RequestStatus.PENDING,
+            envelope__state=EnvelopeState.AWAITING_REVIEW,
         )
+        .exclude(route=Route.LOG_ONLY)
         .select_related("channel__owner", "envelope")
         .order_by("envelope__created_at")[:CANDIDATE_LIMIT]
     )
-    return {str(approval.pk): refusal(approval, person, primary_action(approval)) for approval in candidates}
+    return {
+        str(approval.pk): request_refusal(approval, person, primary_action(approval), viewer.roles)
+        for approval in candidates
+    }
 
 
 def involving(person) -> Q:
@@ -172,4 +190,4 @@ def may_see_request(viewer: Viewer, approval: ApprovalRequest) -> bool:
         return True
     if approval.approvals.filter(person=person).exists() or approval.tweaks.filter(requested_by=person).exists():
         return True
-    return refusal(approval, person, primary_action(approval)) is None
+    return request_refusal(approval, person, primary_action(approval), viewer.roles) is None

@@ -4,8 +4,8 @@ and in full for the request page (the steps, who may approve, every vote)."""
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from envelopes.choices import RequestStatus
-from envelopes.inbox.deciding import MANAGER_LEVEL
+from envelopes.approval_rules import N_OF_X, SEQUENTIAL, ApprovalRule
+from envelopes.choices import MANAGER_LEVEL, RequestStatus
 from envelopes.inbox.labels import Names
 from envelopes.inbox.permissions import is_fyi
 from envelopes.models import ApprovalRequest
@@ -19,19 +19,9 @@ def progress_line(approval: ApprovalRequest) -> str:
     """The approval rule's progress in a few words, for a card."""
     if is_fyi(approval):
         return ""
-    rule = approval.approval_rule or {}
-    votes = _votes(approval)
-    approvals = sum(1 for v in votes if v.approve)
-    rejections = len(votes) - approvals
     if approval.escalation_level:
         return "re-routed after timeout"
-    if rule.get("type") == "n_of_x":
-        text = f"{approvals} of {rule.get('required')} approvals"
-        return f"{text} · {rejections} rejected" if rejections else text
-    if rule.get("type") == "sequential":
-        steps = len(rule.get("steps") or [])
-        return f"step {min(approvals + 1, steps)} of {steps}"
-    return ""
+    return ApprovalRule.parse(approval.approval_rule).progress([v.approve for v in _votes(approval)])
 
 
 @dataclass
@@ -63,33 +53,29 @@ class Progress:
 
 
 def progress_of(approval: ApprovalRequest, votes: list, names: Names) -> Progress:
-    rule = approval.approval_rule or {"type": "single"}
+    rule = ApprovalRule.parse(approval.approval_rule)
     approvals = sum(1 for v in votes if v.approve)
     vote_rows = [Vote(names.person(v.person_id), v.approve, v.step, v.comment, v.at) for v in votes]
-    kind = rule.get("type", "single")
     if is_fyi(approval):
         return Progress("fyi", "one acknowledgement closes it", votes=vote_rows)
-    if kind == "n_of_x":
-        required = rule.get("required") or 1
+    if rule.type == N_OF_X:
         progress = Progress(
-            kind,
-            f"{approvals} of {required} approvals",
+            rule.type,
+            f"{approvals} of {rule.required} approvals",
             approvals=approvals,
-            required=required,
-            approvers=", ".join(names.entry(e) for e in rule.get("approvers") or []),
+            required=rule.required,
+            approvers=", ".join(names.entry(e) for e in rule.approvers),
             votes=vote_rows,
             note="Distinct approvers; a rejection ends it only when the approvals still possible cannot reach "
-            f"{required}.",
+            f"{rule.required}.",
         )
-    elif kind == "sequential":
-        steps = rule.get("steps") or []
+    elif rule.type == SEQUENTIAL:
+        steps = rule.steps
         current = min(approvals, len(steps) - 1) if steps else 0
-        final = approval.status in (RequestStatus.APPROVED,)
+        final = approval.status == RequestStatus.APPROVED
         progress = Progress(
-            kind,
-            f"step {min(approvals + 1, len(steps))} of {len(steps)}"
-            if not final
-            else f"all {len(steps)} steps approved",
+            rule.type,
+            rule.progress([v.approve for v in votes]) if not final else f"all {len(steps)} steps approved",
             approvals=approvals,
             required=len(steps),
             steps=[

@@ -7,6 +7,7 @@ becomes a message naming who decided and when). The request page is ``request_pa
 """
 
 import json
+import uuid
 
 from django import forms
 from django.contrib import messages
@@ -22,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from envelopes.choices import EnvelopeKind, EnvelopeState, ReviewDecision
 from envelopes.inbox.cards import Declarations, card_for, request_url
 from envelopes.inbox.console import viewer_of
-from envelopes.inbox.deciding import decide_request, review_escalation
+from envelopes.inbox.deciding import acknowledge_all, review_escalation
 from envelopes.inbox.documents import chain_rows, sections_of
 from envelopes.inbox.ids import is_uuid
 from envelopes.inbox.listing import INBOX_PAGE_SIZE, inbox_for
@@ -72,7 +73,7 @@ def live_state(request):
 
 
 def acknowledge_many(request):
-    """Bulk acknowledge FYI cards (``POST ids``): each through ``deciding``, each on its own."""
+    """Bulk acknowledge FYI cards (``POST ids``): one batch through the core, each on its own."""
     if request.method != "POST":
         return redirect("admin:index")
     viewer = viewer_of(request)
@@ -81,14 +82,15 @@ def acknowledge_many(request):
     organization = viewer.organization
     ids = [value for value in request.POST.getlist("ids") if is_uuid(value)]
     done, refused = 0, []
-    for request_id in ids[:INBOX_PAGE_SIZE]:
-        try:
-            decide_request(organization.pk if organization else None, request_id, viewer.person, "acknowledge")
-        except DomainError as exc:
-            title = ApprovalRequest.objects.filter(pk=request_id).values_list("title", flat=True).first()
-            refused.append(f"“{title or request_id}”: {exc.message}")
-        else:
+    ids = ids[:INBOX_PAGE_SIZE]
+    outcomes = acknowledge_all(organization.pk if organization else None, ids, viewer.person) if ids else []
+    titles = dict(ApprovalRequest.objects.filter(pk__in=ids).values_list("pk", "title")) if outcomes else {}
+    for request_id, outcome in zip(ids, outcomes, strict=True):
+        if outcome.error is None:
             done += 1
+        else:
+            title = titles.get(uuid.UUID(request_id))
+            refused.append(f"“{title or request_id}”: {outcome.error.message}")
     if done:
         messages.success(request, f"Acknowledged {done} card{'s' if done != 1 else ''}.")
     if refused:

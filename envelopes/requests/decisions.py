@@ -374,22 +374,7 @@ def apply_timeout(request: ApprovalRequest, now=None) -> str:
     return outcome.verdict.result
 
 
-# Until the inbox reaches these through the core (envelopes.services.decide), it reads them here.
-from envelopes.choices import ADMIN_LEVEL, MANAGER_LEVEL  # noqa: E402
-from envelopes.requests.eligibility import Refusal, eligible_filter, refusal  # noqa: E402
-
-
-def next_escalation_level(request: ApprovalRequest) -> int | None:
-    return request.next_escalation_level()
-
-
 __all__ = [
-    "ADMIN_LEVEL",
-    "MANAGER_LEVEL",
-    "Refusal",
-    "eligible_filter",
-    "next_escalation_level",
-    "refusal",
     "RequestRules",
     "act",
     "apply_timeout",

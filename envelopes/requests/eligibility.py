@@ -4,11 +4,10 @@ decision path all ask (through ``envelopes.services.decide``)."""
 
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from envelopes.approval_rules import ApprovalRule
 from envelopes.choices import (
-    ADMIN_LEVEL,
     APPROVER_ROLES,
     FINAL_REQUEST_STATUSES,
     MANAGER_LEVEL,
@@ -116,17 +115,12 @@ def refusal(request: ApprovalRequest, person: Person, action: str = "approve", *
     return None
 
 
-def eligible_filter(person: Person) -> Q:
-    """Requests that may need ``person`` (for inbox lists); ``refusal`` has the final word."""
-    return Q(channel__organization_id=person.organization_id) & ~Q(route=Route.LOG_ONLY)
-
-
 def _roles_satisfying(role: str) -> set[str]:
     """The roles whose holders hold ``role`` (itself, and the roles implying it)."""
     return {role} | {held.value for held, implied in ROLE_IMPLIES.items() if role in implied}
 
 
-def _named_people(organization_id, entries) -> "QuerySet[Person]":  # noqa: F821
+def _named_people(organization_id, entries) -> QuerySet:
     """Everyone an approver list names, as one query (the set form of ``_matches``)."""
     users = [e["user"] for e in entries if "user" in e]
     teams = [e["team"] for e in entries if "team" in e]
@@ -154,4 +148,3 @@ def approvals_still_possible(request: ApprovalRequest, votes) -> bool:
     return candidates.count() >= missing
 
 
-__all__ = ["ADMIN_LEVEL", "MANAGER_LEVEL", "Refusal", "approvals_still_possible", "eligible_filter", "refusal"]

@@ -136,11 +136,12 @@ def decide(organization_id, envelope_id, actor: Actor, decision: Decision, *, no
     return outcome
 
 
-def refusal(envelope: Envelope, subject, actor: Actor, decision: Decision) -> DomainError | None:
-    """Why ``actor`` may not take ``decision`` now (for pages that explain disabled buttons)."""
-    if envelope.kind not in _RULES:
-        return Conflict(f"{envelope.kind} envelopes are not decided by people")
-    return _RULES[envelope.kind].refusal(subject, actor, decision)
+def refusal(kind: str, subject, actor: Actor, decision: Decision) -> DomainError | None:
+    """Why ``actor`` may not take ``decision`` on ``subject`` (an envelope of ``kind``, as its
+    rules load it) now; None when they may. Pages ask it to explain disabled buttons."""
+    if kind not in _RULES:
+        return Conflict(f"{kind} envelopes are not decided by people")
+    return _RULES[kind].refusal(subject, actor, decision)
 
 
 @transaction.atomic
@@ -169,7 +170,7 @@ def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *
             continue
         subject = subjects.get(envelope.pk)
         try:
-            error = refusal(envelope, subject, actor, decision)
+            error = refusal(envelope.kind, subject, actor, decision)
             if error is not None:
                 raise error
             verdict = _RULES[envelope.kind].apply(subject, actor, decision, now)
