@@ -32,7 +32,8 @@ from envelopes.models import Envelope
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_json
 from evidence.services.chain import EventDraft, draft_rows, rows_json, store_new_chain
-from governance.api.errors import APIError
+from governance.errors import Conflict, Invalid, Unavailable
+from governance.token_cache import StaleToken
 
 BLOCKED_AGENT_STATES = frozenset({"suspended", "revoked"})
 
@@ -281,18 +282,18 @@ def _response(envelope_id, decision: Decision) -> dict:
 
 
 def validate_structure(request: EvaluationRequest, snapshot: AuthoritySnapshot, now) -> None:
-    """process_id rules (400s), before any evaluation is recorded."""
+    """process_id rules (Invalid), before any evaluation is recorded."""
     if not request.process_id:
         if settings.MANDATE_STRUCTURAL_MODE == "enforced":
-            raise APIError(400, "process_id is required in enforced structural mode")
+            raise Invalid("process_id is required in enforced structural mode")
         return
     if request.process_id not in snapshot.processes:
-        raise APIError(400, f"process {request.process_id!r} not found")
+        raise Invalid(f"process {request.process_id!r} not found")
     versions = snapshot.surfaces.get(request.surface_id)
     if versions:
         surface = snapshot.active_surface(request.surface_id, now) or versions[0]
         if surface.process_key != request.process_id:
-            raise APIError(400, f"surface {request.surface_id!r} does not belong to process {request.process_id!r}")
+            raise Invalid(f"surface {request.surface_id!r} does not belong to process {request.process_id!r}")
 
 
 @dataclass
@@ -377,10 +378,6 @@ def plan_evaluation(
     return PlannedEvaluation(envelope, events, response)
 
 
-class StaleToken(Exception):
-    """The fast route's cached token no longer stands (revoked, expired, roles changed)."""
-
-
 _envelope_defaults: dict | None = None
 
 
@@ -450,13 +447,14 @@ RECORD = "record"  # evaluation_steps needs (planned, revision) written; send ba
 
 def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, performer_id: str, snapshot, checked):
     """The evaluation on Postgres as a generator that does no I/O itself (the sync service
-    and the fast route's async handler drive it). It yields ``(LOAD,)`` for a snapshot
-    checked against the current revision and ``(RECORD, planned, revision)`` for the
-    recording statement's status; it returns the response body.
+    and the hot path's declaration, ``envelopes/evaluation/fastroute.py``, drive it). It
+    yields ``(LOAD,)`` for a snapshot checked against the current revision and
+    ``(RECORD, planned, revision)`` for the recording statement's status; it returns the
+    response body.
 
     ``snapshot`` may be the cached one, not checked (``checked`` False): the recording
     statement refuses it if the revision moved (``stale``) and the request is decided
-    again; a 400 from the process rules is only trusted on a checked snapshot.
+    again; an Invalid from the process rules is only trusted on a checked snapshot.
     """
     if not request.request_id:
         request.request_id = str(uuid.uuid4())
@@ -465,7 +463,7 @@ def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, perf
         now = timezone.now()
         try:
             planned = plan_evaluation(organization_id, request, raw, submitted_hash, performer_id, snapshot, now)
-        except APIError:
+        except Invalid:
             if checked:
                 raise
             snapshot, checked = (yield (LOAD,)), True
@@ -482,9 +480,9 @@ def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, perf
         if result.get("submitted_hash") is None:
             continue  # the conflicting row went away: try again
         if result["submitted_hash"] != submitted_hash:
-            raise APIError(409, "request_id already used with a different payload")
+            raise Conflict("request_id already used with a different payload")
         return as_sent(result["response"])
-    raise APIError(503, "the authority snapshot kept changing; retry")
+    raise Unavailable("the authority snapshot kept changing; retry")
 
 
 def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: str, *, token=None) -> dict:
@@ -516,7 +514,7 @@ def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: s
 
 
 def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dict | None:
-    """The stored response for this (request_source, request_id); 409 if the payload differs."""
+    """The stored response for this (request_source, request_id); Conflict if the payload differs."""
     existing = (
         Envelope.objects.filter(
             organization=organization, request_source=request.request_source, request_id=request.request_id
@@ -527,5 +525,5 @@ def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dic
     if existing is None:
         return None
     if existing.submitted_hash != submitted_hash:
-        raise APIError(409, "request_id already used with a different payload")
+        raise Conflict("request_id already used with a different payload")
     return as_sent(existing.response)
