@@ -4,9 +4,11 @@ the one request parser, and the pieces they rely on (canonical JSON fast path, r
 policy decisions)."""
 
 import asyncio
+import contextlib
 import json
 import math
 import random
+import re
 import threading
 
 import httpx
@@ -133,6 +135,7 @@ def variants():
         "é",
         "\u00a0x",
         "\u2028",
+        "a\u2028b",
         "\ud800x",
         "x" * 255,
         "x" * 256,
@@ -329,12 +332,11 @@ def test_the_write_refuses_a_token_that_no_longer_stands(organization, make_pers
 # --- Postgres: the ASGI route ----------------------------------------------------------
 
 
-@pytest.fixture
-def router():
-    from governance.asgi import django_application
-
+@contextlib.contextmanager
+def serving(app):
+    """A hot path with evaluation's declaration in front of ``app``, torn down cleanly."""
     tokens.clear()
-    route = HotPath(django_application, [EVALUATE], threads=2)
+    route = HotPath(app, [EVALUATE], threads=2)
     assert route.endpoints
     yield route
     both = threading.Barrier(2)  # each thread hands its connection back before the database goes
@@ -350,15 +352,30 @@ def router():
     tokens.clear()
 
 
-def post_all(router, calls):
-    """POST each (headers, body) in order through ``router``; the responses."""
+@pytest.fixture
+def router():
+    from governance.asgi import django_application
+
+    with serving(django_application) as route:
+        yield route
+
+
+def post_all(app, calls, url="/v1/evaluate", base_url="http://testserver"):
+    """POST each (headers, body) in order through ``app``; the responses."""
 
     async def scenario():
-        transport = httpx.ASGITransport(app=router)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return [await client.post("/v1/evaluate", headers=h, content=b) for h, b in calls]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            return [await client.post(url, headers=h, content=b) for h, b in calls]
 
     return asyncio.run(scenario())
+
+
+def same_headers(hot, drf):
+    assert sorted(hot.headers.keys()) == sorted(drf.headers.keys())
+    for name in hot.headers:
+        if name != "content-length":
+            assert hot.headers[name] == drf.headers[name], name
 
 
 def bearer(secret, content_type="application/json"):
@@ -381,13 +398,97 @@ def test_route_answers_plain_requests_itself_exactly_as_django_does(router, orga
     assert {k: v for k, v in fast.json().items() if k != "envelope_id"} == {
         k: v for k, v in slow.json().items() if k != "envelope_id"
     }
-    assert sorted(fast.headers.keys()) == sorted(slow.headers.keys())
-    for name in fast.headers:
-        if name != "content-length":
-            assert fast.headers[name] == slow.headers[name], name
+    same_headers(fast, slow)
     envelope = Envelope.objects.get(request_id="fast")
     assert envelope.submitted_raw == fast_body.decode()
     assert verify_chain(envelope.chain_id).valid and verify_ledger().valid
+
+
+def without_envelope_id(response) -> bytes:
+    """The body with its (fresh per request) envelope id blanked out."""
+    return re.sub(rb'"envelope_id":"[0-9a-f-]{36}"', b'"envelope_id":""', response.content)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_hot_path_and_drf_view_answer_the_corpus_alike(router, organization, make_token, django_requests):
+    from governance.asgi import django_application
+
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    bodies = [json.dumps(data).encode() for data in variants()]
+
+    async def scenario():
+        hot_path = httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://testserver")
+        drf_view = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=django_application), base_url="http://testserver"
+        )
+        answers = []
+        async with hot_path, drf_view:
+            for body in bodies:
+                before = len(django_requests)
+                hot = await hot_path.post("/v1/evaluate", headers=bearer(secret), content=body)
+                answered_itself = len(django_requests) == before
+                drf = await drf_view.post("/v1/evaluate", headers=bearer(secret), content=body)
+                answers.append((body, hot, drf, answered_itself))
+        return answers
+
+    answered_itself = 0
+    for body, hot, drf, itself in asyncio.run(scenario()):
+        assert (hot.status_code, without_envelope_id(hot)) == (drf.status_code, without_envelope_id(drf)), body
+        same_headers(hot, drf)
+        if itself:
+            answered_itself += 1
+            assert hot.status_code == 200, body
+    assert answered_itself >= 30  # the plain shapes do take the hot path, odd characters included
+    assert verify_ledger().valid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_leaves_to_django_what_django_answers_differently(router, organization, make_token, django_requests):
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    body = json.dumps(PLAIN).encode()
+    calls = [
+        ({**bearer(secret), "Accept": "application/json; indent=4"}, body),  # DRF indents
+        ({**bearer(secret), "Accept": "text/html"}, body),  # DRF cannot answer that: 406
+        ({**bearer(secret), "Host": "evil.example"}, body),  # not in ALLOWED_HOSTS: 400
+        ([*bearer(secret).items(), ("Authorization", "Bearer mdt_other_secret")], body),  # joined by Django: 401
+    ]
+    responses = post_all(router, calls)
+    (on_query,) = post_all(router, [(bearer(secret), body)], url="/v1/evaluate?format=json")
+    assert [r.status_code for r in responses] == [200, 406, 400, 401]
+    assert responses[0].content.startswith(b'{\n    "outcome": "accept"')
+    assert on_query.status_code == 200
+    assert len(django_requests) == 5
+    (plain,) = post_all(router, [({**bearer(secret), "Accept": "application/json, */*"}, body)])
+    assert plain.status_code == 200 and len(django_requests) == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_sends_strict_transport_security_over_https_as_django_does(
+    organization, make_token, django_requests, settings
+):
+    from django.core.handlers.asgi import ASGIHandler
+
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    with serving(ASGIHandler()) as route:  # Django's middleware built with these settings
+        calls = [
+            (bearer(secret), json.dumps({**PLAIN, "request_id": "hot"}).encode()),
+            (bearer(secret, "application/json; charset=latin-1"), json.dumps({**PLAIN, "request_id": "drf"}).encode()),
+        ]
+        hot, drf = post_all(route, calls, base_url="https://testserver")
+        (plain_http,) = post_all(route, calls[:1])
+    assert len(django_requests) == 1
+    assert hot.status_code == drf.status_code == plain_http.status_code == 200
+    assert hot.headers["strict-transport-security"] == "max-age=3600; includeSubDomains"
+    same_headers(hot, drf)
+    assert "strict-transport-security" not in plain_http.headers
 
 
 @pytest.mark.postgres
