@@ -178,6 +178,20 @@ def test_the_hot_path_renders_what_drf_renders():
         assert render(response) == JSONRenderer().render(response)
 
 
+def test_the_hot_path_imports_no_app_of_ours():
+    """governance's hot path takes everything endpoint-specific as declarations."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "governance"
+    for module in ("hotpath.py", "token_cache.py", "group_commit.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        apps = {name.split(".")[0] for name in imported} & {"envelopes", "controlplane", "evidence", "entitlements"}
+        assert not apps, (module, apps)
+
+
 def test_canonical_json_fast_path_writes_exactly_rfc8785():
     rng = random.Random(4)
     floats = [0.0, -0.0, 1.0, 0.5, 0.1, 1e-4, 9.99e-5, 1e15, 1e16, 123456.789, 2.0**53, 2.0**53 + 2, 1e21, 5e-324]
