@@ -819,10 +819,12 @@ class StageTimer:
 
 def stage_breakdown(token: str, count: int) -> None:
     """Where one evaluation on the fast route spends its time, stage by stage (in-process:
-    ``envelopes.evaluation.fastroute.answer``, what the ASGI route runs in its thread pool)."""
+    ``envelopes.evaluation.fastroute.answer``, the hot path's code for evaluation run
+    synchronously, each evaluation committing alone)."""
     import envelopes.evaluation.engine as evaluation
     import envelopes.evaluation.fastroute as fastroute
     import evidence.services.chain as chain
+    import governance.hotpath as hotpath
 
     tag = uuid.uuid4().hex[:8]
     bodies = [json.dumps(payment(f"stage-{tag}-{n}")).encode() for n in range(count + 50)]
@@ -830,17 +832,16 @@ def stage_breakdown(token: str, count: int) -> None:
         assert fastroute.answer(token, body) is not None, "the fast route refused the bench request"
     timer = StageTimer()
     stages = [
-        (fastroute.tokens, "get", "token (cached; checked again in the write)"),
-        (fastroute, "parse_plain_request", "request parsing and validation"),
+        (hotpath.tokens, "get", "token (cached; checked again in the write)"),
+        (fastroute.EVALUATE, "parse", "request parsing and validation"),
         (evaluation, "request_hash", "request hash (RFC 8785 + SHA-256)"),
-        (evaluation, "cached_snapshot", "authority snapshot (in memory)"),
+        (fastroute, "peek_snapshot", "authority snapshot (in memory)"),
         (evaluation, "decide", "decide (steps 2-10)"),
         (evaluation, "evaluate_policy", "  of which Rego policy (remembered decisions)"),
         (evaluation, "draft_rows", "event rows and hashes"),
         (chain, "event_hash", "  of which event hashes (RFC 8785 + SHA-256)"),
         (evaluation, "rows_json", "envelope and events as JSON"),
-        (evaluation, "record_one", "the one statement (round trip, commit included)"),
-        (fastroute, "evaluate", "evaluate() service, inclusive"),
+        (fastroute.EVALUATE, "record", "the one statement (round trip, commit included)"),
     ]
     for owner, attribute, label in stages:
         timer.wrap(owner, attribute, label)

@@ -10,17 +10,20 @@ django_application = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from envelopes.evaluation.fastroute import EvaluateRouter  # noqa: E402
+from envelopes.evaluation.fastroute import EVALUATE  # noqa: E402
 from envelopes.requests.longpoll_route import LongPollRouter  # noqa: E402
+from governance.hotpath import HotPath  # noqa: E402
 
 # Mandate serves its own static assets (admin, Swagger UI) so one process is a whole
 # deployment; set SERVE_STATIC=false when a front proxy serves STATIC_ROOT instead.
 http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
 
 # Long-poll waiters (GET /api/requests/{id}/wait) are answered before Django: a Django async
-# view would pin one thread per waiter (see envelopes/requests/longpoll.py). Everything else is Django.
-# Plain POST /v1/evaluate requests are answered in front of Django too (envelopes/evaluation/fastroute.py).
-application = LongPollRouter(EvaluateRouter(http_application))
+# view would pin one thread per waiter (see envelopes/requests/longpoll.py). The hot endpoints'
+# plain requests are too (governance/hotpath.py): POST /v1/evaluate (envelopes/evaluation/fastroute.py).
+# Everything else is Django.
+hot_path = HotPath(http_application, [EVALUATE], threads=settings.MANDATE_EVALUATE_THREADS)
+application = LongPollRouter(hot_path)
 
 # A server process holds many long-lived objects (10,000 parked long-poll waiters are a few
 # hundred thousand): the default thresholds (700, 10, 10) rescan them all several times a

@@ -180,41 +180,55 @@ def test_request_id_is_scoped_by_source(operator, demo):
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "error"),
     [
-        {"agent_id": "a", "confidence": 0.5},
-        {"surface_id": "s", "confidence": 0.5},
-        payment(confidence=1.5),
-        payment(confidence="0.9"),
-        payment(request_id="a/b"),
-        payment(request_id="a\\b"),
-        payment(request_id="a\nb"),
-        payment(request_id="x" * 256),
-        payment(extra="field"),
-        payment(consequence={"type": "unknown"}),
-        payment(consequence={"type": "monetary"}),
-        payment(context="not an object"),
-        payment(process_id="proc-nothing"),
-        payment(process_id="proc-loan-origination"),
+        ({"agent_id": "a", "confidence": 0.5}, "surface_id: This field is required."),
+        ({"surface_id": "s", "confidence": 0.5}, "agent_id: This field is required."),
+        (payment(confidence=1.5), "confidence: Ensure this value is less than or equal to 1.0."),
+        (payment(confidence="0.9"), "confidence: A valid number is required."),
+        (payment(request_id="a/b"), "request_id: must not contain '/', '\\' or control characters"),
+        (payment(request_id="a\\b"), "request_id: must not contain '/', '\\' or control characters"),
+        (payment(request_id="a\nb"), "request_id: must not contain '/', '\\' or control characters"),
+        (payment(request_id="x" * 256), "request_id: Ensure this field has no more than 255 characters."),
+        (payment(extra="field"), "extra: unknown field"),
+        (payment(consequence={"type": "unknown"}), 'consequence.type: "unknown" is not a valid choice.'),
+        (payment(consequence={"type": "monetary"}), "consequence.amount: required for a monetary consequence"),
+        (payment(context="not an object"), 'context: Expected a dictionary of items but got type "str".'),
+        (payment(process_id="proc-nothing"), "process 'proc-nothing' not found"),
+        (
+            payment(process_id="proc-loan-origination"),
+            "surface 'surf-payment-release' does not belong to process 'proc-loan-origination'",
+        ),
+        (
+            {"surface_id": " ", "agent_id": 7, "confidence": None, "consequence": {"type": "monetary", "x": 1}},
+            "surface_id: This field may not be blank.; confidence: This field may not be null.; "
+            "consequence.x: unknown field",
+        ),
     ],
 )
-def test_bad_requests_are_400(operator, demo, body):
+def test_bad_requests_are_400(operator, demo, body, error):
     response = call(operator, body)
     assert response.status_code == 400, response.content
-    assert set(response.json()) == {"error"}
+    assert response.json() == {"error": error}
     assert not Envelope.objects.exists()
 
 
 def test_malformed_and_trailing_json_is_400(operator, demo):
-    for raw in (
-        '{"surface_id": "x",',
-        '{"surface_id": "s"} {}',
-        "[]",
-        '{"confidence": NaN}',
-        '{"surface_id": "s", "agent_id": "a", "confidence": 0.5, "context": {"x": 1e400}}',
+    for raw, error in (
+        ('{"surface_id": "x",', "Expecting property name enclosed in double quotes: line 1 column 20 (char 19)"),
+        ('{"surface_id": "s"} {}', "Extra data: line 1 column 21 (char 20)"),
+        ('{"confidence": NaN}', "NaN is not valid JSON"),
+        (
+            '{"surface_id": "s", "agent_id": "a", "confidence": 0.5, "context": {"x": 1e400}}',
+            "number out of range: 1e400",
+        ),
     ):
         response = operator.post("/v1/evaluate", data=raw, content_type="application/json")
         assert response.status_code == 400
+        assert response.json() == {"error": f"malformed request body: JSON parse error - {error}"}
+    for raw, error in (("[]", "expected a JSON object"), ("null", "No data provided")):
+        response = operator.post("/v1/evaluate", data=raw, content_type="application/json")
+        assert (response.status_code, response.json()) == (400, {"error": error})
 
 
 def test_body_over_1_mib_is_413(operator, demo):

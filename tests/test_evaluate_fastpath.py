@@ -1,11 +1,14 @@
-"""The fast evaluation path: the one-statement write on Postgres, the ASGI route in front of
-Django (``envelopes/evaluation/fastroute.py``), and the pieces they rely on (canonical JSON fast path,
-remembered policy decisions)."""
+"""The fast evaluation path: the one-statement write on Postgres, the hot path in front of
+Django (``governance/hotpath.py``, evaluation's declaration ``envelopes/evaluation/fastroute.py``),
+the one request parser, and the pieces they rely on (canonical JSON fast path, remembered
+policy decisions)."""
 
 import asyncio
+import contextlib
 import json
 import math
 import random
+import re
 import threading
 
 import httpx
@@ -17,15 +20,20 @@ from django.test.utils import CaptureQueriesContext
 from controlplane.models import Grant
 from controlplane.services import policies
 from controlplane.services.revision import bump_revision
-from envelopes.evaluation.api.evaluate import EvaluateRequestSerializer, evaluation_request
-from envelopes.evaluation.engine import EvaluationRequest, StaleToken, evaluate
-from envelopes.evaluation.fastroute import EvaluateRouter, group, parse_plain_request, tokens
+from envelopes.evaluation.api.evaluate import EvaluateRequestSerializer
+from envelopes.evaluation.engine import EvaluationRequest, evaluate, record_many
+from envelopes.evaluation.fastroute import EVALUATE, answer
+from envelopes.evaluation.parse import parse_evaluation
 from envelopes.models import Envelope
 from evidence.canonical import canonical_json, ledger_hash
 from evidence.models import AuditEvent, LedgerHead
 from evidence.services.verification import verify_chain, verify_ledger
+from governance.api.errors import flatten_validation
 from governance.choices import Role, TokenStatus
+from governance.errors import Invalid
+from governance.hotpath import HandOver, HotPath, render, strict_json, tokens
 from governance.models import ApiToken
+from governance.token_cache import StaleToken
 from tests.factories import declare_demo_authority
 
 PLAIN = {
@@ -35,12 +43,34 @@ PLAIN = {
     "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
     "context": {"account_id": "acc-1", "destination_country": "GB"},
 }
+group = EVALUATE.group
 
 
-def view_request(data) -> EvaluationRequest | None:
-    """What EvaluateView builds from ``data`` (None when its serializer refuses it)."""
+def serializer_answer(data) -> dict | str:
+    """What the documented serializer makes of ``data``: the request's canonical form, or
+    the error DRF's exception handler answered with (the view validated with it until the
+    parser took over)."""
     serializer = EvaluateRequestSerializer(data=data)
-    return evaluation_request(serializer.validated_data) if serializer.is_valid() else None
+    if not serializer.is_valid():
+        return "; ".join(flatten_validation(serializer.errors)) or "invalid request"
+    data = serializer.validated_data
+    return EvaluationRequest(
+        surface_id=data["surface_id"],
+        agent_id=data["agent_id"],
+        confidence=data["confidence"],
+        request_source=data.get("request_source") or "api",
+        request_id=data.get("request_id") or "",
+        process_id=data.get("process_id") or "",
+        consequence=dict(data["consequence"]) if data.get("consequence") else None,
+        context=data.get("context") or {},
+    ).canonical()
+
+
+def parser_answer(data) -> dict | str:
+    try:
+        return parse_evaluation(data).canonical()
+    except Invalid as exc:
+        return exc.message
 
 
 def variants():
@@ -53,9 +83,13 @@ def variants():
     yield {**PLAIN, "confidence": True}
     yield {**PLAIN, "confidence": "0.9"}
     yield {**PLAIN, "confidence": None}
+    yield {**PLAIN, "confidence": [0.5]}
+    yield {**PLAIN, "confidence": 10**400}
     yield {k: v for k, v in PLAIN.items() if k != "confidence"}
     yield {k: v for k, v in PLAIN.items() if k != "consequence"}
     yield {k: v for k, v in PLAIN.items() if k != "context"}
+    yield {"confidence": "x", "unknown": 1}
+    yield {}
     yield {**PLAIN, "consequence": None}
     yield {**PLAIN, "consequence": {}}
     yield {**PLAIN, "consequence": {"type": "monetary"}}
@@ -64,41 +98,98 @@ def variants():
     yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": "gbp"}}
     yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": " GBP"}}
     yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": "GBPX"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": 123}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": "G\x00P"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 10, "currency": None}}
     yield {**PLAIN, "consequence": {"type": "monetary", "amount": "10", "currency": "GBP"}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": None, "currency": "GBP"}}
+    yield {**PLAIN, "consequence": {"currency": "GBP", "amount": 7, "type": "monetary"}}
     yield {**PLAIN, "consequence": {"type": "risk_rating", "risk_rating": "high"}}
     yield {**PLAIN, "consequence": {"type": "risk_rating", "risk_rating": "extreme"}}
+    yield {**PLAIN, "consequence": {"type": "risk_rating", "risk_rating": None}}
     yield {**PLAIN, "consequence": {"type": "risk_rating"}}
     yield {**PLAIN, "consequence": {"type": "other", "amount": 1}}
-    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 1, "extra": 1}}
+    yield {**PLAIN, "consequence": {"type": 1, "amount": "x", "currency": []}}
+    yield {**PLAIN, "consequence": {"type": None}}
+    yield {**PLAIN, "consequence": {"type": "monetary", "amount": 1, "extra": 1, "more": 2}}
     yield {**PLAIN, "consequence": [1]}
+    yield {**PLAIN, "consequence": "monetary"}
     yield {**PLAIN, "context": []}
     yield {**PLAIN, "context": None}
+    yield {**PLAIN, "context": "x"}
+    yield {**PLAIN, "context": {}}
     yield {**PLAIN, "context": {"nested": {"a": [1, 2.5, None, True]}}}
     yield {**PLAIN, "unknown": 1}
-    odd = ("", " x", "x ", "a/b", "a\\b", "tab\there", "nul\x00", "é", "\u00a0x", "x" * 255, "x" * 256, 7, None)
+    yield {**PLAIN, "surface_id": "  surf-payment-release\t"}
+    yield {**PLAIN, "agent_id": "agent-\u2028", "confidence": 2, "request_id": "a/b"}
+    odd = (
+        "",
+        " ",
+        " x",
+        "x ",
+        "a/b",
+        "a\\b",
+        "tab\there",
+        "nul\x00",
+        "x" * 256 + "\x00",
+        "é",
+        "\u00a0x",
+        "\u2028",
+        "a\u2028b",
+        "\ud800x",
+        "x" * 255,
+        "x" * 256,
+        7,
+        -2.5,
+        1e300,
+        True,
+        None,
+        [],
+        {"a": 1},
+    )
     for field in ("surface_id", "agent_id", "process_id", "request_id", "request_source"):
         for value in odd:
             yield {**PLAIN, field: value}
     yield {**PLAIN, "request_id": "req-1", "request_source": "svc", "process_id": "proc-payments"}
 
 
-def test_the_fast_validator_accepts_only_what_the_view_accepts_and_builds_the_same_request():
+def test_the_parser_takes_what_the_documented_serializer_takes_with_its_messages():
     accepted = 0
-    for data in variants():
-        fast = parse_plain_request(json.dumps(data).encode())
-        view = view_request(data)
-        if fast is not None:
-            accepted += 1
-            assert view is not None, data
-            assert fast[0].canonical() == view.canonical(), data
-    assert accepted >= 15  # the plain shapes do take the fast path
+    for data in [*variants(), None, [], [PLAIN], "x", 5, 0, True, False, ""]:
+        expected = serializer_answer(data)
+        assert parser_answer(data) == expected, data
+        accepted += isinstance(expected, dict)
+    assert accepted >= 30
 
 
-def test_the_fast_validator_hands_odd_json_to_django():
-    for body in (b"", b"[]", b"{", b'{"confidence": NaN}', b'{"confidence": 1e999}', b"\xff\xfe", b"{} {}"):
-        assert parse_plain_request(body) is None
+def test_strict_json_hands_odd_json_to_django():
+    for body in (b"", b"{", b'{"confidence": NaN}', b'{"confidence": 1e999}', b"\xff\xfe", b"{} {}", b"\xef\xbb\xbf{}"):
+        with pytest.raises(HandOver):
+            strict_json(body)
+    assert strict_json(b"[]") == ([], "[]")
     duplicate = b'{"surface_id": "a", "surface_id": "surf-payment-release", "agent_id": "x", "confidence": 0.5}'
-    assert parse_plain_request(duplicate)[0].surface_id == view_request(json.loads(duplicate)).surface_id
+    assert parse_evaluation(strict_json(duplicate)[0]).surface_id == "surf-payment-release"
+
+
+def test_the_hot_path_renders_what_drf_renders():
+    from rest_framework.renderers import JSONRenderer
+
+    for response in ({"a": 'é\u2028\u2029"/<'}, {"n": 1.5, "b": False, "x": None, "l": [1, {"k": "v"}]}):
+        assert render(response) == JSONRenderer().render(response)
+
+
+def test_the_hot_path_imports_no_app_of_ours():
+    """governance's hot path takes everything endpoint-specific as declarations."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "governance"
+    for module in ("hotpath.py", "token_cache.py", "group_commit.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        apps = {name.split(".")[0] for name in imported} & {"envelopes", "controlplane", "evidence", "entitlements"}
+        assert not apps, (module, apps)
 
 
 def test_canonical_json_fast_path_writes_exactly_rfc8785():
@@ -255,13 +346,12 @@ def test_the_write_refuses_a_token_that_no_longer_stands(organization, make_pers
 # --- Postgres: the ASGI route ----------------------------------------------------------
 
 
-@pytest.fixture
-def router():
-    from governance.asgi import django_application
-
+@contextlib.contextmanager
+def serving(app):
+    """A hot path with evaluation's declaration in front of ``app``, torn down cleanly."""
     tokens.clear()
-    route = EvaluateRouter(django_application, threads=2)
-    assert route.enabled
+    route = HotPath(app, [EVALUATE], threads=2)
+    assert route.endpoints
     yield route
     both = threading.Barrier(2)  # each thread hands its connection back before the database goes
 
@@ -276,15 +366,30 @@ def router():
     tokens.clear()
 
 
-def post_all(router, calls):
-    """POST each (headers, body) in order through ``router``; the responses."""
+@pytest.fixture
+def router():
+    from governance.asgi import django_application
+
+    with serving(django_application) as route:
+        yield route
+
+
+def post_all(app, calls, url="/v1/evaluate", base_url="http://testserver"):
+    """POST each (headers, body) in order through ``app``; the responses."""
 
     async def scenario():
-        transport = httpx.ASGITransport(app=router)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return [await client.post("/v1/evaluate", headers=h, content=b) for h, b in calls]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            return [await client.post(url, headers=h, content=b) for h, b in calls]
 
     return asyncio.run(scenario())
+
+
+def same_headers(hot, drf):
+    assert sorted(hot.headers.keys()) == sorted(drf.headers.keys())
+    for name in hot.headers:
+        if name != "content-length":
+            assert hot.headers[name] == drf.headers[name], name
 
 
 def bearer(secret, content_type="application/json"):
@@ -307,13 +412,97 @@ def test_route_answers_plain_requests_itself_exactly_as_django_does(router, orga
     assert {k: v for k, v in fast.json().items() if k != "envelope_id"} == {
         k: v for k, v in slow.json().items() if k != "envelope_id"
     }
-    assert sorted(fast.headers.keys()) == sorted(slow.headers.keys())
-    for name in fast.headers:
-        if name != "content-length":
-            assert fast.headers[name] == slow.headers[name], name
+    same_headers(fast, slow)
     envelope = Envelope.objects.get(request_id="fast")
     assert envelope.submitted_raw == fast_body.decode()
     assert verify_chain(envelope.chain_id).valid and verify_ledger().valid
+
+
+def without_envelope_id(response) -> bytes:
+    """The body with its (fresh per request) envelope id blanked out."""
+    return re.sub(rb'"envelope_id":"[0-9a-f-]{36}"', b'"envelope_id":""', response.content)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_hot_path_and_drf_view_answer_the_corpus_alike(router, organization, make_token, django_requests):
+    from governance.asgi import django_application
+
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    bodies = [json.dumps(data).encode() for data in variants()]
+
+    async def scenario():
+        hot_path = httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://testserver")
+        drf_view = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=django_application), base_url="http://testserver"
+        )
+        answers = []
+        async with hot_path, drf_view:
+            for body in bodies:
+                before = len(django_requests)
+                hot = await hot_path.post("/v1/evaluate", headers=bearer(secret), content=body)
+                answered_itself = len(django_requests) == before
+                drf = await drf_view.post("/v1/evaluate", headers=bearer(secret), content=body)
+                answers.append((body, hot, drf, answered_itself))
+        return answers
+
+    answered_itself = 0
+    for body, hot, drf, itself in asyncio.run(scenario()):
+        assert (hot.status_code, without_envelope_id(hot)) == (drf.status_code, without_envelope_id(drf)), body
+        same_headers(hot, drf)
+        if itself:
+            answered_itself += 1
+            assert hot.status_code == 200, body
+    assert answered_itself >= 30  # the plain shapes do take the hot path, odd characters included
+    assert verify_ledger().valid
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_leaves_to_django_what_django_answers_differently(router, organization, make_token, django_requests):
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    body = json.dumps(PLAIN).encode()
+    calls = [
+        ({**bearer(secret), "Accept": "application/json; indent=4"}, body),  # DRF indents
+        ({**bearer(secret), "Accept": "text/html"}, body),  # DRF cannot answer that: 406
+        ({**bearer(secret), "Host": "evil.example"}, body),  # not in ALLOWED_HOSTS: 400
+        ([*bearer(secret).items(), ("Authorization", "Bearer mdt_other_secret")], body),  # joined by Django: 401
+    ]
+    responses = post_all(router, calls)
+    (on_query,) = post_all(router, [(bearer(secret), body)], url="/v1/evaluate?format=json")
+    assert [r.status_code for r in responses] == [200, 406, 400, 401]
+    assert responses[0].content.startswith(b'{\n    "outcome": "accept"')
+    assert on_query.status_code == 200
+    assert len(django_requests) == 5
+    (plain,) = post_all(router, [({**bearer(secret), "Accept": "application/json, */*"}, body)])
+    assert plain.status_code == 200 and len(django_requests) == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_route_sends_strict_transport_security_over_https_as_django_does(
+    organization, make_token, django_requests, settings
+):
+    from django.core.handlers.asgi import ASGIHandler
+
+    declare_demo_authority(organization)
+    secret = make_token(Role.PLATFORM_OPERATOR)
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    with serving(ASGIHandler()) as route:  # Django's middleware built with these settings
+        calls = [
+            (bearer(secret), json.dumps({**PLAIN, "request_id": "hot"}).encode()),
+            (bearer(secret, "application/json; charset=latin-1"), json.dumps({**PLAIN, "request_id": "drf"}).encode()),
+        ]
+        hot, drf = post_all(route, calls, base_url="https://testserver")
+        (plain_http,) = post_all(route, calls[:1])
+    assert len(django_requests) == 1
+    assert hot.status_code == drf.status_code == plain_http.status_code == 200
+    assert hot.headers["strict-transport-security"] == "max-age=3600; includeSubDomains"
+    same_headers(hot, drf)
+    assert "strict-transport-security" not in plain_http.headers
 
 
 @pytest.mark.postgres
@@ -417,8 +606,8 @@ def test_group_commit_gives_each_evaluation_its_own_status_and_isolates_a_failur
     from django.utils import timezone
 
     from envelopes.evaluation.engine import plan_evaluation, request_hash
-    from envelopes.evaluation.group_commit import GroupCommit, _Pending
     from envelopes.evaluation.snapshot import authority_snapshot
+    from governance.group_commit import GroupCommit, _Pending
 
     declare_demo_authority(organization)
     snapshot = authority_snapshot(organization.pk)
@@ -434,9 +623,9 @@ def test_group_commit_gives_each_evaluation_its_own_status_and_isolates_a_failur
     broken = planned("g2")
     broken.events[0]["hash"] = "not a hash"  # the database refuses the whole statement
     fine = planned("g3")
-    stale = [_Pending(planned("g4"), snapshot.revision + 1, None)]
-    items = [_Pending(p, snapshot.revision, None) for p in (first, again, changed, broken, fine)] + stale
-    writer = GroupCommit()
+    stale = [_Pending((planned("g4"), snapshot.revision + 1, None))]
+    items = [_Pending((p, snapshot.revision, None)) for p in (first, again, changed, broken, fine)] + stale
+    writer = GroupCommit(record_many)
     writer._write(items)  # fails as a whole, then each is written alone
     statuses = [p.result["status"] if p.result else type(p.error).__name__ for p in items]
     assert statuses == ["recorded", "duplicate", "duplicate", "DataError", "recorded", "stale"]
@@ -445,7 +634,7 @@ def test_group_commit_gives_each_evaluation_its_own_status_and_isolates_a_failur
     assert set(Envelope.objects.values_list("request_id", flat=True)) == {"g1", "g3"}
     assert verify_ledger().valid
 
-    together = [_Pending(planned(f"h{n}"), snapshot.revision, None) for n in range(5)]
+    together = [_Pending((planned(f"h{n}"), snapshot.revision, None)) for n in range(5)]
     batches = writer.batches
     writer._write(together)
     assert [p.result["status"] for p in together] == ["recorded"] * 5
@@ -470,8 +659,6 @@ def test_route_without_group_commit_records_each_evaluation_alone(router, organi
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_synchronous_answer_records_alone_and_hands_over_what_it_cannot_answer(organization, make_token):
-    from envelopes.evaluation.fastroute import answer
-
     declare_demo_authority(organization)
     tokens.clear()
     secret = make_token(Role.PLATFORM_OPERATOR)

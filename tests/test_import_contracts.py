@@ -16,3 +16,13 @@ def test_the_import_contracts_are_kept():
         [str(lint_imports), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_module_in_envelopes_is_over_500_lines():
+    """A module past this size is several modules (docs/architecture.md)."""
+    too_long = {
+        str(path.relative_to(ROOT)): count
+        for path in (ROOT / "envelopes").rglob("*.py")
+        if "migrations" not in path.parts and (count := len(path.read_text().splitlines())) > 500
+    }
+    assert too_long == {}

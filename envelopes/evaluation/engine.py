@@ -11,7 +11,6 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -23,34 +22,15 @@ try:
 except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
     ServerBindingCursor = None
 
-from controlplane.choices import RISK_RATING_RANK
-from controlplane.services.policies import PolicyError
-from controlplane.services.policies import evaluate as evaluate_policy
-from envelopes.choices import EnvelopeKind, EnvelopeState, Outcome, ReasonCode
+from envelopes.choices import EnvelopeKind, EnvelopeState, Outcome
+from envelopes.evaluation.authority import Decision, decide
 from envelopes.evaluation.snapshot import AuthoritySnapshot, authority_snapshot, cached_snapshot
 from envelopes.models import Envelope
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_json
-from evidence.services.chain import EventDraft, draft_rows, rows_json, store_new_chain
-from governance.api.errors import APIError
-
-BLOCKED_AGENT_STATES = frozenset({"suspended", "revoked"})
-
-EXPLANATIONS = {
-    ReasonCode.WITHIN_AUTHORITY: "The request is within the agent's delegated authority.",
-    ReasonCode.CONFIDENCE_BELOW_THRESHOLD: "Confidence {confidence} is below the profile's threshold {threshold}.",
-    ReasonCode.CONSEQUENCE_EXCEEDS_LIMIT: "The consequence exceeds the profile's limit.",
-    ReasonCode.POLICY_DENY: "Policy {policy} denied the request.",
-    ReasonCode.POLICY_ERROR: "Policy {policy} could not be evaluated and the profile fails closed.",
-    ReasonCode.AGENT_NOT_FOUND: "Agent {agent} is not declared.",
-    ReasonCode.AGENT_OPERATIONAL_STATE_BLOCKED: "Agent {agent} is {state}.",
-    ReasonCode.SURFACE_NOT_FOUND: "Surface {surface} is not declared.",
-    ReasonCode.SURFACE_INACTIVE: "Surface {surface} has no version active now.",
-    ReasonCode.NO_ACTIVE_GRANT: "Agent {agent} has no active grant.",
-    ReasonCode.PROFILE_NOT_FOUND: "No active profile backs the agent's grants.",
-    ReasonCode.GRANT_PROFILE_SURFACE_MISMATCH: "None of the agent's active profiles covers surface {surface}.",
-    ReasonCode.INSUFFICIENT_CONTEXT: "Required context is missing: {missing}.",
-}
+from evidence.services.chain import EventDraft, draft_rows, rows_json, store_rows
+from governance.errors import Conflict, Invalid, Unavailable
+from governance.token_cache import StaleToken
 
 
 @dataclass
@@ -78,184 +58,8 @@ class EvaluationRequest:
         }
 
 
-@dataclass
-class Decision:
-    outcome: str = ""
-    reason: str = ""
-    explanation_text: str = ""
-    explanation: dict = field(default_factory=dict)
-    surface_version: int | None = None
-    profile_key: str = ""
-    profile_version: int | None = None
-    grant_key: str = ""
-    structure: dict = field(default_factory=dict)
-    policy_reference: str = ""
-    policy_evaluated: bool = False
-
-
 def request_hash(request: EvaluationRequest) -> str:
     return hashlib.sha256(canonical_json(request.canonical())).hexdigest()
-
-
-def _consequence_exceeds(provided: dict | None, limit: dict | None) -> bool:
-    if not provided or not limit:
-        return False
-    if provided.get("type") != limit.get("type"):
-        return True
-    if limit["type"] == "monetary":
-        if not provided.get("currency") or provided["currency"] != limit.get("currency"):
-            return True
-        return Decimal(str(provided.get("amount", 0))) > Decimal(str(limit.get("amount") or 0))
-    provided_rank = RISK_RATING_RANK.get(provided.get("risk_rating"), len(RISK_RATING_RANK))
-    return provided_rank > RISK_RATING_RANK.get(limit.get("risk_rating"), -1)
-
-
-def _policy_input(request, snapshot, surface, profile) -> dict:
-    agent = snapshot.agents[request.agent_id]
-    return {
-        "agent": {"id": agent.key, "type": agent.type, "owner": agent.owner, "model_version": agent.model_version},
-        "surface": {"id": surface.key, "version": surface.version, "risk_tier": surface.risk_tier},
-        "profile": {
-            "id": profile.key,
-            "version": profile.version,
-            "consequence_threshold": profile.consequence_threshold,
-        },
-        "consequence": request.consequence,
-        "context": request.context,
-        "confidence": request.confidence,
-    }
-
-
-def decide(request: EvaluationRequest, snapshot: AuthoritySnapshot, now, events: list[EventDraft]) -> Decision:
-    """Steps 2-10 of the evaluation order; appends an event per step to ``events``."""
-    decision = Decision()
-
-    def finish(outcome, reason, **detail):
-        decision.outcome, decision.reason = outcome, reason
-        decision.explanation_text = EXPLANATIONS[reason].format(**detail) if detail else EXPLANATIONS[reason]
-        return decision
-
-    surface = snapshot.active_surface(request.surface_id, now)
-    if surface is None:
-        reason = (
-            ReasonCode.SURFACE_INACTIVE if request.surface_id in snapshot.surfaces else ReasonCode.SURFACE_NOT_FOUND
-        )
-        return finish(Outcome.REJECT, reason, surface=request.surface_id)
-    decision.surface_version = surface.version
-    events.append(EventDraft("SURFACE_RESOLVED", {"surface_id": surface.key, "surface_version": surface.version}))
-    decision.structure = snapshot.structure(surface.process_key)
-
-    agent = snapshot.agents.get(request.agent_id)
-    if agent is None:
-        return finish(Outcome.REJECT, ReasonCode.AGENT_NOT_FOUND, agent=request.agent_id)
-    if agent.operational_state in BLOCKED_AGENT_STATES:
-        return finish(
-            Outcome.REJECT, ReasonCode.AGENT_OPERATIONAL_STATE_BLOCKED, agent=agent.key, state=agent.operational_state
-        )
-    events.append(EventDraft("AGENT_RESOLVED", {"agent_id": agent.key, "operational_state": agent.operational_state}))
-
-    grants = [g for g in snapshot.grants_by_agent.get(agent.key, ()) if g.active_at(now)]
-    if not grants:
-        return finish(Outcome.REJECT, ReasonCode.NO_ACTIVE_GRANT, agent=agent.key)
-    backed = [(g, snapshot.active_profile(g.profile_key, now)) for g in grants]
-    backed = [(g, p) for g, p in backed if p is not None]
-    match = next(((g, p) for g, p in backed if p.surface_key == surface.key), None)
-    if match is None:
-        if backed:
-            return finish(Outcome.REJECT, ReasonCode.GRANT_PROFILE_SURFACE_MISMATCH, surface=surface.key)
-        return finish(Outcome.REJECT, ReasonCode.PROFILE_NOT_FOUND)
-    grant, profile = match
-    decision.grant_key, decision.profile_key, decision.profile_version = grant.key, profile.key, profile.version
-    decision.policy_reference = profile.policy_reference
-    events.append(
-        EventDraft(
-            "AUTHORITY_CHAIN_RESOLVED",
-            {
-                "grant_id": grant.key,
-                "profile_id": profile.key,
-                "profile_version": profile.version,
-                "agent_id": agent.key,
-            },
-        )
-    )
-    decision.explanation = {
-        "confidence_provided": request.confidence,
-        "confidence_threshold": profile.confidence_threshold,
-        "consequence_provided": request.consequence,
-        "consequence_threshold": profile.consequence_threshold,
-        "policy_evaluated": False,
-        "policy_reference": profile.policy_reference,
-    }
-
-    required = list(dict.fromkeys([*profile.required_context_keys, *surface.required_fields]))
-    provided = sorted(request.context)
-    missing = [key for key in required if key not in request.context]
-    events.append(
-        EventDraft("CONTEXT_VALIDATED", {"required_keys": required, "provided_keys": provided, "passed": not missing})
-    )
-    if missing:
-        decision.explanation["missing_context_keys"] = missing
-        return finish(Outcome.REQUEST_CLARIFICATION, ReasonCode.INSUFFICIENT_CONTEXT, missing=", ".join(missing))
-
-    confident = request.confidence >= profile.confidence_threshold
-    events.append(
-        EventDraft(
-            "CONFIDENCE_CHECKED",
-            {
-                "confidence_provided": request.confidence,
-                "confidence_threshold": profile.confidence_threshold,
-                "passed": confident,
-            },
-        )
-    )
-    if not confident:
-        return finish(
-            Outcome.ESCALATE,
-            ReasonCode.CONFIDENCE_BELOW_THRESHOLD,
-            confidence=request.confidence,
-            threshold=profile.confidence_threshold,
-        )
-
-    exceeds = _consequence_exceeds(request.consequence, profile.consequence_threshold)
-    events.append(
-        EventDraft(
-            "CONSEQUENCE_CHECKED",
-            {
-                "consequence_provided": request.consequence,
-                "consequence_threshold": profile.consequence_threshold,
-                "passed": not exceeds,
-            },
-        )
-    )
-    if exceeds:
-        return finish(Outcome.ESCALATE, ReasonCode.CONSEQUENCE_EXCEEDS_LIMIT)
-
-    if profile.policy_reference:
-        decision.policy_evaluated = True
-        decision.explanation["policy_evaluated"] = True
-        policy = snapshot.policy(profile.policy_reference)
-        result, error = "error", ""
-        if policy is None:
-            error = f"policy {profile.policy_reference!r} is not declared"
-        else:
-            try:
-                verdict = evaluate_policy(
-                    policy.package, policy.source, "allow", _policy_input(request, snapshot, surface, profile)
-                )
-                result = "allow" if verdict.allow else "deny"
-            except PolicyError as exc:
-                error = str(exc)
-        payload = {"policy_reference": profile.policy_reference, "result": result, "fail_mode": profile.fail_mode}
-        if error:
-            payload["error"] = error
-            decision.explanation["policy_error"] = error
-        events.append(EventDraft("POLICY_EVALUATED", payload))
-        if result == "deny":
-            return finish(Outcome.ESCALATE, ReasonCode.POLICY_DENY, policy=profile.policy_reference)
-        if result == "error" and profile.fail_mode != "open":
-            return finish(Outcome.ESCALATE, ReasonCode.POLICY_ERROR, policy=profile.policy_reference)
-
-    return finish(Outcome.ACCEPT, ReasonCode.WITHIN_AUTHORITY)
 
 
 RESPONSE_KEYS = ("outcome", "reason", "envelope_id", "explanation", "policy_mode", "policy_reference", "policy_skipped")
@@ -281,18 +85,18 @@ def _response(envelope_id, decision: Decision) -> dict:
 
 
 def validate_structure(request: EvaluationRequest, snapshot: AuthoritySnapshot, now) -> None:
-    """process_id rules (400s), before any evaluation is recorded."""
+    """process_id rules (Invalid), before any evaluation is recorded."""
     if not request.process_id:
         if settings.MANDATE_STRUCTURAL_MODE == "enforced":
-            raise APIError(400, "process_id is required in enforced structural mode")
+            raise Invalid("process_id is required in enforced structural mode")
         return
     if request.process_id not in snapshot.processes:
-        raise APIError(400, f"process {request.process_id!r} not found")
+        raise Invalid(f"process {request.process_id!r} not found")
     versions = snapshot.surfaces.get(request.surface_id)
     if versions:
         surface = snapshot.active_surface(request.surface_id, now) or versions[0]
         if surface.process_key != request.process_id:
-            raise APIError(400, f"surface {request.surface_id!r} does not belong to process {request.process_id!r}")
+            raise Invalid(f"surface {request.surface_id!r} does not belong to process {request.process_id!r}")
 
 
 @dataclass
@@ -377,10 +181,6 @@ def plan_evaluation(
     return PlannedEvaluation(envelope, events, response)
 
 
-class StaleToken(Exception):
-    """The fast route's cached token no longer stands (revoked, expired, roles changed)."""
-
-
 _envelope_defaults: dict | None = None
 
 
@@ -435,7 +235,7 @@ def _record_orm(organization, request, planned: PlannedEvaluation, submitted_has
     try:
         with transaction.atomic():
             Envelope(**planned.envelope).save(force_insert=True)
-            store_new_chain(planned.events)
+            store_rows(planned.events)
     except IntegrityError:
         stored = replay(organization, request, submitted_hash)
         if stored is None:  # the conflict was something else: let it surface
@@ -450,13 +250,14 @@ RECORD = "record"  # evaluation_steps needs (planned, revision) written; send ba
 
 def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, performer_id: str, snapshot, checked):
     """The evaluation on Postgres as a generator that does no I/O itself (the sync service
-    and the fast route's async handler drive it). It yields ``(LOAD,)`` for a snapshot
-    checked against the current revision and ``(RECORD, planned, revision)`` for the
-    recording statement's status; it returns the response body.
+    and the hot path's declaration, ``envelopes/evaluation/fastroute.py``, drive it). It
+    yields ``(LOAD,)`` for a snapshot checked against the current revision and
+    ``(RECORD, planned, revision)`` for the recording statement's status; it returns the
+    response body.
 
     ``snapshot`` may be the cached one, not checked (``checked`` False): the recording
     statement refuses it if the revision moved (``stale``) and the request is decided
-    again; a 400 from the process rules is only trusted on a checked snapshot.
+    again; an Invalid from the process rules is only trusted on a checked snapshot.
     """
     if not request.request_id:
         request.request_id = str(uuid.uuid4())
@@ -465,7 +266,7 @@ def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, perf
         now = timezone.now()
         try:
             planned = plan_evaluation(organization_id, request, raw, submitted_hash, performer_id, snapshot, now)
-        except APIError:
+        except Invalid:
             if checked:
                 raise
             snapshot, checked = (yield (LOAD,)), True
@@ -482,9 +283,9 @@ def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, perf
         if result.get("submitted_hash") is None:
             continue  # the conflicting row went away: try again
         if result["submitted_hash"] != submitted_hash:
-            raise APIError(409, "request_id already used with a different payload")
+            raise Conflict("request_id already used with a different payload")
         return as_sent(result["response"])
-    raise APIError(503, "the authority snapshot kept changing; retry")
+    raise Unavailable("the authority snapshot kept changing; retry")
 
 
 def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: str, *, token=None) -> dict:
@@ -516,7 +317,7 @@ def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: s
 
 
 def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dict | None:
-    """The stored response for this (request_source, request_id); 409 if the payload differs."""
+    """The stored response for this (request_source, request_id); Conflict if the payload differs."""
     existing = (
         Envelope.objects.filter(
             organization=organization, request_source=request.request_source, request_id=request.request_id
@@ -527,5 +328,5 @@ def replay(organization, request: EvaluationRequest, submitted_hash: str) -> dic
     if existing is None:
         return None
     if existing.submitted_hash != submitted_hash:
-        raise APIError(409, "request_id already used with a different payload")
+        raise Conflict("request_id already used with a different payload")
     return as_sent(existing.response)

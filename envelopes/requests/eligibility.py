@@ -146,5 +146,3 @@ def approvals_still_possible(request: ApprovalRequest, votes) -> bool:
     if request.route != Route.APPROVAL_SELF:
         candidates = candidates.exclude(pk=request.channel.owner_id)
     return candidates.count() >= missing
-
-

@@ -199,9 +199,6 @@ def store_rows(rows: Sequence[dict]) -> list[AuditEvent]:
     return events
 
 
-store_new_chain = store_rows  # a new chain's rows are rows whose positions the caller owns
-
-
 def append_events(chain_id: str, drafts: Sequence[EventDraft], *, new_chain: bool = False) -> list[AuditEvent]:
     """Append ``drafts`` in order to ``chain_id``; return the stored events.
 

@@ -1,11 +1,15 @@
-"""``POST /v1/evaluate``: may this agent do this? (MIDAS-compatible)."""
+"""``POST /v1/evaluate``: may this agent do this? (MIDAS-compatible).
+
+Under an ASGI server on Postgres, plain requests are answered on the hot path in front of
+this view, with its answers (``envelopes/evaluation/fastroute.py``)."""
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from envelopes.evaluation.engine import EvaluationRequest, evaluate
+from envelopes.evaluation.engine import evaluate
+from envelopes.evaluation.parse import parse_evaluation
 from envelopes.services.queries import FORBIDDEN_IN_REQUEST_ID
 from governance.api.errors import APIError
 from governance.api.permissions import HasRole
@@ -49,6 +53,9 @@ class ConsequenceSerializer(StrictSerializer):
 
 
 class EvaluateRequestSerializer(StrictSerializer):
+    """The request as OpenAPI documents it. ``envelopes.evaluation.parse.parse_evaluation``
+    validates it (for this view and the hot path alike), with this serializer's messages."""
+
     surface_id = serializers.CharField(max_length=255)
     agent_id = serializers.CharField(max_length=255)
     confidence = StrictNumberField(min_value=0.0, max_value=1.0)
@@ -83,20 +90,6 @@ EvaluateResponseSerializer = inline_serializer(
 )
 
 
-def evaluation_request(data) -> EvaluationRequest:
-    """The service's request from the serializer's validated data."""
-    return EvaluationRequest(
-        surface_id=data["surface_id"],
-        agent_id=data["agent_id"],
-        confidence=data["confidence"],
-        request_source=data.get("request_source") or "api",
-        request_id=data.get("request_id") or "",
-        process_id=data.get("process_id") or "",
-        consequence=dict(data["consequence"]) if data.get("consequence") else None,
-        context=data.get("context") or {},
-    )
-
-
 class EvaluateView(APIView):
     permission_classes = [HasRole]
     required_roles = (Role.PLATFORM_OPERATOR, Role.PLATFORM_ADMIN)
@@ -105,9 +98,7 @@ class EvaluateView(APIView):
 
     @extend_schema(request=EvaluateRequestSerializer, responses=EvaluateResponseSerializer, tags=["evaluation"])
     def post(self, request):
-        serializer = EvaluateRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        evaluation = evaluation_request(serializer.validated_data)
+        evaluation = parse_evaluation(request.data)
         try:
             raw = request.body.decode("utf-8")
         except UnicodeDecodeError as exc:

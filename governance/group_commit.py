@@ -1,21 +1,17 @@
-"""Group commit for evaluations recorded by the fast route (``envelopes/evaluation/fastroute.py``).
+"""Group commit for the writes of the hot path (``governance.hotpath``).
 
-Every evaluation appends to the one ledger, so its recording takes the ledger head's row
-lock, which is held until the commit's WAL flush is done: one evaluation at a time, each
-waiting for its own flush. Under load that lock, not the CPU, sets the pace.
+Every hot write appends to the one evidence ledger, so it takes the ledger head's row lock,
+which is held until the commit's WAL flush is done: one write at a time, each waiting for
+its own flush. Under load that lock, not the CPU, sets the pace.
 
-A :class:`GroupCommit` has one writer thread per process. Threads that have decided an
-evaluation hand it over and wait; the writer takes every evaluation waiting at that moment
-(up to ``max_batch``) and records them with one ``mandate_record_evaluations`` statement:
-one lock, one commit, one flush for all of them. Nothing waits for a batch to fill: when
-a single evaluation is waiting it is written alone at once, so at low load this is the
-plain one-statement write.
+A :class:`GroupCommit` has one writer thread per process. Callers hand over an item and
+wait; the writer takes every item waiting at that moment (up to ``max_batch``) and passes
+them to the endpoint's recorder, one statement for all of them: one lock, one commit, one
+flush. Nothing waits for a batch to fill: a lone item is written alone at once.
 
-What does not change: each evaluation's envelope and events are written together, by one
-atomic statement, and the caller answers only after that statement has committed (so
-after the WAL flush), with a status of its own (recorded, duplicate, stale, token no
-longer valid). If the statement fails, each evaluation of the batch is retried alone, so
-one bad evaluation cannot fail the others.
+What does not change: each item is written atomically by that statement, and its caller
+hears back only after the commit, with a result of its own. If the statement fails, each
+item of the batch is written alone, so one bad item cannot fail the others.
 """
 
 import asyncio
@@ -27,19 +23,15 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
-from envelopes.evaluation.engine import record_many
-
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class _Pending:
-    planned: object
-    revision: int
-    token: dict | None
+    item: object
     done: threading.Event | None = None  # a thread waits on it...
     future: asyncio.Future | None = None  # ...or a coroutine awaits this
-    result: dict | None = None
+    result: object = None  # a recorder never answers None for an item
     error: BaseException | None = None
 
     @property
@@ -78,17 +70,22 @@ def _deliver(batch: list[_Pending]) -> None:
 
 
 class GroupCommit:
-    def __init__(self, max_batch: int = 64):
+    """Writes the items handed to it with ``recorder(items) -> [result per item]`` (the
+    endpoint's one-statement write), in batches of at most ``max_batch``."""
+
+    def __init__(self, recorder, max_batch: int = 64, name: str = "group-commit"):
+        self.recorder = recorder
         self.max_batch = max_batch
+        self.name = name
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.batches = 0  # statements written (for the benchmark's report)
+        self.batches = 0  # statements written (tests, the benchmark's report)
         self.recorded = 0
 
-    def record(self, planned, revision: int, token: dict | None) -> dict:
-        """Record ``planned`` (with the next batch); its status once committed."""
-        pending = _Pending(planned, revision, token, done=threading.Event())
+    def record(self, item):
+        """Write ``item`` with the next batch; its result once committed."""
+        pending = _Pending(item, done=threading.Event())
         self._ensure_writer()
         self._queue.put(pending)
         pending.done.wait()
@@ -96,9 +93,9 @@ class GroupCommit:
             raise pending.error
         return pending.result
 
-    async def record_async(self, planned, revision: int, token: dict | None) -> dict:
+    async def record_async(self, item):
         """The same for a coroutine: the event loop is not blocked while the batch is written."""
-        pending = _Pending(planned, revision, token, future=asyncio.get_running_loop().create_future())
+        pending = _Pending(item, future=asyncio.get_running_loop().create_future())
         self._ensure_writer()
         self._queue.put(pending)
         return await pending.future
@@ -108,7 +105,7 @@ class GroupCommit:
             return
         with self._start_lock:
             if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._run, name="evaluate-group-commit", daemon=True)
+                self._writer = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._writer.start()
 
     def _run(self) -> None:
@@ -132,12 +129,12 @@ class GroupCommit:
     def _write(self, batch: list[_Pending]) -> None:
         try:
             try:
-                results = record_many([(p.planned, p.revision, p.token) for p in batch])
+                results = self.recorder([p.item for p in batch])
             except DatabaseError:
                 self._recover()
                 if len(batch) == 1:
                     raise
-                logger.warning("group commit of %d evaluations failed; recording them one by one", len(batch))
+                logger.warning("%s: a batch of %d failed; writing them one by one", self.name, len(batch))
                 for pending in batch:
                     self._write([pending])
                 return

@@ -1,0 +1,404 @@
+"""The hot path: endpoints that must be fast, answered in front of Django (``governance/asgi.py``).
+
+Django and DRF cost ~13 ms of CPU per request here, far more than the work of a hot
+endpoint (evaluate, execute, consume, heartbeat). An endpoint declares itself hot with a
+:class:`HotEndpoint`; :class:`HotPath` answers its plain requests and gives everything
+else to Django with the body replayed, so there is one behaviour. docs/evaluation.md
+("The hot path") says how to declare an endpoint; evaluation's declaration is
+``envelopes/evaluation/fastroute.py``.
+
+Django answers instead whenever the hot path cannot: admission refused, an unknown token or
+a missing role, :class:`HandOver` or a domain error from the parser or the service, a token
+the write found stale (:class:`~governance.token_cache.StaleToken`), a database error.
+Hot services are idempotent, so a request handed over after a failed attempt is never
+recorded twice. Postgres only: the writes' token re-check rides on their statements.
+"""
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http.request import split_domain_port, validate_host
+from rest_framework.exceptions import ParseError
+
+from governance.api.parsers import StrictJSONParser
+from governance.errors import DomainError
+from governance.group_commit import GroupCommit
+from governance.token_cache import CachedToken, StaleToken, TokenCache
+
+logger = logging.getLogger("mandate.request")
+
+
+class HandOver(Exception):
+    """Django answers this request (raised by a parser or a service of the hot path)."""
+
+
+class InThread:
+    """A service step that may query: ``function(*args)`` runs in the hot path's thread
+    pool and its result is sent back into the service."""
+
+    __slots__ = ("args", "function")
+
+    def __init__(self, function: Callable, *args):
+        self.function, self.args = function, args
+
+
+class Write:
+    """A service's write: ``item`` goes to the endpoint's recorder with the next group
+    commit, and the recorder's result for it is sent back into the service."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item):
+        self.item = item
+
+
+# The service of a hot endpoint: a generator that does no I/O itself. It yields InThread
+# and Write steps, gets their results back, and returns the response body (a dict).
+Service = Callable[[CachedToken, object], Generator[InThread | Write, object, dict]]
+
+# The headers Django and our middleware put on a DRF JSON answer, in Django's order
+# (``Allow`` comes from the view; tests/test_evaluate_fastpath.py compares them).
+_VIEW_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"vary", b"Cookie"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+# Accept values for which DRF's negotiation picks plain ``application/json`` (no indent).
+_JSON_ACCEPT = frozenset({"*/*", "application/*", "application/json"})
+
+
+@dataclass(eq=False)
+class HotEndpoint:
+    """An endpoint answered on the hot path for its plain requests.
+
+    - ``view``: the DRF view it stands in front of, whose answers it mirrors: its
+      ``required_roles`` authorize, its ``max_body_bytes`` bounds the body, its methods
+      make the ``Allow`` header;
+    - ``parse(body) -> request``: the endpoint's parser (the view's too); raises
+      HandOver or a domain error when Django should answer;
+    - ``service(caller, request)``: see ``Service``;
+    - ``record(items) -> [result per item]``: the one statement that writes what the
+      service's Write steps carry, several at once (the group commit); it re-checks each
+      item's token (``caller.check``) and the service raises StaleToken when it failed;
+    - ``max_batch``: most items per group commit (1: each write commits alone).
+    """
+
+    path: str
+    method: str
+    view: type
+    parse: Callable[[bytes], object]
+    service: Service
+    record: Callable[[list], list]
+    max_batch: int = 64
+    enabled: bool = True
+    roles: frozenset = field(init=False)
+    max_body_bytes: int = field(init=False)
+    headers: tuple = field(init=False)
+    group: GroupCommit = field(init=False)
+
+    def __post_init__(self):
+        required = getattr(self.view, "required_roles", ())
+        if isinstance(required, dict):
+            required = required.get(self.method, required.get("*", ()))
+        self.roles = frozenset(required)
+        self.max_body_bytes = getattr(self.view, "max_body_bytes", None) or settings.MANDATE_MAX_BODY_BYTES
+        allow = ", ".join(self.view().allowed_methods).encode()
+        self.headers = ((b"content-type", b"application/json"), (b"allow", allow), *_VIEW_HEADERS)
+        self.group = GroupCommit(self.record, max_batch=max(1, self.max_batch), name=f"group-commit {self.path}")
+
+
+tokens = TokenCache()
+_json_parser = StrictJSONParser()
+
+
+def strict_json(body: bytes) -> tuple[object, str]:
+    """The body as the API's strict JSON parser reads it, and its text; HandOver when it is
+    not strict UTF-8 JSON (Django answers the 400)."""
+    try:
+        text = body.decode("utf-8")
+        return _json_parser.parse(io.BytesIO(body), parser_context={"encoding": "utf-8"}), text
+    except (UnicodeDecodeError, ParseError) as exc:
+        raise HandOver from exc
+
+
+def render(response: dict) -> bytes:
+    """The bytes DRF's JSONRenderer writes for ``response`` (compact, UTF-8, U+2028/9 escaped)."""
+    text = json.dumps(response, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+
+
+@contextlib.contextmanager
+def _handing_over(secret: str):
+    """The failures after which Django answers the request instead (the caller returns None)."""
+    try:
+        yield
+    except StaleToken:
+        tokens.drop(secret)
+    except (HandOver, DomainError):
+        pass
+    except DatabaseError:
+        logger.warning("hot path: database error, handing over to Django", exc_info=True)
+
+
+def _in_thread(function, *args):
+    """Run ``function`` in a pool thread; a database error also drops that thread's
+    connection, so the next call there reconnects (these threads see no request signals)."""
+    try:
+        return function(*args)
+    except DatabaseError:
+        connection.close()
+        raise
+
+
+def _record_alone(endpoint: HotEndpoint, item):
+    return endpoint.record([item])[0]
+
+
+def _admitted(endpoint: HotEndpoint, token: CachedToken | None, body: bytes):
+    """The parsed request when the token may call the endpoint; None otherwise."""
+    if token is None or not token.holds_any(endpoint.roles):
+        return None
+    return endpoint.parse(body)
+
+
+def answer(endpoint: HotEndpoint, secret: str, body: bytes) -> bytes | None:
+    """The 200 body for a plain request, or None: Django answers instead. Synchronous, each
+    write committing alone (the benchmark's in-process breakdown uses it)."""
+    with _handing_over(secret):
+        token = _in_thread(tokens.get, secret)
+        request = _admitted(endpoint, token, body)
+        if request is None:
+            return None
+        steps = endpoint.service(token, request)
+        reply = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as finished:
+                return render(finished.value)
+            if type(step) is Write:
+                reply = _in_thread(_record_alone, endpoint, step.item)
+            else:
+                reply = _in_thread(step.function, *step.args)
+    return None
+
+
+async def answer_async(endpoint: HotEndpoint, secret: str, body: bytes, executor) -> bytes | None:
+    """``answer`` for the event loop: the service runs on the loop (no query when the token
+    and what it reads are cached); InThread steps run in ``executor``; writes go through the
+    group commit. None: Django answers instead."""
+    loop = asyncio.get_running_loop()
+    with _handing_over(secret):
+        token = tokens.cached(secret) or await loop.run_in_executor(executor, _in_thread, tokens.get, secret)
+        request = _admitted(endpoint, token, body)
+        if request is None:
+            return None
+        steps = endpoint.service(token, request)
+        reply = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as finished:
+                return render(finished.value)
+            if type(step) is not Write:
+                reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
+            elif endpoint.group.max_batch > 1:
+                reply = await endpoint.group.record_async(step.item)
+            else:
+                reply = await loop.run_in_executor(executor, _in_thread, _record_alone, endpoint, step.item)
+    return None
+
+
+def _secret(headers) -> str | None:
+    value = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, secret = value.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret.startswith("mdt_"):
+        return None
+    return secret
+
+
+def _json_content_type(headers) -> bool:
+    media, _, params = headers.get(b"content-type", b"").decode("latin-1").partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    params = params.strip().lower().replace(" ", "")
+    return params in ("", "charset=utf-8")
+
+
+def _plain_json_accepted(headers) -> bool:
+    """No Accept header, or one for which DRF answers plain ``application/json``."""
+    accept = headers.get(b"accept")
+    if accept is None:
+        return True
+    items = [item.strip() for item in accept.decode("latin-1").split(",")]
+    return all(item in _JSON_ACCEPT for item in items)
+
+
+def _content_length(headers, limit: int) -> int | None:
+    try:
+        length = int(headers.get(b"content-length", b""))
+    except ValueError:
+        return None
+    return length if 0 <= length <= limit else None
+
+
+class HotPath:
+    """Answers the plain requests of ``endpoints``; everything else goes to ``app``.
+
+    Admission (else Django): the declared method and path, no query string, no repeated
+    header, a Host Django allows, ``Authorization: Bearer mdt_…``, a JSON content type
+    (``charset=utf-8`` at most), an Accept that DRF answers with plain JSON, and a
+    Content-Length within the view's limit that the body matches.
+    """
+
+    def __init__(self, app, endpoints: list[HotEndpoint], threads: int = 16):
+        self.app = app
+        self.threads = threads
+        self._executor = None
+        on_postgres = connection.vendor == "postgresql"
+        self.endpoints = {(e.method, e.path): e for e in endpoints if e.enabled and on_postgres}
+        self._hosts = _AllowedHosts()
+        self._strict_transport = _strict_transport_security()
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="hotpath")
+        return self._executor
+
+    def _response_headers(self, endpoint: HotEndpoint, scope, content: bytes) -> list:
+        headers = [*endpoint.headers, (b"content-length", str(len(content)).encode())]
+        if self._strict_transport and _is_secure(scope):
+            # where Django's SecurityMiddleware puts it: before X-Content-Type-Options
+            at = next(i for i, (name, _) in enumerate(headers) if name == b"x-content-type-options")
+            headers.insert(at, self._strict_transport)
+        return headers
+
+    async def __call__(self, scope, receive, send):
+        endpoint = None
+        if scope["type"] == "http" and not scope.get("query_string"):
+            endpoint = self.endpoints.get((scope.get("method"), scope.get("path")))
+        if endpoint is None:
+            return await self.app(scope, receive, send)
+        raw_headers = list(scope.get("headers") or ())
+        headers = dict(raw_headers)
+        secret = _secret(headers)
+        length = _content_length(headers, endpoint.max_body_bytes)
+        if (
+            secret is None
+            or length is None
+            or len(headers) != len(raw_headers)  # Django would join repeated headers
+            or not _json_content_type(headers)
+            or not _plain_json_accepted(headers)
+            or not self._hosts.allow(headers)
+        ):
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > length:
+                break
+        body = b"".join(chunks)
+        content = None
+        if not more and size == length:
+            content = await answer_async(endpoint, secret, body, self.executor)
+        if content is None:
+            return await self.app(scope, _replay(body, more, receive), send)
+        headers = self._response_headers(endpoint, scope, content)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "request",
+                extra={
+                    "method": endpoint.method,
+                    "path": endpoint.path,
+                    "status": 200,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+
+
+class _AllowedHosts:
+    """Django's Host check (``request.get_host()``, which its CommonMiddleware calls on every
+    request and answers 400 when it fails), remembered per header value."""
+
+    def __init__(self):
+        self.allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not self.allowed:
+            self.allowed = [".localhost", "127.0.0.1", "[::1]"]
+        self.forwarded = settings.USE_X_FORWARDED_HOST
+        self._seen: dict[bytes, bool] = {}
+
+    def allow(self, headers) -> bool:
+        host = headers.get(b"x-forwarded-host") if self.forwarded else None
+        if host is None:
+            host = headers.get(b"host")
+        if host is None:
+            return False  # Django would rebuild it from the server's name: let it
+        allowed = self._seen.get(host)
+        if allowed is None:
+            domain, _port = split_domain_port(host.decode("latin-1"))
+            allowed = bool(domain) and validate_host(domain, self.allowed)
+            if len(self._seen) < 1024:
+                self._seen[host] = allowed
+        return allowed
+
+
+def _strict_transport_security() -> tuple | None:
+    """The header Django's SecurityMiddleware adds to answers over HTTPS, if configured."""
+    if not settings.SECURE_HSTS_SECONDS:
+        return None
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return (b"strict-transport-security", value.encode())
+
+
+def _is_secure(scope) -> bool:
+    """Django's ``request.is_secure()`` for this scope: ``SECURE_PROXY_SSL_HEADER`` first."""
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy:
+        header, secure_value = proxy
+        meta_name = header.removeprefix("HTTP_")
+        values = [
+            value.decode("latin-1")
+            for name, value in scope.get("headers") or ()
+            if name.decode("latin-1").upper().replace("-", "_") == meta_name
+        ]
+        if values:
+            return ",".join(values).split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme") == "https"
+
+
+def _replay(body: bytes, more: bool, receive):
+    """``receive`` for Django: the body read so far, then whatever the client still sends."""
+    pending = [{"type": "http.request", "body": body, "more_body": more}]
+
+    async def replayed():
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
