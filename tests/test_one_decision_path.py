@@ -1,8 +1,9 @@
 """Every entry × every envelope kind goes through the core's one decision path.
 
-Entries: the inbox pages, ``POST /v1/reviews``, the timeout sweeper. Kinds: an escalated
-evaluation and an agent's approval request (route ``approval``: the channel's owner may not
-decide, separation of duties). For each pair: the person the kind's rules refuse is refused
+Entries: the inbox pages, the inbox's bulk acknowledge, ``POST /v1/reviews``, the timeout
+sweeper. Kinds: an escalated evaluation and an agent's approval request (route ``approval``:
+the channel's owner may not decide, separation of duties; for bulk acknowledge, an
+informational request on that route). For each pair: the person the kind's rules refuse is refused
 with the rule's reason and nothing is written; an eligible decision closes the envelope once
 with its evidence; a second decision is a conflict; and for a request, the agent is told
 (request status, long-poll answer, webhook row, bus notification).
@@ -31,7 +32,7 @@ from governance.services.tokens import issue_token
 
 pytestmark = pytest.mark.django_db
 
-ENTRIES = ["inbox", "reviews_api", "timeout_sweeper"]
+ENTRIES = ["inbox", "bulk_acknowledge", "reviews_api", "timeout_sweeper"]
 KINDS = ["evaluation", "approval_request"]
 
 
@@ -54,7 +55,7 @@ def told(monkeypatch):
     return heard
 
 
-def make_envelope(kind: str, cast, organization) -> Envelope:
+def make_envelope(kind: str, cast, organization, request_type: str = "approval_request") -> Envelope:
     if kind == "evaluation":
         body = {
             "surface_id": "surf-payment-release",
@@ -66,7 +67,7 @@ def make_envelope(kind: str, cast, organization) -> Envelope:
         answer = evaluate(organization, EvaluationRequest(**body), json.dumps(body), performer_id="test")
         return Envelope.objects.get(pk=answer["envelope_id"])
     body = {
-        "type": "approval_request",
+        "type": request_type,
         "title": "Deploy to production",
         "route": "approval",
         "return_mode": "both",
@@ -87,6 +88,12 @@ def via_inbox(envelope: Envelope, person, client) -> int:
     else:
         url = reverse("admin:envelopes_approvalrequest_change", args=[envelope.pk])
         response = client.post(url, {"action": "approve", "comment": "fine"})
+    return response.status_code
+
+
+def via_bulk_acknowledge(envelope: Envelope, person, client) -> int:
+    client.force_login(person)
+    response = client.post(reverse("admin:envelopes_inbox_acknowledge"), {"ids": [str(envelope.pk)]})
     return response.status_code
 
 
@@ -122,7 +129,8 @@ def assert_agent_told(envelope: Envelope, cast, told, status: str):
 def test_every_entry_applies_the_kind_rules_and_the_agent_is_told(
     entry, kind, cast, demo, client, told, django_capture_on_commit_callbacks
 ):
-    envelope = make_envelope(kind, cast, demo)
+    request_type = "informational" if entry == "bulk_acknowledge" else "approval_request"
+    envelope = make_envelope(kind, cast, demo, request_type)
     events_before = AuditEvent.objects.filter(chain_id=str(envelope.pk)).count()
 
     if entry == "timeout_sweeper":
@@ -139,7 +147,13 @@ def test_every_entry_applies_the_kind_rules_and_the_agent_is_told(
         assert verify_chain(str(envelope.pk)).valid
         return
 
-    decide = via_inbox if entry == "inbox" else via_reviews_api
+    decide = {"inbox": via_inbox, "bulk_acknowledge": via_bulk_acknowledge, "reviews_api": via_reviews_api}[entry]
+    if entry == "bulk_acknowledge" and kind == "evaluation":
+        # An escalation is decided, not acknowledged: the core refuses it and writes nothing.
+        assert via_bulk_acknowledge(envelope, cast["approver"], client) == 302
+        assert not closed(envelope)
+        assert AuditEvent.objects.filter(chain_id=str(envelope.pk)).count() == events_before
+        return
     # Refused by the kind's rules: the owner of the requesting agent (separation of duties)
     # for a request; a person without a review role for an evaluation.
     refused_person = cast["owner"] if kind == "approval_request" else cast["outsider"]
@@ -156,7 +170,8 @@ def test_every_entry_applies_the_kind_rules_and_the_agent_is_told(
     assert closed(envelope)
     assert verify_chain(str(envelope.pk)).valid
     if kind == "approval_request":
-        assert_agent_told(envelope, cast, told, RequestStatus.APPROVED)
+        expected = RequestStatus.ACKNOWLEDGED if entry == "bulk_acknowledge" else RequestStatus.APPROVED
+        assert_agent_told(envelope, cast, told, expected)
     else:
         assert Envelope.objects.get(pk=envelope.pk).review_decision == "APPROVED"
 
