@@ -259,6 +259,31 @@ def test_json_native_copies_plain_json_and_converts_the_rest():
         json_native({"x": math.inf})
 
 
+def test_a_choices_member_is_stored_and_hashed_as_its_plain_text():
+    import json
+
+    from django.utils import timezone
+
+    from envelopes.choices import EnvelopeState
+    from evidence.canonical import event_hash
+    from evidence.services.chain import json_native
+
+    stored = json_native({"state": EnvelopeState.CLOSED, "list": [EnvelopeState.AWAITING_REVIEW]})
+    assert stored == {"state": "closed", "list": ["awaiting_review"]}
+    assert type(stored["state"]) is str and type(stored["list"][0]) is str
+    read_back = json.loads(json.dumps(stored))  # what the JSON column gives back
+    fields = {
+        "chain_id": "c",
+        "sequence_no": 1,
+        "event_type": "ENVELOPE_CLOSED",
+        "performer_type": "system",
+        "performer_id": "mandate",
+        "occurred_at": timezone.now(),
+        "prev_hash": "",
+    }
+    assert event_hash(payload=stored, **fields) == event_hash(payload=read_back, **fields)
+
+
 def test_pure_policy_decisions_are_remembered_and_impure_ones_are_not():
     source = "package t\nimport rego.v1\nallow if input.n < 3\n"
     impure = "package u\nimport rego.v1\nallow if time.now_ns() > 0\n"

@@ -82,6 +82,8 @@ def _native_copy(value):
         return copy
     if kind is list:
         return [_native_copy(item) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)  # a str subclass (a choices member): its text, as JSON writes it
     raise _NotNative
 
 
