@@ -218,6 +218,20 @@ def via_reviews_api_response(envelope, person):
     return api.post("/v1/reviews", body, format="json")
 
 
+def test_an_entry_for_one_kind_does_not_decide_another(cast, demo):
+    from envelopes.evaluation.reviews import review_envelope
+    from envelopes.requests.decisions import act
+    from governance.errors import NotFound
+
+    evaluation = make_envelope("evaluation", cast, demo)
+    request = make_envelope("approval_request", cast, demo)
+    with pytest.raises(NotFound):
+        act(demo.pk, evaluation.pk, cast["approver"], "approve")
+    with pytest.raises(NotFound):
+        review_envelope(demo, request.pk, "approve", cast["approver"])
+    assert not closed(evaluation) and not closed(request)
+
+
 def test_escalations_list_only_escalated_evaluations(cast, demo, client_with):
     evaluation = make_envelope("evaluation", cast, demo)
     request = make_envelope("approval_request", cast, demo)

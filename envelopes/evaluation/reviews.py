@@ -114,5 +114,6 @@ def review_envelope(
         actor = Actor.of_person(reviewer_person_or_name)
     organization_id = getattr(organization, "pk", organization)
     action = "approve" if word == ReviewDecision.APPROVED else "reject"
-    outcome = decide(organization_id, parse_envelope_id(envelope_id), actor, Decision(action, str(notes or "")))
+    decision = Decision(action, str(notes or ""))
+    outcome = decide(organization_id, parse_envelope_id(envelope_id), actor, decision, kind=EnvelopeKind.EVALUATION)
     return outcome.envelope

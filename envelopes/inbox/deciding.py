@@ -24,20 +24,22 @@ def decide_request(
     """One person's action on an agent's request (approve, reject, acknowledge, choose, answer,
     request_changes, withdraw_tweak); the request, or a DomainError saying why not."""
     decision = core.Decision(action, comment=comment or "", choice=choice, input_text=input_text or "")
-    outcome = core.decide(organization_id, request_id, actor(person), decision)
-    if outcome.envelope.kind != EnvelopeKind.APPROVAL_REQUEST:
-        raise NotFound("request not found")
+    try:
+        outcome = core.decide(organization_id, request_id, actor(person), decision, kind=EnvelopeKind.APPROVAL_REQUEST)
+    except NotFound:
+        raise NotFound("request not found") from None
     return outcome.subject
 
 
 def review_escalation(organization, envelope_id, decision: str, person, notes: str = "") -> Envelope:
     """Approve or reject an escalated evaluation; the closed envelope, or a DomainError
     (``Conflict`` when it no longer waits)."""
-    outcome = core.decide(organization.pk, envelope_id, actor(person), core.Decision(decision, comment=notes or ""))
-    return outcome.envelope
+    decided = core.Decision(decision, comment=notes or "")
+    return core.decide(organization.pk, envelope_id, actor(person), decided, kind=EnvelopeKind.EVALUATION).envelope
 
 
 def acknowledge_all(organization_id, request_ids, person) -> list[core.Outcome]:
     """Bulk acknowledge: one batch through the core, each card on its own."""
     who = actor(person)
-    return core.decide_many(organization_id, [(rid, who, core.Decision("acknowledge")) for rid in request_ids])
+    items = [(rid, who, core.Decision("acknowledge")) for rid in request_ids]
+    return core.decide_many(organization_id, items, kind=EnvelopeKind.APPROVAL_REQUEST)

@@ -349,11 +349,10 @@ def act(
             envelope_id,
             Actor.of_person(person),
             Decision(action, comment=comment or "", choice=choice, input_text=input_text or ""),
+            kind=EnvelopeKind.APPROVAL_REQUEST,
         )
     except NotFound:
         raise NotFound("request not found") from None
-    if outcome.subject is None:
-        raise NotFound("request not found")
     return outcome.subject
 
 
@@ -364,13 +363,21 @@ def supersede(parent: ApprovalRequest, child: ApprovalRequest) -> None:
         parent.pk,
         Actor.channel(parent.channel_id),
         Decision("supersede", detail={"successor_id": str(child.pk)}),
+        kind=EnvelopeKind.APPROVAL_REQUEST,
     )
 
 
 def apply_timeout(request: ApprovalRequest, now=None) -> str:
     """The system applies ``on_timeout`` to a due request; returns what happened
     (``escalated`` or the final status)."""
-    outcome = decide(request.channel.organization_id, request.pk, SYSTEM, Decision("timeout"), now=now)
+    outcome = decide(
+        request.channel.organization_id,
+        request.pk,
+        SYSTEM,
+        Decision("timeout"),
+        kind=EnvelopeKind.APPROVAL_REQUEST,
+        now=now,
+    )
     return outcome.verdict.result
 
 

@@ -128,9 +128,9 @@ class Outcome:
     error: DomainError | None = None
 
 
-def decide(organization_id, envelope_id, actor: Actor, decision: Decision, *, now=None) -> Outcome:
+def decide(organization_id, envelope_id, actor: Actor, decision: Decision, *, kind=None, now=None) -> Outcome:
     """Decide one envelope; raise the refusal as a DomainError."""
-    (outcome,) = decide_many(organization_id, [(envelope_id, actor, decision)], now=now)
+    (outcome,) = decide_many(organization_id, [(envelope_id, actor, decision)], kind=kind, now=now)
     if outcome.error is not None:
         raise outcome.error
     return outcome
@@ -145,15 +145,17 @@ def refusal(kind: str, subject, actor: Actor, decision: Decision) -> DomainError
 
 
 @transaction.atomic
-def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *, now=None) -> list[Outcome]:
+def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *, kind=None, now=None) -> list[Outcome]:
     """Decide a batch, each item on its own: one refused item does not stop the others.
-    Items on the same envelope apply in order. ``now``: the decision time (default: now)."""
+    Items on the same envelope apply in order. ``kind``: the only kind this entry decides
+    (an envelope of another kind is not found); ``now``: the decision time (default: now)."""
     now = now or timezone.now()
     ids = [_uuid_or_none(envelope_id) for envelope_id, _, _ in items]
+    kinds = {"kind": kind} if kind else {}
     envelopes = {
         e.pk: e
         for e in Envelope.objects.select_for_update()
-        .filter(organization_id=organization_id, pk__in=[i for i in ids if i is not None])
+        .filter(organization_id=organization_id, pk__in=[i for i in ids if i is not None], **kinds)
         .order_by("pk")
     }
     subjects: dict = {}
