@@ -299,3 +299,14 @@ def test_parallel_votes_and_batches_decide_each_request_once_and_never_fork_a_ch
     from evidence.services.verification import verify_ledger
 
     assert verify_ledger().valid
+
+
+def test_a_superseding_card_without_an_open_change_request_changes_nothing(cast, demo):
+    from envelopes.requests.decisions import supersede
+
+    parent = ApprovalRequest.objects.get(pk=make_envelope("approval_request", cast, demo).pk)
+    child = ApprovalRequest.objects.get(pk=make_envelope("approval_request", cast, demo).pk)
+    events = AuditEvent.objects.filter(chain_id=str(parent.pk)).count()
+    supersede(parent, child)
+    assert ApprovalRequest.objects.get(pk=parent.pk).status == RequestStatus.PENDING
+    assert AuditEvent.objects.filter(chain_id=str(parent.pk)).count() == events

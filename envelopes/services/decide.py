@@ -159,10 +159,8 @@ def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *
         .order_by("pk")
     }
     subjects: dict = {}
-    for kind in {e.kind for e in envelopes.values()}:
-        of_kind = [e for e in envelopes.values() if e.kind == kind]
-        if kind in _RULES:
-            subjects.update(_RULES[kind].load(of_kind))
+    for present in {e.kind for e in envelopes.values()} & _RULES.keys():
+        subjects.update(_RULES[present].load([e for e in envelopes.values() if e.kind == present]))
 
     outcomes, drafts_by_envelope, deliveries = [], {}, []
     for envelope_pk, (_, actor, decision) in zip(ids, items, strict=True):
@@ -179,7 +177,8 @@ def decide_many(organization_id, items: Sequence[tuple[Any, Actor, Decision]], *
         except DomainError as exc:
             outcomes.append(Outcome(envelope, subject, error=exc))
             continue
-        drafts_by_envelope.setdefault(envelope.pk, []).extend(verdict.events)
+        if verdict.events or verdict.closes:  # "unchanged" writes nothing
+            drafts_by_envelope.setdefault(envelope.pk, []).extend(verdict.events)
         if verdict.closes:
             envelope.state = check_transition(envelope.state, EnvelopeState.CLOSED)
             envelope.closed_at = now
