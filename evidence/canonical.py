@@ -61,12 +61,60 @@ def _stdlib_form(value):
 _sorted_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
+class NonCanonical(ValueError):
+    """A value JCS cannot write: a number outside I-JSON's domain (an integer beyond
+    ±(2⁵³−1), NaN, an infinity), a lone surrogate, a non-JSON type, or nesting too deep."""
+
+
 def canonical_json(value) -> bytes:
-    """RFC 8785 bytes; the stdlib encoder where it is provably identical (much faster)."""
-    form = _stdlib_form(value)
-    if form is not None or value is None:
-        return _sorted_compact(form).encode()
-    return rfc8785.dumps(value)
+    """RFC 8785 bytes; the stdlib encoder where it is provably identical (much faster).
+    NonCanonical when ``value`` has none."""
+    try:
+        form = _stdlib_form(value)
+        if form is not None or value is None:
+            return _sorted_compact(form).encode()
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError, TypeError, ValueError, RecursionError) as exc:
+        raise NonCanonical(f"no canonical JSON: {type(exc).__name__}") from None
+
+
+def legacy_form(value):
+    """``value`` as writers before I-JSON's number domain was enforced at the edge hashed it,
+    or None when it cannot have been written so.
+
+    Those writers stored integers beyond ±(2⁵³−1) as strings, but kept a float such as
+    ``1e16`` a float: it was hashed as JCS writes that float (``1e+16``) and Postgres reads
+    it back as the integer ``10000000000000000``. An integer the float converts back to
+    exactly is such a float; any other integer beyond the range was never written by Mandate.
+    """
+    kind = type(value)
+    if kind is int and not -SAFE_INTEGER <= value <= SAFE_INTEGER:
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if number == value else None
+    if kind is not dict and kind is not list:
+        return value
+    # Iterative: a copy of a tree of any depth.
+    root = {} if kind is dict else []
+    stack = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        for key, child in source.items() if type(source) is dict else enumerate(source):
+            child_kind = type(child)
+            if child_kind is dict or child_kind is list:
+                copy = {} if child_kind is dict else []
+                stack.append((child, copy))
+            else:
+                copy = legacy_form(child)
+                if copy is None and child is not None:
+                    return None
+            if type(target) is dict:
+                target[key] = copy
+            else:
+                target.append(copy)
+    return root
 
 
 def sha256_hex(data: bytes) -> str:

@@ -17,3 +17,4 @@ class ChainErrorKind(models.TextChoices):
     PREV_HASH_MISMATCH = "prev_hash_mismatch"
     EVENT_HASH_MISMATCH = "event_hash_mismatch"
     TERMINAL_STATE_MISMATCH = "terminal_state_mismatch"
+    NON_CANONICAL_PAYLOAD = "non_canonical_payload"

@@ -16,7 +16,6 @@ recorded twice. Postgres only: the writes' token re-check rides on their stateme
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import time
@@ -29,7 +28,7 @@ from django.db import DatabaseError, connection
 from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ParseError
 
-from governance.api.parsers import StrictJSONParser
+from governance.api.parsers import parse_strict_json
 from governance.errors import DomainError
 from governance.group_commit import GroupCommit
 from governance.token_cache import CachedToken, StaleToken, TokenCache
@@ -119,16 +118,14 @@ class HotEndpoint:
 
 
 tokens = TokenCache()
-_json_parser = StrictJSONParser()
 
 
 def strict_json(body: bytes) -> tuple[object, str]:
     """The body as the API's strict JSON parser reads it, and its text; HandOver when it is
     not strict UTF-8 JSON (Django answers the 400)."""
     try:
-        text = body.decode("utf-8")
-        return _json_parser.parse(io.BytesIO(body), parser_context={"encoding": "utf-8"}), text
-    except (UnicodeDecodeError, ParseError) as exc:
+        return parse_strict_json(body), body.decode("utf-8")
+    except ParseError as exc:
         raise HandOver from exc
 
 

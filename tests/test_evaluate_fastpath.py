@@ -429,7 +429,7 @@ def test_route_answers_plain_requests_itself_exactly_as_django_does(router, orga
     fast_body = json.dumps({**PLAIN, "request_id": "fast"}).encode()
     slow_body = json.dumps({**PLAIN, "request_id": "slow"}).encode()
     fast, slow = post_all(
-        router, [(bearer(secret), fast_body), (bearer(secret, "application/json; charset=latin-1"), slow_body)]
+        router, [(bearer(secret), fast_body), (bearer(secret, 'application/json; charset="utf-8"'), slow_body)]
     )
     assert django_requests == ["/v1/evaluate"]  # only the second went through Django
     assert fast.status_code == slow.status_code == 200
@@ -519,7 +519,7 @@ def test_route_sends_strict_transport_security_over_https_as_django_does(
     with serving(ASGIHandler()) as route:  # Django's middleware built with these settings
         calls = [
             (bearer(secret), json.dumps({**PLAIN, "request_id": "hot"}).encode()),
-            (bearer(secret, "application/json; charset=latin-1"), json.dumps({**PLAIN, "request_id": "drf"}).encode()),
+            (bearer(secret, 'application/json; charset="utf-8"'), json.dumps({**PLAIN, "request_id": "drf"}).encode()),
         ]
         hot, drf = post_all(route, calls, base_url="https://testserver")
         (plain_http,) = post_all(route, calls[:1])

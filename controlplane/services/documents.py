@@ -31,6 +31,7 @@ from controlplane.choices import (
     is_resource_id,
 )
 from controlplane.services.policies import PACKAGE_NAME, PolicyError, compile_check
+from governance import ijson
 from governance.timestamps import parse_iso_timestamp, rfc3339
 
 API_VERSIONS = frozenset({"midas.accept.io/v1", "mandate/v1"})
@@ -476,6 +477,11 @@ def validate_document(index: int, raw) -> Document:
     metadata = metadata if isinstance(metadata, dict) else {}
     raw_id = metadata.get("id")
     doc.id = raw_id.strip() if isinstance(raw_id, str) else ""
+    try:
+        ijson.check(raw)
+    except ijson.OutOfDomain as exc:
+        doc.error(exc.path, exc.message)
+        return doc
     if raw.get("apiVersion") not in API_VERSIONS:
         doc.error("apiVersion", f"apiVersion must be one of {', '.join(sorted(API_VERSIONS))}")
     if doc.kind not in VALIDATORS:

@@ -14,6 +14,7 @@ import re
 from envelopes.evaluation.engine import EvaluationRequest
 from envelopes.services.queries import FORBIDDEN_IN_REQUEST_ID
 from governance.errors import Invalid
+from governance.ijson import SAFE_INTEGER
 
 MAX_TEXT = 255
 RISK_RATINGS = ("low", "medium", "high", "critical")
@@ -74,6 +75,8 @@ def _number(value, low: float, high: float | None = None) -> float:
         raise _Refused("Integer value too large to convert to float") from None
     if not math.isfinite(number):
         raise _Refused("A valid number is required.")
+    if abs(number) > SAFE_INTEGER:
+        raise _Refused(f"number out of range: numbers must be within ±{SAFE_INTEGER} (I-JSON)")
     if number < low:
         raise _Refused(f"Ensure this value is greater than or equal to {low}.")
     if high is not None and number > high:

@@ -29,6 +29,7 @@ from envelopes.requests import bus
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_hash
 from evidence.services.chain import EventDraft, append_events, json_native
+from governance import ijson
 from governance.choices import canonical_role
 from governance.errors import Invalid
 from governance.models import Person, Team
@@ -186,6 +187,10 @@ def _payload(data, request_type) -> dict:
     payload = data.get("payload", {})
     if payload is None:
         payload = {}
+    try:
+        ijson.check(payload, "payload")
+    except ijson.OutOfDomain as exc:
+        _bad(exc.path, exc.message)
     try:
         size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
     except ValueError:

@@ -48,10 +48,12 @@ def _i_json(value):
         return [_i_json(item) for item in value]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
-    if isinstance(value, int) and abs(value) > SAFE_INTEGER:
-        return str(value)  # kept exactly, as its decimal digits
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("audit payloads cannot hold NaN or infinite numbers")
+    if abs(value) > SAFE_INTEGER:
+        # Kept exactly, as its decimal digits: a float this large is an integer, which a JSON
+        # column would read back as an integer JCS cannot represent.
+        return str(int(value))
     return value
 
 
@@ -70,7 +72,7 @@ def _native_copy(value):
             return value
         raise _NotNative
     if kind is float:
-        if math.isfinite(value):
+        if -SAFE_INTEGER <= value <= SAFE_INTEGER:  # finite, and reads back as it is hashed
             return value
         raise _NotNative
     if kind is dict:

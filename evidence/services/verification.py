@@ -3,10 +3,11 @@
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from django.db import connection, transaction
 
-from evidence.canonical import event_hash, event_hash_at, format_timestamp, hex_ledger_hash
+from evidence.canonical import NonCanonical, event_hash, event_hash_at, format_timestamp, hex_ledger_hash, legacy_form
 from evidence.choices import ChainErrorKind
 from evidence.models import AuditEvent, LedgerHead
 
@@ -25,17 +26,40 @@ class ChainVerdict:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("valid",)}
 
 
-def recompute_hash(event: AuditEvent) -> str:
+def recompute_hash(event: AuditEvent, payload=None) -> str:
+    """The event's hash from its content (``payload`` in place of the event's when given);
+    NonCanonical when the payload has no canonical form."""
     return event_hash(
         chain_id=event.chain_id,
         sequence_no=event.sequence_no,
         event_type=event.event_type,
         performer_type=event.performer_type,
         performer_id=event.performer_id,
-        payload=event.payload,
+        payload=event.payload if payload is None else payload,
         occurred_at=event.occurred_at,
         prev_hash=event.prev_hash,
     )
+
+
+def rehash_problem(hash_of, payload, stored: str) -> str | None:
+    """Why an event does not re-hash to ``stored`` (an error kind), or None when it does.
+
+    ``hash_of(payload)`` computes the event's hash. A payload outside JCS's domain (an
+    integer beyond ±(2⁵³−1) read back from the database) is re-hashed in the form writers
+    before the edge's number domain hashed it (``legacy_form``); when that does not match
+    either, the event is ``non_canonical_payload``: a verdict, never an exception.
+    """
+    try:
+        return None if hash_of(payload) == stored else ChainErrorKind.EVENT_HASH_MISMATCH
+    except NonCanonical:
+        pass
+    legacy = legacy_form(payload)
+    try:
+        if legacy is not None and hash_of(legacy) == stored:
+            return None
+    except NonCanonical:
+        pass
+    return ChainErrorKind.NON_CANONICAL_PAYLOAD
 
 
 def verify_events(
@@ -72,12 +96,11 @@ def verify_events(
                 f"event {count} does not link to the hash of event {count - 1}",
                 count,
             )
-        if recompute_hash(event) != event.hash:
-            return broken(
-                ChainErrorKind.EVENT_HASH_MISMATCH,
-                f"event {count}'s content does not match its hash",
-                count,
-            )
+        problem = rehash_problem(partial(recompute_hash, event), event.payload, event.hash)
+        if problem == ChainErrorKind.NON_CANONICAL_PAYLOAD:
+            return broken(problem, f"event {count} ({event.id}) has a payload with no canonical form", count)
+        if problem:
+            return broken(problem, f"event {count}'s content does not match its hash", count)
         prev, last = event.hash, event
 
     if count == 0:
@@ -187,10 +210,16 @@ def verify_ledger(batch_size: int = 10_000) -> LedgerVerdict:
         expected_seq += 1
         if seq != expected_seq:
             return broken(ChainErrorKind.SEQUENCE_GAP, f"expected ledger_seq {expected_seq}, found {seq}", expected_seq)
-        if event_hash_at(stamp, chain_id, number, kind, performer_type, performer_id, payload, prev_hash) != digest:
+        hash_of = partial(
+            event_hash_at, stamp, chain_id, number, kind, performer_type, performer_id, prev_hash=prev_hash
+        )
+        problem = rehash_problem(hash_of, payload, digest)
+        if problem == ChainErrorKind.NON_CANONICAL_PAYLOAD:
             return broken(
-                ChainErrorKind.EVENT_HASH_MISMATCH, f"event at ledger_seq {expected_seq} was altered", expected_seq
+                problem, f"event at ledger_seq {expected_seq} has a payload with no canonical form", expected_seq
             )
+        if problem:
+            return broken(problem, f"event at ledger_seq {expected_seq} was altered", expected_seq)
         # Both digests are verified hex by now (the event's recomputed, the previous link
         # checked below), so the link's JCS text needs no escaping.
         if link_prev != prev or link != hex_ledger_hash(seq, digest, prev):

@@ -1,11 +1,17 @@
-"""Strict JSON for every API body: no NaN, no Infinity, no numbers that overflow to them."""
+"""The one strict JSON parser of every API body (the hot path uses it too): UTF-8 only, and
+only I-JSON's values (``governance.ijson``: no NaN or Infinity, numbers within ±(2⁵³−1),
+no NUL or lone surrogates, at most 32 levels deep). See docs/input.md."""
 
 import json
 import math
 
-from django.conf import settings
-from rest_framework.exceptions import ParseError
+from django.utils.http import parse_header_parameters
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import JSONParser
+
+from governance import ijson
+
+UTF_8 = frozenset({"utf-8", "utf8"})
 
 
 def _finite(text: str) -> float:
@@ -19,11 +25,23 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def parse_strict_json(body: bytes):
+    """The value of a UTF-8 JSON body inside I-JSON's domain; ParseError naming the first
+    value outside it."""
+    try:
+        value = json.loads(body.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ParseError(f"JSON parse error - {exc}") from exc
+    try:
+        ijson.check(value)
+    except ijson.OutOfDomain as exc:
+        raise ParseError(str(exc)) from exc
+    return value
+
+
 class StrictJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
-        try:
-            text = stream.read().decode(encoding) if stream is not None else ""
-            return json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from exc
+        charset = parse_header_parameters(media_type or "")[1].get("charset", "utf-8")
+        if charset.lower() not in UTF_8:
+            raise UnsupportedMediaType(media_type, detail=f"charset {charset[:40]} is not accepted: send UTF-8 JSON")
+        return parse_strict_json(stream.read() if stream is not None else b"")

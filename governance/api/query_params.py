@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from governance.api.errors import APIError
-from governance.timestamps import parse_rfc3339
+from governance.timestamps import UnstorableTimestamp, parse_rfc3339
 
 MAX_LIMIT = 500
 
@@ -12,6 +12,8 @@ def timestamp_param(name: str, value: str) -> datetime:
     """An RFC 3339 timestamp (offset required), or a 400 naming the parameter."""
     try:
         return parse_rfc3339(value)
+    except UnstorableTimestamp as exc:
+        raise APIError(400, f"{name}: {exc}") from exc
     except ValueError as exc:
         raise APIError(
             400, f"{name} must be an RFC 3339 timestamp such as 2026-04-18T09:12:04Z (percent-encode '+' as %2B)"

@@ -1,0 +1,241 @@
+"""Evidence that can't be poisoned: the edge's domain (UTF-8 I-JSON, bounded depth, storable
+timestamps) and verifiers that give a verdict for any row, never a 500 (docs/input.md)."""
+
+import copy
+import json
+import uuid
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from rest_framework.test import APIClient
+
+from evidence.models import AuditEvent, LedgerHead
+from evidence.services import chain
+from evidence.services.chain import EventDraft, append_events, json_native
+from evidence.services.verification import verify_chain, verify_ledger
+from governance.choices import Role
+from tests.test_channels_api import Agent, agent, owner, register  # noqa: F401
+from tests.test_evaluate import payment as valid_body
+from tests.test_evidence_api import _events, decide
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client_with):
+    return client_with(Role.PLATFORM_OPERATOR, Role.PLATFORM_VIEWER)
+
+
+def post_raw(client, path, raw: bytes, content_type="application/json"):
+    return client.post(path, data=raw, content_type=content_type)
+
+
+# --- the number domain ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount", ["1e16", "9007199254740992", "1e300", "-9007199254740993"])
+def test_an_amount_beyond_i_json_numbers_is_400_naming_the_field(operator, demo, amount):
+    body = json.dumps(valid_body()).replace('"amount": 500', f'"amount": {amount}')
+    response = post_raw(operator, "/v1/evaluate", body.encode())
+    assert response.status_code == 400, response.content
+    assert "consequence.amount" in response.json()["error"]
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_number_beyond_i_json_in_the_context_is_400(operator, demo):
+    body = json.dumps(valid_body(context={"n": 1})).replace('"n": 1', '"n": 12345678901234567890')
+    response = post_raw(operator, "/v1/evaluate", body.encode())
+    assert response.status_code == 400
+    assert "context.n" in response.json()["error"]
+
+
+def test_the_largest_safe_integer_is_accepted(operator, demo):
+    response = operator.post("/v1/evaluate", valid_body(context={"n": 2**53 - 1}), format="json")
+    assert response.status_code == 200, response.content
+
+
+def test_json_native_keeps_large_floats_as_their_digits_so_the_hash_is_of_what_is_stored():
+    assert json_native({"a": 1e16, "b": -1e17, "c": 2.5}) == {
+        "a": "10000000000000000",
+        "b": "-100000000000000000",
+        "c": 2.5,
+    }
+
+
+def test_an_event_with_a_large_float_written_today_verifies(demo):
+    event = append_events("chain:large", [EventDraft("X", {"amount": 1e16})])[0]
+    assert AuditEvent.objects.get(pk=event.pk).payload == {"amount": "10000000000000000"}
+    assert verify_chain("chain:large").valid
+    assert verify_ledger().valid
+
+
+def test_a_channel_payload_beyond_i_json_numbers_is_400(agent):  # noqa: F811
+    response = agent.submit(type="approval_request", title="t", payload={"n": 1e16})
+    assert response.status_code == 400, response.content
+
+
+def test_a_bundle_number_beyond_i_json_is_a_document_error():
+    from controlplane.services.documents import parse_bundle
+
+    document = parse_bundle(b"apiVersion: mandate/v1\nkind: Capability\nmetadata: {id: cap-1}\nspec: {n: 1.0e+16}\n")[0]
+    assert [error["field"] for error in document.errors] == ["spec.n"]
+
+
+# --- legacy rows and rows no writer made: verdicts, never 500s ---------------------------------
+
+
+def _insert_raw_event(chain_id: str, sequence_no: int, payload_text: str) -> None:
+    """An audit event written straight into the table (INSERT is allowed, as on any replica)."""
+    head = LedgerHead.objects.get(pk=1)
+    prev = AuditEvent.objects.filter(chain_id=chain_id).order_by("-sequence_no").first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO evidence_auditevent (id, chain_id, sequence_no, event_type, performer_type, performer_id,"
+            " payload, occurred_at, prev_hash, hash, ledger_seq, ledger_prev_hash, ledger_hash)"
+            " VALUES (%s, %s, %s, 'X', 'system', 'mandate', %s, %s, %s, %s, %s, %s, %s)",
+            [
+                uuid.uuid4().hex if connection.vendor == "sqlite" else str(uuid.uuid4()),
+                chain_id,
+                sequence_no,
+                payload_text,
+                prev.occurred_at,
+                prev.hash,
+                "a" * 64,
+                head.seq + 1,
+                head.hash,
+                "b" * 64,
+            ],
+        )
+    LedgerHead.objects.filter(pk=1).update(seq=head.seq + 1, hash="b" * 64)
+
+
+def test_a_row_holding_an_integer_beyond_jcs_is_a_verdict_everywhere(operator, demo):
+    envelope = decide(demo, "req-raw")
+    _insert_raw_event(str(envelope.pk), len(_events(envelope)) + 1, '{"amount": 10000000000000000}')
+
+    integrity = operator.get(f"/v1/evidence/envelopes/{envelope.pk}/integrity")
+    assert integrity.status_code == 200
+    assert (integrity.json()["valid"], integrity.json()["error_kind"]) == (False, "non_canonical_payload")
+    packet = operator.get(f"/v1/evidence/envelopes/{envelope.pk}/packet")
+    assert packet.status_code == 200
+    assert packet.json()["integrity"]["error_kind"] == "non_canonical_payload"
+    verify = operator.get("/v1/audit/verify")
+    assert verify.status_code == 200
+    assert verify.json()["intact"] is False
+    verdict = verify_ledger()
+    assert verdict.error_kind == "non_canonical_payload"
+    with pytest.raises(CommandError, match="non_canonical_payload"):
+        call_command("verify_ledger")
+
+
+def test_an_untampered_row_written_with_1e16_before_the_domain_verifies(monkeypatch, demo):
+    # Exactly what the writer did before: the payload kept as given, the float 1e16 hashed as
+    # JCS writes it and stored as JSON, which Postgres reads back as the integer.
+    monkeypatch.setattr(chain, "json_native", copy.deepcopy)
+    event = append_events("chain:legacy", [EventDraft("X", {"amount": 1e16, "n": 1})])[0]
+    monkeypatch.undo()
+    stored = AuditEvent.objects.get(pk=event.pk).payload["amount"]
+    assert stored == 10**16
+    assert verify_chain("chain:legacy").valid
+    assert verify_ledger().valid
+    call_command("verify_ledger")
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ['"acc-\\ud800"', '"acc-\\udc00x"', '"a\\u0000b"'])
+def test_lone_surrogates_and_nul_in_the_evaluate_context_are_400(operator, demo, text):
+    body = json.dumps(valid_body(context={"account_id": "X"})).replace('"X"', text)
+    response = post_raw(operator, "/v1/evaluate", body.encode())
+    assert response.status_code == 400, response.content
+    assert "context.account_id" in response.json()["error"]
+
+
+def test_a_lone_surrogate_in_a_key_is_400(operator, demo):
+    body = json.dumps(valid_body(context={"K": 1})).replace('"K"', '"\\ud800"')
+    response = post_raw(operator, "/v1/evaluate", body.encode())
+    assert response.status_code == 400
+    assert "key" in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", ['"\\u0000"', '"\\ud800"'])
+def test_nul_and_lone_surrogates_in_a_channel_payload_are_400(agent, text):  # noqa: F811
+    body = json.dumps({"type": "approval_request", "title": "t", "payload": {"note": "X"}}).replace('"X"', text)
+    response = post_raw(agent.client, f"/api/channels/{agent.channel_id}/requests", body.encode())
+    assert response.status_code == 400, response.content
+
+
+def test_a_body_in_another_charset_is_415(operator, demo):
+    response = post_raw(
+        operator, "/v1/evaluate", json.dumps(valid_body()).encode("utf-16"), "application/json; charset=utf-16"
+    )
+    assert response.status_code == 415
+    assert "UTF-8" in response.json()["error"]
+
+
+def test_a_body_that_is_not_utf8_is_400(operator, demo):
+    response = post_raw(operator, "/v1/evaluate", json.dumps(valid_body()).encode("utf-16"))
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("malformed request body")
+
+
+# --- depth -------------------------------------------------------------------------------------
+
+
+def test_a_context_nested_deeper_than_32_levels_is_400(operator, demo):
+    deep = {}
+    node = deep
+    for _ in range(500):
+        node["a"] = {}
+        node = node["a"]
+    response = operator.post("/v1/evaluate", valid_body(context=deep), format="json")
+    assert response.status_code == 400
+    assert "nested deeper than 32 levels" in response.json()["error"]
+
+
+def test_a_context_within_the_depth_limit_is_accepted_and_packs(operator, demo):
+    deep = node = {}
+    for _ in range(29):  # body 1, context 2, then 29 more: 31 levels plus its leaf
+        node["a"] = {}
+        node = node["a"]
+    response = operator.post("/v1/evaluate", valid_body(context=deep), format="json")
+    assert response.status_code == 200, response.content
+    packet = operator.get(f"/v1/evidence/envelopes/{response.json()['envelope_id']}/packet")
+    assert packet.status_code == 200 and packet.json()["integrity"]["valid"] is True
+
+
+# --- timestamps --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/v1/envelopes", "until", "2026-09-15T01:00:31.8+21:53"),
+        ("/v1/envelopes", "since", "2026-09-15T01:00:31.8-21:35"),
+        ("/v1/controlplane/audit", "until", "2026-09-15T01:00:31.8+21:53"),
+        ("/v1/controlplane/audit", "since", "2026-09-15T01:00:31.8-16:00"),
+        ("/v1/evidence/audit-events", "since", "0001-01-01T00:00:00+01:00"),
+    ],
+)
+def test_offsets_postgres_cannot_hold_are_400_naming_the_parameter(admin_client_api, demo, path, name, value):
+    response = admin_client_api.get(path, {name: value})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"].startswith(name)
+
+
+def test_an_offset_of_15_59_is_accepted(admin_client_api, demo):
+    response = admin_client_api.get("/v1/envelopes", {"until": "2026-09-15T01:00:31.8+15:59"})
+    assert response.status_code == 200, response.content
+
+
+def test_a_request_expiry_with_an_impossible_offset_is_400(agent):  # noqa: F811
+    response = agent.submit(type="approval_request", title="t", expires_at="2030-01-01T00:00:00+20:00")
+    assert response.status_code == 400, response.content
+
+
+def test_unauthenticated_hostile_bodies_still_answer_json():
+    response = post_raw(APIClient(), "/v1/evaluate", b'{"a": "\\ud800"}')
+    assert response.status_code in (400, 401)
+    assert "error" in response.json()
