@@ -142,6 +142,23 @@ def test_an_untampered_row_written_with_1e16_before_the_domain_verifies(monkeypa
     call_command("verify_ledger")
 
 
+def test_a_packet_holding_a_legacy_1e16_row_verifies_offline(monkeypatch, demo):
+    from envelopes.evaluation.engine import EvaluationRequest, evaluate
+    from envelopes.models import Envelope
+    from envelopes.services.packets import build_packet, verify_packet
+
+    # The old writer: the evaluation's events hashed 1e16 as a float, stored it as JSON.
+    monkeypatch.setattr(chain, "json_native", copy.deepcopy)
+    body = valid_body(consequence={"type": "monetary", "amount": 1e16, "currency": "GBP"})
+    answer = evaluate(demo, EvaluationRequest(**body), json.dumps(body), performer_id="test")
+    monkeypatch.undo()
+    envelope = Envelope.objects.get(pk=answer["envelope_id"])
+    assert verify_chain(envelope.chain_id).valid
+    packet = json.loads(json.dumps(build_packet(envelope)))
+    verdict = verify_packet(packet)
+    assert verdict.valid, verdict.reason
+
+
 # --- encoding ----------------------------------------------------------------------------------
 
 

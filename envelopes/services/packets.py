@@ -24,7 +24,7 @@ from envelopes.services.integrity import (
     envelope_events,
     integrity_report,
 )
-from evidence.canonical import canonical_json, format_timestamp
+from evidence.canonical import canonical_json, format_timestamp, legacy_form
 from evidence.choices import KeyAlgorithm
 from evidence.models import AuditEvent, SigningKey
 from evidence.services.chain import SAFE_INTEGER
@@ -38,7 +38,8 @@ RECOMPUTED_INTEGRITY_FIELDS = ("envelope_id", "valid", "chain_length", "first_ev
 
 def _signable(value):
     """``value`` inside I-JSON's number domain, which JCS requires: integers beyond ±(2⁵³−1)
-    and non-finite floats (which a stored request body may hold) become strings."""
+    and non-finite floats (which a stored request body may hold) become strings, except the
+    integers a legacy float became (``evidence.canonical.legacy_form``)."""
     if isinstance(value, dict):
         return {key: _signable(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -46,7 +47,12 @@ def _signable(value):
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
     if isinstance(value, int):
-        return value if abs(value) <= SAFE_INTEGER else str(value)
+        if abs(value) <= SAFE_INTEGER:
+            return value
+        # A float such as 1e16 that a writer before the number domain stored (it reads back as
+        # an integer): the float it equals, so its event re-hashes offline as it was hashed.
+        legacy = legacy_form(value)
+        return legacy if legacy is not None else str(value)
     return value if math.isfinite(value) else str(value)
 
 
