@@ -58,3 +58,54 @@ def redis_process():
         yield server
     finally:
         server.kill()
+
+
+class Server:
+    """``governance.asgi:application`` under uvicorn in a child process, on a free port."""
+
+    def __init__(self, database_url: str, **env):
+        import os
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings", **env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "governance.asgi:application", "--port", str(self.port)]
+            + ["--host", "127.0.0.1", "--log-level", "warning"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, timeout=20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@contextmanager
+def server(database_url: str, **env):
+    running = Server(database_url, **env)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def database_url_named(application_name: str) -> str:
+    """The test database's URL, its connections named ``application_name`` (so a test ends
+    only its own with ``pg_terminate_backend``)."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    return (
+        f"postgres://{params['USER']}{':' + params['PASSWORD'] if params['PASSWORD'] else ''}"
+        f"@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
+        f"?application_name={application_name}"
+    )

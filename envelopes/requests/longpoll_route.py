@@ -8,6 +8,7 @@ import logging
 import time
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import InterfaceError, OperationalError
 
 from envelopes.requests.longpoll import (
     WAIT_PATH,
@@ -16,6 +17,7 @@ from envelopes.requests.longpoll import (
     coalesced_lookup,
     parse_wait_timeout,
 )
+from governance.middleware import DATABASE_RETRY_AFTER_SECONDS
 
 logger = logging.getLogger("mandate.request")
 
@@ -97,6 +99,12 @@ async def wait_endpoint(scope, receive, send, request_id: str) -> None:
         # Once the response is complete the server reports http.disconnect to ``receive``:
         # the watcher ends by itself (cancelling 10,000 of them costs more).
         watcher = None
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database unavailable", extra={"path": scope.get("path"), "error": str(exc)})
+        status = 503
+        with contextlib.suppress(Exception):
+            retry_after = [(b"retry-after", str(DATABASE_RETRY_AFTER_SECONDS).encode())]
+            await _send_json(send, 503, {"error": "database unavailable; retry later"}, retry_after)
     except Exception:
         logger.exception("unhandled error", extra={"path": scope.get("path"), "method": scope.get("method")})
         status = 500
