@@ -17,6 +17,7 @@ from envelopes.requests.longpoll import (
     coalesced_lookup,
     parse_wait_timeout,
 )
+from governance.allowed_hosts import AllowedHosts
 from governance.middleware import DATABASE_RETRY_AFTER_SECONDS
 
 logger = logging.getLogger("mandate.request")
@@ -126,10 +127,12 @@ async def wait_endpoint(scope, receive, send, request_id: str) -> None:
 
 
 class LongPollRouter:
-    """Sends ``GET /api/requests/{id}/wait`` to ``wait_endpoint``; everything else to ``app``."""
+    """Sends ``GET /api/requests/{id}/wait`` to ``wait_endpoint``; everything else, and a
+    wait whose Host Django would refuse (Django answers its 400), to ``app``."""
 
     def __init__(self, app):
         self.app = app
+        self._hosts = AllowedHosts()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope.get("method") == "GET":
@@ -138,6 +141,6 @@ class LongPollRouter:
             if root and path.startswith(root):
                 path = path[len(root) :]
             match = WAIT_PATH.match(path)
-            if match:
+            if match and self._hosts.allow(dict(scope.get("headers") or ())):
                 return await wait_endpoint(scope, receive, send, match["request_id"])
         return await self.app(scope, receive, send)
