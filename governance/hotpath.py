@@ -28,9 +28,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from rest_framework.exceptions import ParseError
 
+from governance.allowed_hosts import AllowedHosts
 from governance.api.parsers import StrictJSONParser
 from governance.errors import DomainError
-from governance.allowed_hosts import AllowedHosts
 from governance.group_commit import GroupCommit
 from governance.token_cache import CachedToken, StaleToken, TokenCache
 
