@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ParseError
 
+from governance.allowed_hosts import AllowedHosts
 from governance.api.parsers import parse_strict_json
 from governance.errors import DomainError
 from governance.group_commit import GroupCommit
@@ -266,7 +266,7 @@ class HotPath:
         self._executor = None
         on_postgres = connection.vendor == "postgresql"
         self.endpoints = {(e.method, e.path): e for e in endpoints if e.enabled and on_postgres}
-        self._hosts = _AllowedHosts()
+        self._hosts = AllowedHosts()
         self._strict_transport = _strict_transport_security()
 
     @property
@@ -333,32 +333,6 @@ class HotPath:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
-
-
-class _AllowedHosts:
-    """Django's Host check (``request.get_host()``, which its CommonMiddleware calls on every
-    request and answers 400 when it fails), remembered per header value."""
-
-    def __init__(self):
-        self.allowed = settings.ALLOWED_HOSTS
-        if settings.DEBUG and not self.allowed:
-            self.allowed = [".localhost", "127.0.0.1", "[::1]"]
-        self.forwarded = settings.USE_X_FORWARDED_HOST
-        self._seen: dict[bytes, bool] = {}
-
-    def allow(self, headers) -> bool:
-        host = headers.get(b"x-forwarded-host") if self.forwarded else None
-        if host is None:
-            host = headers.get(b"host")
-        if host is None:
-            return False  # Django would rebuild it from the server's name: let it
-        allowed = self._seen.get(host)
-        if allowed is None:
-            domain, _port = split_domain_port(host.decode("latin-1"))
-            allowed = bool(domain) and validate_host(domain, self.allowed)
-            if len(self._seen) < 1024:
-                self._seen[host] = allowed
-        return allowed
 
 
 def _strict_transport_security() -> tuple | None:

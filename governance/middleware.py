@@ -4,6 +4,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.deprecation import MiddlewareMixin
@@ -69,12 +70,30 @@ class APIBodyLimitMiddleware(MiddlewareMixin):
         return None
 
 
+# Seconds a client should wait before retrying when the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable_response():
+    """503 for a request the database could not serve: nothing was acknowledged, retry."""
+    response = error_response(503, "database unavailable; retry later")
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 class APIErrorMiddleware(MiddlewareMixin):
-    """Unhandled errors on API routes answer JSON, never an HTML traceback."""
+    """Unhandled errors on API routes answer JSON, never an HTML traceback; the database
+    unreachable (connection lost, pool timeout) is a 503 with Retry-After."""
 
     def process_exception(self, request, exception):
         if not is_api_path(request.path):
             return None
+        if isinstance(exception, OperationalError | InterfaceError):
+            logger.warning(
+                "database unavailable",
+                extra={"path": request.path, "method": request.method, "error": str(exception)},
+            )
+            return database_unavailable_response()
         logger.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error")
 

@@ -125,8 +125,12 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
             "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
-            "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+            # With the database down a request waits this long for a connection, then
+            # answers 503 (docs/reliability.md). CONN_HEALTH_CHECKS (below) makes Django give
+            # the pool its ``check``: a connection the server ended is replaced when taken.
+            "timeout": env.float("DB_POOL_TIMEOUT", default=2.0),
         }
+        _db["OPTIONS"].setdefault("connect_timeout", 2)
         _db["CONN_MAX_AGE"] = 0
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
@@ -139,7 +143,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "governance.cache.DegradingRedisCache",
             "LOCATION": REDIS_URL,
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }

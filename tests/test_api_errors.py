@@ -75,3 +75,15 @@ def test_odd_bodies_never_500(operator, payload):
     response = operator.post("/v1/probe/echo", data=payload, content_type="application/json")
     assert response.status_code in (200, 400, 413), response.content
     assert "error" in response.json()
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+def test_unknown_api_route_is_the_same_json_404_for_every_method(method):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    body = {} if method == "get" else {"data": "{}", "content_type": "application/json"}
+    response = getattr(client, method)("/v1/no-such-thing", **body)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": f"no route for {method.upper()} /v1/no-such-thing"}

@@ -575,3 +575,25 @@ def test_payloads_from_a_request_row_are_those_of_the_model(agent, approver, org
     model = ApprovalRequest.objects.get(pk=tweaked)
     tweak = Tweak.objects.get(request=model)
     assert tweak_payload(rows[model.pk], tweak, "tweak_requested") == tweak_payload(model, tweak, "tweak_requested")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_with_a_host_django_refuses_is_refused_as_django_does(agent, settings, django_requests):
+    settings.ALLOWED_HOSTS = ["mandate.example"]
+    request_id = agent.submit()
+    from governance.asgi import hot_path
+
+    router = longpoll_route.LongPollRouter(hot_path)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=router)
+        async with httpx.AsyncClient(transport=transport, base_url="http://evil.example") as client:
+            refused = await client.get(f"/api/requests/{request_id}/wait?timeout=0", headers=agent.headers)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mandate.example") as client:
+            allowed = await client.get(f"/api/requests/{request_id}/wait?timeout=0", headers=agent.headers)
+        return refused, allowed
+
+    refused, allowed = asyncio.run(scenario())
+    assert refused.status_code == 400  # Django's DisallowedHost
+    assert django_requests == [f"/api/requests/{request_id}/wait"]  # the allowed one never entered Django
+    assert (allowed.status_code, allowed.json()) == (408, TIMEOUT_BODY)

@@ -12,8 +12,11 @@ def deliver_webhook(delivery_id: str) -> str:
 
 
 def queue_delivery(delivery_id: str, countdown: float | None = None) -> None:
-    """Queue one attempt of one delivery (the outbox's queue, wired by ``EnvelopesConfig.ready``)."""
-    deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+    """Queue one attempt of one delivery (the outbox's queue, wired by ``EnvelopesConfig.ready``).
+
+    No publish retries: with the broker down the caller (a committed decision) would wait
+    for them; the outbox logs the failure and the sweeper re-sends the row."""
+    deliver_webhook.apply_async((delivery_id,), countdown=countdown, retry=False)
 
 
 @shared_task(name="envelopes.sweep_deliveries", ignore_result=True)

@@ -8,6 +8,7 @@ import logging
 import time
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import InterfaceError, OperationalError
 
 from envelopes.requests.longpoll import (
     WAIT_PATH,
@@ -16,6 +17,8 @@ from envelopes.requests.longpoll import (
     coalesced_lookup,
     parse_wait_timeout,
 )
+from governance.allowed_hosts import AllowedHosts
+from governance.middleware import DATABASE_RETRY_AFTER_SECONDS
 
 logger = logging.getLogger("mandate.request")
 
@@ -97,6 +100,12 @@ async def wait_endpoint(scope, receive, send, request_id: str) -> None:
         # Once the response is complete the server reports http.disconnect to ``receive``:
         # the watcher ends by itself (cancelling 10,000 of them costs more).
         watcher = None
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database unavailable", extra={"path": scope.get("path"), "error": str(exc)})
+        status = 503
+        with contextlib.suppress(Exception):
+            retry_after = [(b"retry-after", str(DATABASE_RETRY_AFTER_SECONDS).encode())]
+            await _send_json(send, 503, {"error": "database unavailable; retry later"}, retry_after)
     except Exception:
         logger.exception("unhandled error", extra={"path": scope.get("path"), "method": scope.get("method")})
         status = 500
@@ -118,10 +127,12 @@ async def wait_endpoint(scope, receive, send, request_id: str) -> None:
 
 
 class LongPollRouter:
-    """Sends ``GET /api/requests/{id}/wait`` to ``wait_endpoint``; everything else to ``app``."""
+    """Sends ``GET /api/requests/{id}/wait`` to ``wait_endpoint``; everything else, and a
+    wait whose Host Django would refuse (Django answers its 400), to ``app``."""
 
     def __init__(self, app):
         self.app = app
+        self._hosts = AllowedHosts()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope.get("method") == "GET":
@@ -130,6 +141,6 @@ class LongPollRouter:
             if root and path.startswith(root):
                 path = path[len(root) :]
             match = WAIT_PATH.match(path)
-            if match:
+            if match and self._hosts.allow(dict(scope.get("headers") or ())):
                 return await wait_endpoint(scope, receive, send, match["request_id"])
         return await self.app(scope, receive, send)

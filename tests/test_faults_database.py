@@ -1,0 +1,89 @@
+"""Postgres connections killed or the database unreachable: 503 with Retry-After within the
+pool timeout, never a 500; killed connections are replaced at once and nothing
+acknowledged is lost. The server is a real uvicorn process of the test's own."""
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+
+from envelopes.models import Channel
+from envelopes.requests.channels import create_invite
+from governance.choices import Role
+from governance.services.tokens import issue_token
+from tests.faults import database_url_named, free_port, server
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def terminate(application_name: str) -> int:
+    """End the server connections of the app under test (only those), from a connection
+    of our own."""
+    import psycopg
+
+    with psycopg.connect(database_url_named("mandate-faults-killer"), autocommit=True) as killer:
+        return killer.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        ).fetchone()[0]
+
+
+def test_with_the_database_unreachable_the_api_answers_503_with_retry_after_within_2_seconds(make_person):
+    closed = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
+    with server(closed) as app, httpx.Client(base_url=app.url, timeout=10) as client:
+        for method, path, body, key in (
+            ("GET", "/v1/controlplane/audit", None, "mdt_0123456789ab_secret"),
+            ("POST", "/api/register-channel", {"invite_token": "mdi_x"}, None),
+            ("GET", f"/api/requests/{uuid.uuid4()}/wait", None, "mdc_0123456789ab_secret"),
+        ):
+            started = time.monotonic()
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            response = client.request(method, path, json=body, headers=headers)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["Retry-After"] == "2"
+            assert response.json() == {"error": "database unavailable; retry later"}
+            assert elapsed <= 2.5, (path, elapsed)
+
+
+def test_killed_connections_are_replaced_at_once_and_no_request_fails(make_person):
+    person = make_person(roles=[Role.PLATFORM_ADMIN])
+    _, secret = issue_token(person, "faults", [Role.PLATFORM_ADMIN])
+    invites = [create_invite(person)[1] for _ in range(120)]
+    name = f"mandate-faults-{uuid.uuid4().hex[:8]}"
+    during, after, registered = [], [], []
+    slowest = {"after": 0.0}
+
+    async def run(base_url):
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:
+
+            async def one(i, statuses):
+                started = time.monotonic()
+                if i % 2:
+                    response = await client.get("/v1/controlplane/audit", headers={"Authorization": f"Bearer {secret}"})
+                else:
+                    response = await client.post("/api/register-channel", json={"invite_token": invites[i // 2]})
+                    if response.status_code == 201:
+                        registered.append(response.json()["channel_id"])
+                statuses.append(response.status_code)
+                if statuses is after:
+                    slowest["after"] = max(slowest["after"], time.monotonic() - started)
+
+            await asyncio.gather(*(one(i, during) for i in range(40)))  # the pool holds connections now
+            batch = asyncio.gather(*(one(i, during) for i in range(40, 200)))
+            await asyncio.sleep(0.05)
+            assert terminate(name) >= 1  # mid-run
+            await batch
+            assert terminate(name) >= 1  # again, idle: the next requests are given dead connections
+            await asyncio.gather(*(one(i, after) for i in range(200, 240)))
+
+    with server(database_url_named(name), DB_POOL_MIN_SIZE="4") as app:
+        asyncio.run(run(app.url))
+    assert 500 not in during + after, during
+    assert set(during) <= {200, 201, 503}, during
+    assert set(after) == {200, 201}, after  # dead connections replaced at once: nothing refused
+    assert slowest["after"] < 2.0
+    # nothing acknowledged is lost: every 201 is a channel in the database
+    assert Channel.objects.filter(pk__in=registered).count() == len(registered)
