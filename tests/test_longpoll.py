@@ -289,6 +289,37 @@ def test_a_decision_wakes_its_waiter_through_the_bus_within_100_ms(agent, approv
 
 
 @pytest.mark.django_db(transaction=True)
+def test_revoking_the_channel_ends_its_agents_wait_at_once(agent, settings):
+    from envelopes.requests.channels import revoke_channel
+
+    settings.MANDATE_LONGPOLL_RECHECK_SECONDS = 120  # the re-check cannot be what ends it
+    request_id = agent.submit()
+
+    def revoke():
+        try:
+            revoke_channel(agent.channel)
+            return time.perf_counter()
+        finally:
+            connection.close()
+
+    async def scenario():
+        async with asgi_client() as client:
+            waiting = asyncio.create_task(
+                client.get(f"/api/requests/{request_id}/wait?timeout=60", headers=agent.headers)
+            )
+            await until(lambda: bus.waiting_count() == 1)
+            await asyncio.sleep(0.05)
+            revoked_at = await asyncio.to_thread(revoke)
+            response = await asyncio.wait_for(waiting, 5)
+            return response, time.perf_counter() - revoked_at
+
+    response, after = asyncio.run(scenario())
+    assert response.status_code == 401
+    assert response.json() == {"error": "invalid or revoked channel key"}
+    assert after < 1.0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_bus_publish_wakes_the_waiter_which_reads_the_decision(agent, approver, organization, settings, monkeypatch):
     settings.MANDATE_LONGPOLL_RECHECK_SECONDS = 60
     request_id = agent.submit()

@@ -8,8 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlplane.models import Agent
-from envelopes.choices import ChannelStatus
+from envelopes.choices import ChannelStatus, RequestStatus
 from envelopes.models import Channel, ChannelInvite
+from envelopes.requests import bus
 from evidence.encryption import decrypt_at_rest, encrypt_at_rest
 from governance.errors import Gone, Invalid
 from governance.secret_hashing import hash_secret, secret_matches
@@ -98,9 +99,14 @@ def rotate_channel_key(channel: Channel) -> str:
 
 
 @transaction.atomic
+@transaction.atomic
 def revoke_channel(channel: Channel) -> Channel:
+    """Revoke the channel's key. Its agent's waits end at once (401, as a revoked key gets):
+    every pending request's waiters are woken after the commit and see the revocation."""
     channel.status = ChannelStatus.REVOKED
     channel.save(update_fields=["status"])
+    pending = [str(pk) for pk in channel.requests.filter(status=RequestStatus.PENDING).values_list("pk", flat=True)]
+    transaction.on_commit(lambda: bus.publish_many(pending))
     return channel
 
 

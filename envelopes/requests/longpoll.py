@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models.expressions import RawSQL
 
-from envelopes.choices import FINAL_REQUEST_STATUSES, RequestStatus, TweakStatus
+from envelopes.choices import FINAL_REQUEST_STATUSES, ChannelStatus, RequestStatus, TweakStatus
 from envelopes.requests import bus
 from envelopes.requests.submissions import MAX_LONG_POLL_SECONDS
 
@@ -106,6 +106,7 @@ class RequestRow:
     FIELDS = (
         "pk",
         "channel_id",
+        "channel__status",
         "type",
         "status",
         "tweak_allowed",
@@ -160,6 +161,8 @@ def lookup_answers(lookups: list[Lookup]) -> list[Answer]:
         request = requests.get(item.request_id)
         if request is None or request.channel_id != channel_id:
             answers.append(Answer(NOT_FOUND, channel_id=channel_id))
+        elif request.channel__status != ChannelStatus.ACTIVE:
+            answers.append(Answer(UNAUTHENTICATED))  # revoked while its agent waited
         elif request.status in FINAL_REQUEST_STATUSES:
             answers.append(Answer(READY, decision_payload(request), channel_id))
         elif request.pk in open_tweaks:
