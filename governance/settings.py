@@ -136,6 +136,17 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 _db.setdefault("CONN_HEALTH_CHECKS", True)
 DATABASES = {"default": _db}
+# Migrations run as the schema's owner, the app as a role that may only append evidence
+# (docs/deployment.md): the same database, other credentials, used by migrate and grant_app_role.
+DATABASE_MIGRATE_URL = env.str("DATABASE_MIGRATE_URL", default="")
+MANDATE_OWNER_DATABASE = "migrate" if DATABASE_MIGRATE_URL else "default"
+if DATABASE_MIGRATE_URL:
+    DATABASES["migrate"] = {
+        **env.db_url_config(DATABASE_MIGRATE_URL),
+        "ENGINE": _db["ENGINE"],
+        "CONN_MAX_AGE": 0,
+        "TEST": {"MIRROR": "default"},
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache and Celery ----------------------------------------------------------

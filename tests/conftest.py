@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
@@ -91,6 +93,29 @@ def django_requests():
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Created and migrated by the login role (the schema's owner); then, with
+    MANDATE_TEST_APP_ROLE, every test runs as the application's role (docs/deployment.md)."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    from tests.database_roles import flush_as_owner, run_as_app_role
+
+    if connection.vendor != "postgresql":
+        yield
+        return
+    role = os.environ.get("MANDATE_TEST_APP_ROLE", "")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "sql_flush", flush_as_owner(DatabaseOperations.sql_flush))
+        if role:
+            with django_db_blocker.unblock():
+                run_as_app_role(role)
+        yield
+        if role:
+            with django_db_blocker.unblock():
+                run_as_app_role(None)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ from governance.api.request_meta import client_ip_of, request_id_of
 from governance.choices import Role
 from governance.services.people import create_person, ensure_organization
 from governance.services.tokens import issue_token
+from tests.database_roles import as_owner_unguarded
 from tests.test_auth_endpoints import fresh_rate_limits  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,8 @@ T0 = datetime(2026, 4, 18, 9, 12, 4, 113456, tzinfo=UTC)
 def record(organization, *, at=T0, **fields):
     fields = {"action": "apply.invoked", "actor_type": "user", "actor_id": "user-alice", **fields}
     entry = record_admin_action(organization_id=organization.pk if organization else None, **fields)
-    AdminAuditRecord.objects.filter(pk=entry.pk).update(occurred_at=at)
+    with as_owner_unguarded("evidence_adminauditrecord"):
+        AdminAuditRecord.objects.filter(pk=entry.pk).update(occurred_at=at)
     return entry
 
 

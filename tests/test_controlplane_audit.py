@@ -10,6 +10,7 @@ from evidence.services.audit_trails import record_controlplane_change
 from governance.choices import Role
 from governance.services.people import ensure_organization
 from tests import factories
+from tests.database_roles import as_owner_unguarded
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,8 @@ def record(organization, *, at: datetime, kind="Surface", resource_id="surf-a", 
         summary=f"{action} {resource_id}",
         **kw,
     )
-    ControlPlaneAuditRecord.objects.filter(pk=entry.pk).update(occurred_at=at)
+    with as_owner_unguarded("evidence_controlplaneauditrecord"):
+        ControlPlaneAuditRecord.objects.filter(pk=entry.pk).update(occurred_at=at)
     return entry
 
 

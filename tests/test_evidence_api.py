@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from envelopes.evaluation.engine import EvaluationRequest, evaluate
 from envelopes.evaluation.reviews import review_envelope
@@ -20,6 +19,7 @@ from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope
 from envelopes.services.packets import signed_content, verify_packet
 from evidence.choices import KeyAlgorithm
 from evidence.models import AuditEvent
+from evidence.services.chain import append_event
 from evidence.services.keys import rotate_key, sign
 from governance.choices import Role
 from governance.services.people import ensure_organization
@@ -150,11 +150,7 @@ def search(client, **params):
 
 def test_search_returns_only_the_organizations_envelope_events(viewer, three):
     foreign = decide(ensure_organization("globex", "Globex"), "req-x")
-    AuditEvent.objects.create(  # a chain that is not an envelope's
-        chain_id="not-an-envelope", sequence_no=1, event_type="OTHER", performer_type="system",
-        performer_id="mandate", payload={}, occurred_at=timezone.now(), hash="0" * 64, ledger_seq=10**6,
-        ledger_hash="0" * 64,
-    )  # fmt: skip
+    append_event("not-an-envelope", "OTHER")  # a chain that is not an envelope's
     body = search(viewer, limit=500)
     envelope_ids = {item["envelope_id"] for item in body["items"]}
     assert envelope_ids == {str(e.pk) for e in three}

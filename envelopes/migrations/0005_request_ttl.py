@@ -16,20 +16,23 @@ def backfill(apps, schema_editor):
 
     ApprovalRequest = apps.get_model("envelopes", "ApprovalRequest")
     Envelope = apps.get_model("envelopes", "Envelope")
-    for request in ApprovalRequest.objects.select_related("envelope").iterator(chunk_size=500):
+    # Through the migration's own connection: the owner's (DATABASE_MIGRATE_URL), whose
+    # transaction holds the table it just altered.
+    db = schema_editor.connection.alias
+    for request in ApprovalRequest.objects.using(db).select_related("envelope").iterator(chunk_size=500):
         envelope = request.envelope
         try:
             body = json.loads(envelope.submitted_raw)
         except ValueError:
             continue
-        Envelope.objects.filter(pk=envelope.pk).update(submitted_hash=canonical_hash(json_native(body)))
+        Envelope.objects.using(db).filter(pk=envelope.pk).update(submitted_hash=canonical_hash(json_native(body)))
         submitted = body.get("expires_at") if isinstance(body, dict) else None
         if isinstance(submitted, str):
             try:
                 expires_at = datetime.fromisoformat(submitted.strip().replace("Z", "+00:00")).astimezone(UTC)
             except ValueError:
                 continue
-            ApprovalRequest.objects.filter(pk=request.pk).update(ttl=expires_at - envelope.received_at)
+            ApprovalRequest.objects.using(db).filter(pk=request.pk).update(ttl=expires_at - envelope.received_at)
 
 
 class Migration(migrations.Migration):
