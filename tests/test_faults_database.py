@@ -87,3 +87,80 @@ def test_killed_connections_are_replaced_at_once_and_no_request_fails(make_perso
     assert slowest["after"] < 2.0
     # nothing acknowledged is lost: every 201 is a channel in the database
     assert Channel.objects.filter(pk__in=registered).count() == len(registered)
+
+
+def test_login_evaluation_and_decisions_survive_killed_connections(make_person, demo):
+    """Sign-in, evaluation (the hot path) and decisions (a review voting on an agent's
+    request) through a real server whose connections are killed mid-run and again while
+    idle: no 500; afterwards all succeed; every acknowledged decision is recorded."""
+    import json
+
+    from envelopes.models import ApprovalRequest, Envelope
+    from envelopes.requests.channels import register_channel
+    from envelopes.requests.submissions import submit_request
+    from evidence.services.verification import verify_ledger
+    from governance.services.people import create_person
+
+    operator = make_person(roles=[Role.PLATFORM_OPERATOR], username="operator")
+    approver = make_person(roles=[Role.GOVERNANCE_APPROVER], username="approver")
+    create_person(demo, "ada", password="correct horse battery")
+    _, operator_token = issue_token(operator, "faults", [Role.PLATFORM_OPERATOR])
+    _, approver_token = issue_token(approver, "faults", [Role.GOVERNANCE_APPROVER])
+    channel, _, _ = register_channel(create_invite(make_person(username="owner"))[1])
+    body = {"type": "approval_request", "title": "Deploy"}
+    requests = [str(submit_request(channel, body, json.dumps(body)).pk) for _ in range(90)]
+    name = f"mandate-faults-{uuid.uuid4().hex[:8]}"
+    during, after, decided = [], [], []
+
+    def evaluation():
+        return {
+            "surface_id": "surf-payment-release",
+            "agent_id": "agent-payments-prod",
+            "confidence": 0.97,
+            "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
+            "context": {"account_id": "acc-1", "destination_country": "GB"},
+            "request_id": str(uuid.uuid4()),
+        }
+
+    async def run(base_url):
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:
+
+            async def one(i, statuses):
+                kind = i % 3
+                if kind == 0:
+                    response = await client.post(
+                        "/auth/login", json={"username": "ada", "password": "correct horse battery"}
+                    )
+                elif kind == 1:
+                    response = await client.post(
+                        "/v1/evaluate", json=evaluation(), headers={"Authorization": f"Bearer {operator_token}"}
+                    )
+                else:
+                    request_id = requests[i // 3]
+                    response = await client.post(
+                        "/v1/reviews",
+                        json={"envelope_id": request_id, "decision": "approve", "reviewer": "approver"},
+                        headers={"Authorization": f"Bearer {approver_token}"},
+                    )
+                    if response.status_code == 200:
+                        decided.append(request_id)
+                statuses.append((kind, response.status_code))
+
+            await asyncio.gather(*(one(i, during) for i in range(30)))
+            batch = asyncio.gather(*(one(i, during) for i in range(30, 210)))
+            await asyncio.sleep(0.05)
+            assert terminate(name) >= 1  # mid-run
+            await batch
+            assert terminate(name) >= 1  # again, idle
+            await asyncio.gather(*(one(i, after) for i in range(210, 270)))
+
+    with server(database_url_named(name), DB_POOL_MIN_SIZE="4") as app:
+        asyncio.run(run(app.url))
+    # Sign-in may meet its own rate limit (429): an answer, not a failure.
+    assert {status for _, status in during} <= {200, 429, 503}, during
+    assert {status for kind, status in after if kind} == {200}, after
+    assert {status for kind, status in after if not kind} <= {200, 429}, after
+    # Every acknowledged decision is recorded, and the record verifies.
+    assert ApprovalRequest.objects.filter(pk__in=decided, status="approved").count() == len(decided)
+    assert Envelope.objects.filter(pk__in=decided, state="closed").count() == len(decided)
+    assert verify_ledger().valid
