@@ -31,7 +31,7 @@ def envelope_representation(envelope) -> dict:
             "id": str(envelope.id),
             "request_source": envelope.request_source,
             "request_id": envelope.request_id,
-            "schema_version": envelope.schema_version,
+            "schema_version": int(envelope.schema_version),  # MIDAS sends the integer 1
         },
         "submitted": {
             "raw": submitted_raw(envelope.submitted_raw),

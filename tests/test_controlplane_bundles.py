@@ -60,7 +60,7 @@ def test_applying_the_demo_bundle_creates_everything_in_dependency_order(operato
     assert surface.required_field_names == ["account_id", "destination_country"]
     profile = Profile.objects.get(key="prof-payments-standard")
     assert profile.consequence_threshold == {"type": "monetary", "amount": 10000.0, "currency": "GBP"}
-    assert profile.status == "active"  # lifecycle.status honoured on a first version
+    assert (profile.version, profile.status) == (1, "review")  # whatever lifecycle.status says
     assert Agent.objects.get(key="agent-loan-copilot").type == "ai"  # copilot → ai
     assert Agent.objects.get(key="agent-payments-prod").type == "service"  # automation → service
     assert Grant.objects.get(key="grant-payments-agent-standard").agent.key == "agent-payments-prod"
@@ -367,6 +367,15 @@ def test_concurrent_applies_of_one_bundle_create_once(organization):
     assert Surface.objects.count() == 1 and Grant.objects.count() == 1
 
 
+def test_a_new_profile_declared_active_is_stored_in_review_as_midas_does(operator, organization):
+    assert DEMO.count(b"lifecycle:\n    status: active") == 2  # both demo profiles say active
+
+    response = post(operator, "/v1/controlplane/apply", DEMO)
+
+    assert response.status_code == 200
+    assert set(Profile.objects.values_list("version", "status")) == {(1, "review")}
+
+
 def test_apply_bundle_command_loads_and_approves_the_demo(organization, make_person, capsys):
     from django.core.management import call_command
 
@@ -385,6 +394,10 @@ def test_apply_bundle_command_loads_and_approves_the_demo(organization, make_per
     assert "17 created" in out and "approved Surface surf-payment-release v1 as boss" in out
     assert set(Surface.objects.values_list("status", flat=True)) == {"active"}
     assert Surface.objects.get(key="surf-payment-release").approved_by == "boss"
+    assert "approved Profile prof-payments-standard v1 as boss" in out
+    assert set(Profile.objects.values_list("status", "submitted_by", "approved_by")) == {
+        ("active", "system:demo", "boss")
+    }
     call_command(
         "apply_bundle", "controlplane/demo/bundle.yaml", "--organization", organization.slug, "--approve-as", "boss"
     )

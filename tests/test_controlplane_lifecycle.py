@@ -381,6 +381,40 @@ def test_approving_a_review_profile_version_answers_as_midas_does(admin_api, org
     assert (record.resource_kind, record.resource_version, record.action) == ("Profile", 2, "approve")
 
 
+def test_the_principal_that_applied_a_profile_cannot_approve_it(admin_api, organization):
+    """A profile's thresholds are authority just as a surface is: maker-checker holds for it too."""
+    factories.surface(organization, key=SURFACE)
+    bundle = (
+        b"apiVersion: midas.accept.io/v1\nkind: Profile\nmetadata: {id: prof-payment-limits}\n"
+        b"spec: {surface_id: surf-payment-release, lifecycle: {status: active}}\n"
+    )
+    applied = admin_api.post("/v1/controlplane/apply", data=bundle, content_type="application/yaml")
+    assert applied.json()["results"] == [{"kind": "Profile", "id": PROFILE, "status": "created", "version": 1}]
+
+    response = admin_api.post(
+        f"/v1/controlplane/profiles/{PROFILE}/approve", {"version": 1, "approved_by": "someone-else"}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert response.json() == {"error": "maker-checker: the submitter cannot approve their own profile"}
+    profile = Profile.objects.get(key=PROFILE, version=1)
+    assert (profile.status, profile.submitted_by) == ("review", "gov-lead")
+    assert audit_records(resource_id=PROFILE, action="approve") == []
+
+
+def test_another_admin_approves_the_profile_someone_applied(admin_api, make_person, organization):
+    factories.profile(organization, key=PROFILE, version=1, status="review", submitted_by="Gov.Lead@example.com")
+    other = client_for(make_person(roles=[Role.PLATFORM_ADMIN], username="checker"), Role.PLATFORM_ADMIN)
+
+    body = {"version": 1, "approved_by": "x"}
+    refused = admin_api.post(f"/v1/controlplane/profiles/{PROFILE}/approve", body, format="json")
+    approved = other.post(f"/v1/controlplane/profiles/{PROFILE}/approve", body, format="json")
+
+    assert refused.status_code == 409
+    assert approved.status_code == 200
+    assert approved.json()["approved_by"] == "checker"
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -84,7 +84,7 @@ def test_envelope_has_every_field_of_the_five_sections(viewer, demo):
         "id": str(envelope.pk),
         "request_source": "payments",
         "request_id": "req-full",
-        "schema_version": "1",
+        "schema_version": 1,
     }
     assert set(body["submitted"]) == {"raw", "received_at"}
     assert body["submitted"]["raw"]["request_id"] == "req-full"

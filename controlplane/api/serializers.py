@@ -4,9 +4,17 @@ Field names and sets are the reference page's. A resource's ``id`` is the model'
 (the database pk never leaves Mandate); timestamps are RFC 3339 strings, ``null`` when unset.
 """
 
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from controlplane.choices import BusinessServiceStatus, GrantStatus, ProfileStatus, StructuralStatus, SurfaceStatus
+from controlplane.choices import (
+    BusinessServiceStatus,
+    GrantStatus,
+    ProfileStatus,
+    RiskRating,
+    StructuralStatus,
+    SurfaceStatus,
+)
 from controlplane.models import Agent, BusinessService, Capability, Grant, Process, Profile, Surface
 
 
@@ -48,20 +56,38 @@ class SurfaceVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ConsequenceThresholdSerializer(serializers.Serializer):
-    """``{type: monetary, amount, currency}`` or ``{type: risk_rating, risk_rating}``."""
+class MonetaryThresholdSerializer(serializers.Serializer):
+    """``{type: monetary, amount, currency}``."""
 
-    type = serializers.ChoiceField(choices=["monetary", "risk_rating"], read_only=True)
-    amount = serializers.FloatField(read_only=True)
-    currency = serializers.CharField(read_only=True)
-    risk_rating = serializers.CharField(read_only=True)
+    type = serializers.CharField(help_text="Always `monetary`.")
+    amount = serializers.FloatField(allow_null=True)
+    currency = serializers.CharField()
+
+
+class RiskRatingThresholdSerializer(serializers.Serializer):
+    """``{type: risk_rating, risk_rating}``."""
+
+    type = serializers.CharField(help_text="Always `risk_rating`.")
+    risk_rating = serializers.CharField(help_text="One of: " + ", ".join(RiskRating.values))
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="ConsequenceThreshold",
+        serializers={"monetary": MonetaryThresholdSerializer, "risk_rating": RiskRatingThresholdSerializer},
+        resource_type_field_name="type",
+    )
+)
+class ConsequenceThresholdField(serializers.JSONField):
+    """A profile's threshold as ``Profile.consequence_threshold`` gives it (``null`` when none):
+    one of two shapes, told apart by ``type``."""
 
 
 class ProfileSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="key")
     surface_id = serializers.CharField(source="surface_key")
     required_context_keys = serializers.ListField(child=serializers.CharField())
-    consequence_threshold = ConsequenceThresholdSerializer(read_only=True, allow_null=True)
+    consequence_threshold = ConsequenceThresholdField(read_only=True, allow_null=True)
     status = status_field(ProfileStatus)
 
     class Meta:
@@ -91,7 +117,7 @@ class ProfileSerializer(serializers.ModelSerializer):
 class ProfileVersionSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="key")
     surface_id = serializers.CharField(source="surface_key")
-    consequence_threshold = ConsequenceThresholdSerializer(read_only=True, allow_null=True)
+    consequence_threshold = ConsequenceThresholdField(read_only=True, allow_null=True)
     status = status_field(ProfileStatus)
 
     class Meta:

@@ -94,6 +94,7 @@ class Profile(Declared):
     status = models.CharField(max_length=12, choices=ProfileStatus.choices, default=ProfileStatus.REVIEW)
     effective_date = models.DateTimeField(null=True, blank=True)
     effective_until = models.DateTimeField(null=True, blank=True)
+    submitted_by = models.CharField(max_length=255, blank=True)
     approved_by = models.CharField(max_length=255, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
 

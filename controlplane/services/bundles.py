@@ -9,7 +9,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.utils import timezone
 
 from controlplane.choices import TERMINAL_STATUSES, VERSIONED_KINDS, Kind, ProfileStatus, SurfaceStatus
 from controlplane.models import (
@@ -358,7 +357,7 @@ def _write(organization: Organization, plan: Plan, actor: str) -> None:
     for entry in plan.entries:
         if entry.action == "create":
             creates[entry.doc.kind].append(entry)
-    persisted, now = plan.persisted, timezone.now()
+    persisted = plan.persisted
     audit: list[ControlPlaneAuditRecord] = []
 
     def create(kind: str, build) -> dict[str, int]:
@@ -417,18 +416,12 @@ def _write(organization: Organization, plan: Plan, actor: str) -> None:
     )
     agents = create(Kind.AGENT, lambda e: Agent(**base(e)))
 
-    def profile(entry: PlanEntry) -> Profile:
-        # MIDAS honours lifecycle.status on a profile's first version; later versions need approval.
-        starts_active = entry.version == 1 and entry.doc.requested_status == ProfileStatus.ACTIVE
-        return Profile(
-            **base(entry),
-            version=entry.version,
-            status=ProfileStatus.ACTIVE if starts_active else ProfileStatus.REVIEW,
-            approved_by=actor if starts_active else "",
-            approved_at=now if starts_active else None,
-        )
-
-    create(Kind.PROFILE, profile)
+    create(
+        Kind.PROFILE,
+        # Every new version waits in review whatever lifecycle.status says, as in MIDAS: a
+        # profile's thresholds are authority, and only an approval by someone else activates them.
+        lambda e: Profile(**base(e), version=e.version, status=ProfileStatus.REVIEW, submitted_by=actor),
+    )
     create(Kind.GRANT, lambda e: Grant(**base(e, "agent_id"), agent_id=agents[e.doc.fields["agent_id"]]))
     ControlPlaneAuditRecord.objects.bulk_create(audit, batch_size=1000)
     if audit:

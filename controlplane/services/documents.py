@@ -64,7 +64,7 @@ class Document:
     spec: dict = field(default_factory=dict)
     references: list[Reference] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
-    requested_status: str | None = None  # a Profile's lifecycle.status on first creation
+    requested_status: str | None = None  # a Profile's lifecycle.status (declared; new versions start in review)
 
     def error(self, field_name: str, message: str) -> None:
         self.errors.append({"kind": self.kind, "id": self.id, "field": field_name, "message": message})
@@ -375,7 +375,7 @@ def _consequence(r: _Reader) -> dict:
 def _profile(r: _Reader) -> dict:
     lifecycle_status = r.choice("lifecycle.status", ProfileStatus.values)
     if lifecycle_status and lifecycle_status not in (ProfileStatus.REVIEW, ProfileStatus.ACTIVE):
-        r.doc.error("spec.lifecycle.status", "a new profile version can only start in review or active")
+        r.doc.error("spec.lifecycle.status", "a profile's lifecycle.status can only be review or active")
     r.doc.requested_status = lifecycle_status or None
     required_keys = r.string_list("input_requirements.required_context") or r.string_list("required_context_keys")
     values = {

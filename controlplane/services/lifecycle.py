@@ -201,12 +201,16 @@ def _locked_profile_version(organization, profile_id: str, version: int) -> Prof
     raise NotFound(f"profile {profile_id!r} not found")
 
 
-def _change_profile_status(organization, profile_id, version, principal, *, action, from_status, to_status, **fields):
+def _change_profile_status(
+    organization, profile_id, version, principal, *, action, from_status, to_status, refuse=None, **fields
+):
     profile = _locked_profile_version(organization, profile_id, version)
     if profile.status != from_status:
         raise Conflict(
             f"profile {profile_id!r} version {version} is not in {from_status} status (it is {profile.status})"
         )
+    if refuse is not None:
+        refuse(profile)
     profile.status = to_status
     for name, value in fields.items():
         setattr(profile, name, value)
@@ -224,9 +228,20 @@ def _change_profile_status(organization, profile_id, version, principal, *, acti
     return profile
 
 
+def _refuse_own_profile(principal: Principal):
+    """Maker-checker for profiles: a profile's thresholds are authority just as a surface is,
+    so whoever applied a version cannot approve it."""
+
+    def refuse(profile: Profile) -> None:
+        if principal.is_one_of(profile.submitted_by):
+            raise Conflict("maker-checker: the submitter cannot approve their own profile")
+
+    return refuse
+
+
 @transaction.atomic
 def approve_profile(*, organization, profile_id: str, version: int, principal: Principal) -> Profile:
-    """Promote one profile version from review to active."""
+    """Promote one profile version from review to active; not by the principal that applied it."""
     return _change_profile_status(
         organization,
         profile_id,
@@ -235,6 +250,7 @@ def approve_profile(*, organization, profile_id: str, version: int, principal: P
         action="approve",
         from_status=ProfileStatus.REVIEW,
         to_status=ProfileStatus.ACTIVE,
+        refuse=_refuse_own_profile(principal),
         approved_by=principal.name,
         approved_at=timezone.now(),
     )

@@ -1,9 +1,15 @@
 """Organizations, people, roles and teams: the use cases admins and bootstrap share."""
 
+import secrets
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db import transaction
 
+from governance.audit import record_admin_action
 from governance.choices import Role, canonical_role, expand_roles
+from governance.errors import Conflict, Invalid
 from governance.models import Organization, Person, RoleAssignment, Team, TeamMembership
 
 
@@ -63,3 +69,46 @@ def create_person(
 def add_team_member(team: Team, person: Person, *, owner: bool = False) -> TeamMembership:
     membership, _ = TeamMembership.objects.update_or_create(team=team, person=person, defaults={"is_owner": owner})
     return membership
+
+
+FIRST_ADMIN_ROLES = (Role.PLATFORM_ADMIN, Role.GOVERNANCE_APPROVER, Role.GOVERNANCE_REVIEWER)
+
+
+@transaction.atomic
+def create_organization(slug: str, name: str, *, admin_username: str, admin_email: str = "") -> tuple[Person, str]:
+    """A new tenant with its first admin; returns the admin and their one-time password.
+
+    The admin is not a superuser (a superuser holds every role in every organization) and
+    must change the password at first login, like the demo's bootstrap admin.
+    """
+    try:
+        validate_slug(slug)
+    except ValidationError as exc:
+        raise Invalid(f"organization slug {slug!r}: letters, digits, - and _ only", field="slug") from exc
+    if not name.strip():
+        raise Invalid("organization name is required", field="name")
+    if Organization.objects.filter(slug=slug).exists():
+        raise Conflict(f"organization {slug!r} already exists")
+    if Person.objects.filter(username=admin_username).exists():
+        raise Conflict(f"username {admin_username!r} is taken")
+    organization = Organization.objects.create(slug=slug, name=name.strip())
+    password = secrets.token_urlsafe(12)
+    admin = create_person(
+        organization,
+        admin_username,
+        password=password,
+        roles=FIRST_ADMIN_ROLES,
+        email=admin_email,
+        must_change_password=True,
+    )
+    # No password material in the record.
+    record_admin_action(
+        action="organization.created",
+        actor_type="system",
+        actor_id="system:cli",
+        organization_id=organization.pk,
+        target_type="organization",
+        target_id=str(organization.pk),
+        details={"slug": slug, "admin_username": admin_username, "admin_id": str(admin.pk)},
+    )
+    return admin, password

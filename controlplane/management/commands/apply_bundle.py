@@ -1,7 +1,8 @@
 """Apply a YAML bundle from a file, as `POST /v1/controlplane/apply` would.
 
-With ``--approve-as USER`` the surfaces and profiles the bundle created in review are then
-approved by that person (maker-checker still applies: the bundle's actor is the submitter).
+With ``--approve-as USER`` the surface and profile versions the bundle created (always in
+review) are then approved by that person (maker-checker still applies: the bundle's actor is
+the submitter, so ``--approve-as`` must name someone else).
 """
 
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from controlplane.choices import Kind
-from controlplane.models import Profile
 from controlplane.services.bundles import apply_bundle
 from controlplane.services.documents import BundleSyntaxError
 from controlplane.services.lifecycle import Principal, approve_profile, approve_surface
@@ -56,9 +56,6 @@ class Command(BaseCommand):
                 if entry.doc.kind == Kind.SURFACE:
                     approve_surface(organization=org, surface_id=entry.doc.id, principal=principal, submitted_by="")
                 elif entry.doc.kind == Kind.PROFILE:
-                    version = Profile.objects.get(organization=org, key=entry.doc.id, version=entry.version)
-                    if version.status != "review":
-                        continue  # a first version the bundle already declared active
                     approve_profile(
                         organization=org, profile_id=entry.doc.id, version=entry.version, principal=principal
                     )

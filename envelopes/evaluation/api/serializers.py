@@ -23,7 +23,7 @@ class EnvelopeIdentitySerializer(_Output):
     id = serializers.UUIDField(read_only=True)
     request_source = serializers.CharField(read_only=True)
     request_id = serializers.CharField(read_only=True)
-    schema_version = serializers.CharField(read_only=True)
+    schema_version = serializers.IntegerField(read_only=True)
 
 
 class EnvelopeSubmittedSerializer(_Output):
@@ -61,20 +61,28 @@ class EnvelopeResolvedSerializer(_Output):
 
 class EnvelopeExplanationSerializer(_Output):
     """The evaluation's detail. Keys depend on how far the evaluation got (a reject before
-    the authority chain resolves has an empty explanation)."""
+    the authority chain resolves has an empty explanation; ``missing_context_keys`` and
+    ``policy_error`` appear only when there are some), so none is required."""
 
-    confidence_provided = serializers.FloatField(read_only=True, required=False)
-    confidence_threshold = serializers.FloatField(read_only=True, required=False)
-    consequence_provided = serializers.JSONField(read_only=True, required=False, allow_null=True)
-    consequence_threshold = serializers.JSONField(read_only=True, required=False, allow_null=True)
-    policy_evaluated = serializers.BooleanField(read_only=True, required=False)
-    policy_reference = serializers.CharField(read_only=True, required=False)
-    missing_context_keys = serializers.ListField(child=serializers.CharField(), read_only=True, required=False)
-    policy_error = serializers.CharField(read_only=True, required=False)
+    # Not read-only: drf-spectacular lists every read-only field of a response as required.
+
+    confidence_provided = serializers.FloatField(required=False)
+    confidence_threshold = serializers.FloatField(required=False)
+    consequence_provided = serializers.JSONField(required=False, allow_null=True)
+    consequence_threshold = serializers.JSONField(required=False, allow_null=True)
+    policy_evaluated = serializers.BooleanField(required=False)
+    policy_reference = serializers.CharField(required=False)
+    missing_context_keys = serializers.ListField(child=serializers.CharField(), required=False)
+    policy_error = serializers.CharField(required=False)
 
 
 class EnvelopeEvaluationSerializer(_Output):
-    outcome = serializers.ChoiceField(choices=Outcome.choices, read_only=True)
+    outcome = serializers.ChoiceField(
+        choices=Outcome.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="Empty for an agent's approval request, which has no outcome.",
+    )
     reason_code = serializers.CharField(read_only=True)
     evaluated_at = serializers.DateTimeField(read_only=True, allow_null=True)
     explanation = EnvelopeExplanationSerializer(read_only=True)
@@ -107,7 +115,8 @@ class EnvelopeSerializer(_Output):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     closed_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    review = EnvelopeReviewSerializer(read_only=True, required=False)
+    # Not read-only, so the schema does not list it as required (see EnvelopeExplanationSerializer).
+    review = EnvelopeReviewSerializer(required=False)
 
     def to_representation(self, instance):
         return envelope_representation(instance)
