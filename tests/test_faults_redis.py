@@ -67,11 +67,8 @@ def test_the_cache_answers_from_memory_while_redis_is_down_and_uses_redis_again_
 def test_evaluation_and_decisions_survive_redis_down(demo, make_person, settings, django_capture_on_commit_callbacks):
     """With the test's own Redis as cache and notification bus, killed: an evaluation and a
     decision still commit, with their evidence and outbox row, and nothing answers 500. (The
-    broker URL points there too, but a producer pool created earlier in the process may keep
-    the shared one: the broker-down case of the outbox is tests/test_webhooks.py's.)"""
+    broker stays the shared one: the broker-down case is tests/test_webhooks.py's.)"""
     import json
-
-    from celery import current_app
 
     from envelopes.models import ApprovalRequest, Delivery
     from envelopes.requests.channels import create_invite, register_channel
@@ -85,39 +82,34 @@ def test_evaluation_and_decisions_survive_redis_down(demo, make_person, settings
     with redis_process() as server:
         settings.CACHES = {"default": {**configured, "LOCATION": server.url}}
         settings.REDIS_URL = server.url
-        broker = current_app.conf.broker_url
-        current_app.conf.broker_url = server.url
-        try:
-            operator = make_person(roles=(Role.PLATFORM_OPERATOR,), username="op")
-            owner = make_person(username="owner")
-            approver = make_person(roles=(Role.GOVERNANCE_APPROVER,), username="approver")
-            _, invite = create_invite(owner)
-            channel, _, _ = register_channel(invite)
-            body = {"type": "approval_request", "title": "t", "return_webhook": "http://127.0.0.1:9/hook"}
-            request = submit_request(channel, body, json.dumps(body))
-            server.kill()
+        operator = make_person(roles=(Role.PLATFORM_OPERATOR,), username="op")
+        owner = make_person(username="owner")
+        approver = make_person(roles=(Role.GOVERNANCE_APPROVER,), username="approver")
+        _, invite = create_invite(owner)
+        channel, _, _ = register_channel(invite)
+        body = {"type": "approval_request", "title": "t", "return_webhook": "http://127.0.0.1:9/hook"}
+        request = submit_request(channel, body, json.dumps(body))
+        server.kill()
 
-            _, secret = issue_token(operator, "t", [Role.PLATFORM_OPERATOR])
-            client = APIClient()
-            client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-            evaluation = {
-                "surface_id": "surf-payment-release",
-                "agent_id": "agent-payments-prod",
-                "confidence": 0.97,
-                "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
-                "context": {"account_id": "acc-1", "destination_country": "GB"},
-            }
-            started = time.monotonic()
-            answered = client.post("/v1/evaluate", evaluation, format="json")
-            assert answered.status_code == 200, answered.content
-            assert verify_chain(answered.json()["envelope_id"]).valid
+        _, secret = issue_token(operator, "t", [Role.PLATFORM_OPERATOR])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        evaluation = {
+            "surface_id": "surf-payment-release",
+            "agent_id": "agent-payments-prod",
+            "confidence": 0.97,
+            "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
+            "context": {"account_id": "acc-1", "destination_country": "GB"},
+        }
+        started = time.monotonic()
+        answered = client.post("/v1/evaluate", evaluation, format="json")
+        assert answered.status_code == 200, answered.content
+        assert verify_chain(answered.json()["envelope_id"]).valid
 
-            with django_capture_on_commit_callbacks(execute=True):
-                act(demo.pk, request.pk, approver, "approve")
-            assert time.monotonic() - started < 10
-            assert ApprovalRequest.objects.get(pk=request.pk).status == "approved"
-            delivery = Delivery.objects.get(request_id=request.pk, event="decision")
-            assert delivery.status == "pending" and delivery.attempts == 0  # the sweeper sends it later
-            assert verify_chain(str(request.pk)).valid
-        finally:
-            current_app.conf.broker_url = broker
+        with django_capture_on_commit_callbacks(execute=True):
+            act(demo.pk, request.pk, approver, "approve")
+        assert time.monotonic() - started < 10
+        assert ApprovalRequest.objects.get(pk=request.pk).status == "approved"
+        delivery = Delivery.objects.get(request_id=request.pk, event="decision")
+        assert delivery.status == "pending" and delivery.attempts == 0  # the sweeper sends it later
+        assert verify_chain(str(request.pk)).valid
