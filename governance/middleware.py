@@ -86,16 +86,23 @@ class APIErrorMiddleware(MiddlewareMixin):
     unreachable (connection lost, pool timeout) is a 503 with Retry-After."""
 
     def process_exception(self, request, exception):
-        if not is_api_path(request.path):
-            return None
-        if isinstance(exception, OperationalError | InterfaceError):
-            logger.warning(
-                "database unavailable",
-                extra={"path": request.path, "method": request.method, "error": str(exception)},
-            )
-            return database_unavailable_response()
-        logger.exception("unhandled error", extra={"path": request.path, "method": request.method})
-        return error_response(500, "internal error")
+        return api_error_response(request, exception)
+
+
+def api_error_response(request, exception):
+    """The API's answer to an unhandled ``exception`` (None off the API routes). Also what
+    ``handler500`` answers, for errors raised in middleware before any view (a session
+    lookup with the database gone)."""
+    if not is_api_path(request.path):
+        return None
+    if isinstance(exception, OperationalError | InterfaceError):
+        logger.warning(
+            "database unavailable",
+            extra={"path": request.path, "method": request.method, "error": str(exception)},
+        )
+        return database_unavailable_response()
+    logger.exception("unhandled error", extra={"path": request.path, "method": request.method})
+    return error_response(500, "internal error")
 
 
 class PasswordChangeRequiredMiddleware(MiddlewareMixin):

@@ -26,6 +26,8 @@ def admin_login(request, extra_context=None):
 
 admin.site.login = admin_login
 
+handler500 = "governance.api.views.server_error"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

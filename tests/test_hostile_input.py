@@ -15,6 +15,7 @@ from evidence.services import chain
 from evidence.services.chain import EventDraft, append_events, json_native
 from evidence.services.verification import verify_chain, verify_ledger
 from governance.choices import Role
+from tests.database_roles import as_owner_unguarded
 from tests.test_channels_api import Agent, agent, owner, register  # noqa: F401
 from tests.test_evaluate import payment as valid_body
 from tests.test_evidence_api import _events, decide
@@ -86,28 +87,31 @@ def test_a_bundle_number_beyond_i_json_is_a_document_error():
 
 
 def _insert_raw_event(chain_id: str, sequence_no: int, payload_text: str) -> None:
-    """An audit event written straight into the table (INSERT is allowed, as on any replica)."""
-    head = LedgerHead.objects.get(pk=1)
-    prev = AuditEvent.objects.filter(chain_id=chain_id).order_by("-sequence_no").first()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO evidence_auditevent (id, chain_id, sequence_no, event_type, performer_type, performer_id,"
-            " payload, occurred_at, prev_hash, hash, ledger_seq, ledger_prev_hash, ledger_hash)"
-            " VALUES (%s, %s, %s, 'X', 'system', 'mandate', %s, %s, %s, %s, %s, %s, %s)",
-            [
-                uuid.uuid4().hex if connection.vendor == "sqlite" else str(uuid.uuid4()),
-                chain_id,
-                sequence_no,
-                payload_text,
-                prev.occurred_at,
-                prev.hash,
-                "a" * 64,
-                head.seq + 1,
-                head.hash,
-                "b" * 64,
-            ],
-        )
-    LedgerHead.objects.filter(pk=1).update(seq=head.seq + 1, hash="b" * 64)
+    """An audit event written straight into the table, bypassing the writer."""
+    # Written as someone with the schema owner's access would (the app role may not insert
+    # audit events directly).
+    with as_owner_unguarded("evidence_ledgerhead"):
+        head = LedgerHead.objects.get(pk=1)
+        prev = AuditEvent.objects.filter(chain_id=chain_id).order_by("-sequence_no").first()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO evidence_auditevent (id, chain_id, sequence_no, event_type, performer_type, performer_id,"
+                " payload, occurred_at, prev_hash, hash, ledger_seq, ledger_prev_hash, ledger_hash)"
+                " VALUES (%s, %s, %s, 'X', 'system', 'mandate', %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    uuid.uuid4().hex if connection.vendor == "sqlite" else str(uuid.uuid4()),
+                    chain_id,
+                    sequence_no,
+                    payload_text,
+                    prev.occurred_at,
+                    prev.hash,
+                    "a" * 64,
+                    head.seq + 1,
+                    head.hash,
+                    "b" * 64,
+                ],
+            )
+        LedgerHead.objects.filter(pk=1).update(seq=head.seq + 1, hash="b" * 64)
 
 
 def test_a_row_holding_an_integer_beyond_jcs_is_a_verdict_everywhere(operator, demo):
