@@ -37,6 +37,7 @@ BUDGET_SECONDS = 60
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
 CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_schema_conformance]
 
+
 def _with_short_long_poll(case):
     """A long poll waits (up to 300 s) for a decision nobody makes here: a timeout the server
     would accept becomes a tenth of a second; a malformed one is still sent as generated."""
