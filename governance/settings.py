@@ -128,7 +128,7 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
             # With the database down a request waits this long for a connection, then
             # answers 503 (docs/reliability.md). CONN_HEALTH_CHECKS (below) makes Django give
             # the pool its ``check``: a connection the server ended is replaced when taken.
-            "timeout": env.float("DB_POOL_TIMEOUT", default=2.0),
+            "timeout": env.float("DB_POOL_TIMEOUT", default=1.5),
         }
         _db["OPTIONS"].setdefault("connect_timeout", 2)
         _db["CONN_MAX_AGE"] = 0
