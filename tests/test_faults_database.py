@@ -100,6 +100,7 @@ def test_login_evaluation_and_decisions_survive_killed_connections(make_person, 
     from envelopes.requests.submissions import submit_request
     from evidence.services.verification import verify_ledger
     from governance.services.people import create_person
+    from tests.test_evaluate import payment
 
     operator = make_person(roles=[Role.PLATFORM_OPERATOR], username="operator")
     approver = make_person(roles=[Role.GOVERNANCE_APPROVER], username="approver")
@@ -113,14 +114,7 @@ def test_login_evaluation_and_decisions_survive_killed_connections(make_person, 
     during, after, decided = [], [], []
 
     def evaluation():
-        return {
-            "surface_id": "surf-payment-release",
-            "agent_id": "agent-payments-prod",
-            "confidence": 0.97,
-            "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
-            "context": {"account_id": "acc-1", "destination_country": "GB"},
-            "request_id": str(uuid.uuid4()),
-        }
+        return payment(confidence=0.97, request_id=str(uuid.uuid4()))
 
     async def run(base_url):
         async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:

@@ -77,6 +77,7 @@ def test_evaluation_and_decisions_survive_redis_down(demo, make_person, settings
     from evidence.services.verification import verify_chain
     from governance.choices import Role
     from governance.services.tokens import issue_token
+    from tests.test_evaluate import payment
 
     configured = settings.CACHES["default"]
     with redis_process() as server:
@@ -94,13 +95,7 @@ def test_evaluation_and_decisions_survive_redis_down(demo, make_person, settings
         _, secret = issue_token(operator, "t", [Role.PLATFORM_OPERATOR])
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-        evaluation = {
-            "surface_id": "surf-payment-release",
-            "agent_id": "agent-payments-prod",
-            "confidence": 0.97,
-            "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
-            "context": {"account_id": "acc-1", "destination_country": "GB"},
-        }
+        evaluation = payment()
         started = time.monotonic()
         answered = client.post("/v1/evaluate", evaluation, format="json")
         assert answered.status_code == 200, answered.content

@@ -29,6 +29,7 @@ from evidence.services.verification import verify_chain
 from governance.choices import Role
 from governance.services.people import person_roles
 from governance.services.tokens import issue_token
+from tests.test_evaluate import payment
 
 pytestmark = pytest.mark.django_db
 
@@ -57,13 +58,7 @@ def told(monkeypatch):
 
 def make_envelope(kind: str, cast, organization, request_type: str = "approval_request") -> Envelope:
     if kind == "evaluation":
-        body = {
-            "surface_id": "surf-payment-release",
-            "agent_id": "agent-payments-prod",
-            "confidence": 0.5,
-            "consequence": {"type": "monetary", "amount": 500, "currency": "GBP"},
-            "context": {"account_id": "acc-1", "destination_country": "GB"},
-        }
+        body = payment(confidence=0.5)
         answer = evaluate(organization, EvaluationRequest(**body), json.dumps(body), performer_id="test")
         return Envelope.objects.get(pk=answer["envelope_id"])
     body = {
