@@ -260,3 +260,23 @@ def test_unauthenticated_hostile_bodies_still_answer_json():
     response = post_raw(APIClient(), "/v1/evaluate", b'{"a": "\\ud800"}')
     assert response.status_code in (400, 401)
     assert "error" in response.json()
+
+
+def test_an_envelope_stored_600_levels_deep_before_the_limit_still_packs_verifies_and_shows(demo, client, make_person):
+    """Stored before the edge refused deep nesting: its packet is built (the walkers are
+    iterative), verifies offline, and its review page renders."""
+    from envelopes.evaluation.engine import EvaluationRequest, evaluate
+    from envelopes.models import Envelope
+    from envelopes.services.packets import build_packet, verify_packet
+
+    deep = "x"
+    for _ in range(600):
+        deep = {"k": deep}
+    body = valid_body(context={"account_id": "acc-1", "destination_country": "GB", "deep": deep})
+    answer = evaluate(demo, EvaluationRequest(**body), json.dumps(body), performer_id="test")  # the service: no edge
+    envelope = Envelope.objects.get(pk=answer["envelope_id"])
+    packet = json.loads(json.dumps(build_packet(envelope)))
+    assert verify_packet(packet).valid
+    assert verify_chain(envelope.chain_id).valid
+    client.force_login(make_person(roles=(Role.PLATFORM_VIEWER,), username="viewer"))
+    assert client.get(f"/admin/envelopes/envelope/{envelope.pk}/review/").status_code == 200

@@ -7,13 +7,19 @@ from envelopes.inbox.cards import Fact
 from envelopes.inbox.labels import KIND_LABELS
 from envelopes.representation import submitted_raw
 
+# Nesting the page lays out as a tree; deeper values are shown as their JSON text (input is
+# refused past 32 levels at the edge, docs/input.md, but older envelopes may be deeper).
+MAX_TREE_DEPTH = 32
 
-def tree(value):
+
+def tree(value, depth: int = 0):
     """A JSON value as nested nodes the templates can render readably."""
+    if isinstance(value, dict | list) and depth >= MAX_TREE_DEPTH:
+        return {"kind": "scalar", "text": json.dumps(value, ensure_ascii=False)}
     if isinstance(value, dict):
-        return {"kind": "map", "items": [(str(key), tree(item)) for key, item in value.items()]}
+        return {"kind": "map", "items": [(str(key), tree(item, depth + 1)) for key, item in value.items()]}
     if isinstance(value, list):
-        return {"kind": "list", "items": [tree(item) for item in value]}
+        return {"kind": "list", "items": [tree(item, depth + 1) for item in value]}
     if value is None:
         return {"kind": "empty", "text": "null"}
     if isinstance(value, bool):

@@ -24,7 +24,7 @@ from envelopes.services.integrity import (
     envelope_events,
     integrity_report,
 )
-from evidence.canonical import canonical_json, format_timestamp, legacy_form
+from evidence.canonical import canonical_json, format_timestamp, legacy_form, map_leaves
 from evidence.choices import KeyAlgorithm
 from evidence.models import AuditEvent, SigningKey
 from evidence.services.chain import SAFE_INTEGER
@@ -39,11 +39,11 @@ RECOMPUTED_INTEGRITY_FIELDS = ("envelope_id", "valid", "chain_length", "first_ev
 def _signable(value):
     """``value`` inside I-JSON's number domain, which JCS requires: integers beyond ±(2⁵³−1)
     and non-finite floats (which a stored request body may hold) become strings, except the
-    integers a legacy float became (``evidence.canonical.legacy_form``)."""
-    if isinstance(value, dict):
-        return {key: _signable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_signable(item) for item in value]
+    integers a legacy float became (``evidence.canonical.legacy_form``). Any depth."""
+    return map_leaves(value, _signable_leaf)
+
+
+def _signable_leaf(value):
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
     if isinstance(value, int):
