@@ -30,7 +30,6 @@ from envelopes.inbox.labels import (
     spend_text,
     type_label,
 )
-from envelopes.inbox.permissions import is_fyi
 from envelopes.inbox.progress import progress_line
 from envelopes.models import ApprovalRequest, Tweak
 
@@ -322,7 +321,7 @@ def request_card(envelope, declarations: Declarations, refused, now: datetime, n
         ],
         type_code=approval.type,
         hints=Hints.of(approval),
-        fyi=is_fyi(approval),
+        fyi=approval.is_fyi,
     )
     if approval.status == RequestStatus.PENDING:
         card.clock = clock_of(approval, now)

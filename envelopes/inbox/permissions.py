@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from django.db.models import Q
 
 from envelopes.choices import (
-    NO_DECISION_ROUTES,
     REVIEW_ROLES,
     EnvelopeKind,
     EnvelopeState,
@@ -104,13 +103,8 @@ def why_not_review(viewer: Viewer) -> str:
 # --- agents' requests --------------------------------------------------------------------------
 
 
-def is_fyi(approval: ApprovalRequest) -> bool:
-    """Cards to acknowledge rather than decide (as ``refusal`` treats them)."""
-    return approval.route in NO_DECISION_ROUTES or approval.type == RequestType.INFORMATIONAL
-
-
 def primary_action(approval: ApprovalRequest) -> str:
-    if is_fyi(approval):
+    if approval.is_fyi:
         return "acknowledge"
     return {RequestType.CHOICE: "choose", RequestType.INPUT_REQUEST: "answer"}.get(approval.type, "approve")
 
@@ -118,7 +112,7 @@ def primary_action(approval: ApprovalRequest) -> str:
 def action_names(approval: ApprovalRequest, open_tweak) -> list[str]:
     """The actions a card offers: its main one, and for decisions reject and a change request
     (or withdrawing the open one)."""
-    if is_fyi(approval):
+    if approval.is_fyi:
         return ["acknowledge"]
     return [primary_action(approval), "reject", "withdraw_tweak" if open_tweak else "request_changes"]
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from envelopes.approval_rules import N_OF_X, SEQUENTIAL, ApprovalRule
 from envelopes.choices import MANAGER_LEVEL, RequestStatus
 from envelopes.inbox.labels import Names
-from envelopes.inbox.permissions import is_fyi
 from envelopes.models import ApprovalRequest
 
 
@@ -17,7 +16,7 @@ def _votes(approval: ApprovalRequest) -> list:
 
 def progress_line(approval: ApprovalRequest) -> str:
     """The approval rule's progress in a few words, for a card."""
-    if is_fyi(approval):
+    if approval.is_fyi:
         return ""
     if approval.escalation_level:
         return "re-routed after timeout"
@@ -56,7 +55,7 @@ def progress_of(approval: ApprovalRequest, votes: list, names: Names) -> Progres
     rule = ApprovalRule.parse(approval.approval_rule)
     approvals = sum(1 for v in votes if v.approve)
     vote_rows = [Vote(names.person(v.person_id), v.approve, v.step, v.comment, v.at) for v in votes]
-    if is_fyi(approval):
+    if approval.is_fyi:
         return Progress("fyi", "one acknowledgement closes it", votes=vote_rows)
     if rule.type == N_OF_X:
         progress = Progress(

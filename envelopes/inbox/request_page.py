@@ -27,7 +27,7 @@ from envelopes.inbox.history import changes_since, thread_of
 from envelopes.inbox.ids import is_uuid
 from envelopes.inbox.labels import ROUTE_TEXTS, STATUS_LABELS, Names, person_label
 from envelopes.inbox.payloads import Option, payload_view
-from envelopes.inbox.permissions import Viewer, card_actions, is_fyi, may_see_request
+from envelopes.inbox.permissions import Viewer, card_actions, may_see_request
 from envelopes.inbox.progress import progress_line, progress_of
 from envelopes.inbox.waiting import envelope_version, neighbours
 from envelopes.models import ApprovalRequest
@@ -233,7 +233,7 @@ def request_context(model_admin, request, viewer: Viewer, approval: ApprovalRequ
         "card": card,
         "hints": card.hints,
         "waiting": waiting,
-        "fyi": is_fyi(approval),
+        "fyi": approval.is_fyi,
         "buttons": buttons,
         "may_act": any(b.enabled for b in buttons),
         "reasons": reasons,

@@ -3,6 +3,7 @@ from django.db import models
 from envelopes.choices import (
     ADMIN_LEVEL,
     MANAGER_LEVEL,
+    NO_DECISION_ROUTES,
     OnTimeout,
     RequestStatus,
     RequestType,
@@ -62,6 +63,11 @@ class ApprovalRequest(models.Model):
 
     def __str__(self):
         return self.title
+
+    @property
+    def is_fyi(self) -> bool:
+        """A card to acknowledge rather than decide (an FYI route, or an informational request)."""
+        return self.route in NO_DECISION_ROUTES or self.type == RequestType.INFORMATIONAL
 
     def next_escalation_level(self) -> int | None:
         """The rung an ``escalate`` timeout moves it to; None once the admins have had it.

@@ -11,8 +11,6 @@ from envelopes.choices import (
     APPROVER_ROLES,
     FINAL_REQUEST_STATUSES,
     MANAGER_LEVEL,
-    NO_DECISION_ROUTES,
-    RequestType,
     Route,
 )
 from envelopes.models import ApprovalRequest
@@ -67,11 +65,6 @@ def votes_of(request: ApprovalRequest) -> list:
     return list(request.approvals.all())
 
 
-def is_fyi(request: ApprovalRequest) -> bool:
-    """Cards to acknowledge rather than decide."""
-    return request.route in NO_DECISION_ROUTES or request.type == RequestType.INFORMATIONAL
-
-
 def refusal(request: ApprovalRequest, person: Person, action: str = "approve", *, roles=None) -> Refusal | None:
     """Why ``person`` (holding ``roles``: read when not given) may not take ``action`` on
     ``request`` now; None when they may."""
@@ -89,7 +82,7 @@ def refusal(request: ApprovalRequest, person: Person, action: str = "approve", *
         return Refusal("separation_of_duties", "you own this agent: separation of duties")
     if roles is None:
         roles = person_roles(person)
-    fyi = is_fyi(request)
+    fyi = request.is_fyi
     if fyi and action != "acknowledge":
         return Refusal("fyi", "this card is for information: acknowledge it")
     if not fyi and action == "acknowledge":
