@@ -26,9 +26,10 @@ var/secret_key:
 run: install var/secret_key
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"; \
 	export MANDATE_WEBHOOK_ALLOW_PRIVATE="$${MANDATE_WEBHOOK_ALLOW_PRIVATE:-true}"; \
+	export PUBLIC_BASE_URL="$${PUBLIC_BASE_URL:-http://$(HOST):$(PORT)}"; \
 	$(PY) manage.py migrate --no-input && \
 	$(PY) manage.py collectstatic --no-input --verbosity 0 && \
-	$(PY) manage.py bootstrap_demo --base-url http://$(HOST):$(PORT) && \
+	$(PY) manage.py bootstrap_demo --base-url "$$PUBLIC_BASE_URL" && \
 	$(PY) manage.py apply_bundle controlplane/demo/bundle.yaml --organization demo --actor system:demo \
 		--approve-as admin && \
 	exec $(PY) manage.py serve --host $(HOST) --port $(PORT)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.core.management import call_command
 
@@ -91,3 +93,19 @@ def test_create_api_token_command_prints_a_working_secret(capsys, make_person, c
     token = ApiToken.objects.get(principal=person)
     assert token.roles == ["platform.viewer"]
     assert client.get("/v1/audit/verify", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 403
+
+
+def test_bootstrap_demo_has_a_second_approver_and_a_manager_who_sign_in(capsys, client):
+    call_command("bootstrap_demo")
+    out = capsys.readouterr().out
+    passwords = dict(re.findall(r"user '(\w+)'\s+password '([^']+)'", out))
+    assert set(passwords) == {"admin", "alice", "morgan"}
+    admin, alice, morgan = (Person.objects.get(username=u) for u in ("admin", "alice", "morgan"))
+    assert admin.manager == morgan and alice.manager == morgan
+    for person in (alice, morgan):
+        assert person.must_change_password and not person.is_superuser
+        assert Role.GOVERNANCE_APPROVER in person.role_names
+        assert client.login(username=person.username, password=passwords[person.username])
+        client.logout()
+    call_command("bootstrap_demo")
+    assert "password '" not in capsys.readouterr().out

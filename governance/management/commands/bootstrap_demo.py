@@ -1,6 +1,8 @@
-"""Create the demo organization, its bootstrap admin and a demo API token (idempotent).
+"""Create the demo organization: its bootstrap admin, a second approver and a manager who
+can sign in, and a demo API token (idempotent).
 
 Secrets are printed once, when they are created; re-running prints only what exists.
+Everyone who signs in with a printed password must choose their own at first login.
 """
 
 import secrets
@@ -14,9 +16,35 @@ from governance.models import Person, Team
 from governance.services.people import add_team_member, create_person, ensure_organization
 from governance.services.tokens import issue_token
 
+DECIDERS = [Role.GOVERNANCE_APPROVER, Role.GOVERNANCE_REVIEWER]
+
+# The people who sign in, in the order they are printed. ``manager`` names another entry:
+# admin's manager is Morgan, so ``notify_manager`` routes of admin's agents reach someone;
+# Alice is the second approver, so admin's agents' requests (admin owns them: separation
+# of duties) can be decided by someone else.
+SIGN_IN = [
+    {
+        "username": "admin",
+        "first_name": "Demo",
+        "last_name": "Admin",
+        "roles": [Role.PLATFORM_ADMIN, *DECIDERS],
+        "is_superuser": True,
+        "what": "platform admin; owns the demo agents",
+    },
+    {"username": "alice", "first_name": "Alice", "last_name": "Approver", "roles": DECIDERS, "what": "second approver"},
+    {
+        "username": "morgan",
+        "first_name": "Morgan",
+        "last_name": "Manager",
+        "roles": DECIDERS,
+        "what": "admin's manager",
+    },
+]
+MANAGERS = {"admin": "morgan", "alice": "morgan"}
+
 
 class Command(BaseCommand):
-    help = "Create the demo organization with a bootstrap admin and a demo API token."
+    help = "Create the demo organization: admin, a second approver, a manager, and a demo API token."
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default="http://127.0.0.1:8080")
@@ -24,66 +52,76 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, base_url, **options):
         organization = ensure_organization("demo", "Demo Organization")
-        lines = []
-        admin = Person.objects.filter(username="admin").first()
-        if admin is None:
-            password = secrets.token_urlsafe(12)
-            admin = create_person(
-                organization,
-                "admin",
-                password=password,
-                roles=[Role.PLATFORM_ADMIN, Role.GOVERNANCE_APPROVER, Role.GOVERNANCE_REVIEWER],
-                email="admin@demo.example",
-                is_superuser=True,
-                must_change_password=True,
-                first_name="Demo",
-                last_name="Admin",
-            )
-            # A platform-level record (no organization): see docs/admin-audit.md. No password material.
-            record_admin_action(
-                action="bootstrap.admin_created",
-                actor_type="system",
-                actor_id="system:bootstrap",
-                target_type="user",
-                target_id=str(admin.pk),
-                details={"username": admin.username},
-            )
-            lines.append(f"  admin login:   {base_url}/admin/   user 'admin'   password '{password}'")
-            lines.append("                 (you will be asked to change this password on first login)")
-        else:
-            lines.append(f"  admin login:   {base_url}/admin/   user 'admin' (password set earlier)")
+        lines = [f"  sign in at {base_url}/accounts/login/ (each printed password must be changed at first login):"]
+        people = {}
+        for spec in SIGN_IN:
+            person, password = self._sign_in_person(organization, dict(spec))
+            people[person.username] = person
+            shown = f"password '{password}'" if password else "password set earlier"
+            lines.append(f"    user {person.username!r:<9} {shown:<30} {spec['what']}")
+        for username, manager in MANAGERS.items():
+            person = people[username]
+            if person.manager_id is None:
+                person.manager = people[manager]
+                person.save(update_fields=["manager"])
 
-        if not Person.objects.filter(username="alice").exists():
-            alice = create_person(
-                organization,
-                "alice",
-                roles=[Role.GOVERNANCE_APPROVER],
-                manager=admin,
-                email="alice@demo.example",
-                first_name="Alice",
-                last_name="Approver",
-            )
+        if not Person.objects.filter(username="bob").exists():
             bob = create_person(
                 organization,
                 "bob",
                 roles=[Role.PLATFORM_OPERATOR],
-                manager=alice,
+                manager=people["alice"],
                 email="bob@demo.example",
                 first_name="Bob",
                 last_name="Operator",
             )
             team, _ = Team.objects.get_or_create(organization=organization, name="Payments")
-            add_team_member(team, alice, owner=True)
+            add_team_member(team, people["alice"], owner=True)
             add_team_member(team, bob)
 
+        admin = people["admin"]
         if not admin.api_tokens.filter(name="demo").exists():
             _, secret = issue_token(admin, "demo", [Role.PLATFORM_ADMIN])
             lines.append(f"  demo API token (shown once): {secret}")
-            lines.append(f"    curl -H 'Authorization: Bearer {secret}' {base_url}/readyz")
+            lines.append(f"    curl -H 'Authorization: Bearer {secret}' {base_url}/v1/audit/verify")
         else:
             lines.append("  demo API token: created earlier (make a new one: manage.py create_api_token)")
 
         self.stdout.write("Mandate demo organization ready:")
         for line in lines:
             self.stdout.write(line)
+        self.stdout.write(f"  inbox:         {base_url}/admin/envelopes/inbox/")
+        self.stdout.write(f"  agents:        {base_url}/agents")
         self.stdout.write(f"  API docs:      {base_url}/api/docs/")
+
+    def _sign_in_person(self, organization, spec) -> tuple[Person, str]:
+        """The person, and their one-time password when it was set now ("" otherwise). A
+        person left by an older demo without a usable password gets one now."""
+        username, what = spec.pop("username"), spec.pop("what")
+        password = secrets.token_urlsafe(12)
+        person = Person.objects.filter(username=username).first()
+        if person is None:
+            person = create_person(
+                organization,
+                username,
+                password=password,
+                email=f"{username}@demo.example",
+                must_change_password=True,
+                **spec,
+            )
+            # A platform-level record (no organization): see docs/admin-audit.md. No password material.
+            record_admin_action(
+                action="bootstrap.admin_created" if username == "admin" else "bootstrap.person_created",
+                actor_type="system",
+                actor_id="system:bootstrap",
+                target_type="user",
+                target_id=str(person.pk),
+                details={"username": username, "role": what},
+            )
+            return person, password
+        if person.has_usable_password():
+            return person, ""
+        person.set_password(password)
+        person.must_change_password = True
+        person.save(update_fields=["password", "must_change_password"])
+        return person, password
