@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.test.client import RequestFactory
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from envelopes.inbox.views import inbox_context
 from envelopes.models import ApprovalRequest, Channel, Tweak
@@ -289,6 +290,19 @@ def test_choosing_an_option_decides_a_choice(as_person, people, channel):
     approval.refresh_from_db()
     assert (approval.status, approval.choice) == ("approved", "r53")
     assert "Chose</span> <strong>Route 53" in html_of(response)
+    # The decider is recorded as the approval: "who acted" names them, the API lists them.
+    acted = re.search(r'<ul class="request-votes">(.*?)</ul>', html_of(response), re.S)
+    assert acted and "alice" in acted.group(1) and "made the choice" in acted.group(1)
+    assert [(v.person, v.approve) for v in approval.approvals.all()] == [(people["alice"], True)]
+
+
+def test_a_decided_choice_lists_its_decider_in_the_agents_approvals(people):
+    channel, key = open_channel(people["owner"])
+    approval = ask(channel, type="choice", payload={"options": ["us-east", "eu-west"]})
+    act(channel.organization_id, approval.pk, people["alice"], "choose", choice="eu-west")
+    body = APIClient().get(f"/api/requests/{approval.pk}", HTTP_AUTHORIZATION=f"Bearer {key}").json()
+    assert body["status"] == "approved" and body["decision"]["choice"] == "eu-west"
+    assert [(a["person_id"], a["approve"]) for a in body["approvals"]] == [(str(people["alice"].pk), True)]
 
 
 def test_answering_an_input_request_needs_an_answer(as_person, people, channel):
@@ -400,6 +414,9 @@ def test_a_tweak_answered_with_a_new_card_links_both_into_one_thread(as_person, 
     second = ask(channel, tweak_allowed=True, payload={"budget": 500}, parent_envelope_id=str(first.pk))
     html = html_of(as_person(people["alice"]).get(request_page(second)))
     assert request_page(first) in html and "(this card)" in html
+    # The approver decides version 2: what was asked to change is on it, where they decide.
+    answers = re.search(r'<div class="request-tweak request-answers" id="request-answers">(.*?)</div>', html, re.S)
+    assert answers and "Lower the budget." in answers.group(1) and "alice" in answers.group(1)
     assert "payload.budget" in html and ">900<" in html and ">500<" in html
     parent_html = html_of(as_person(people["alice"]).get(request_page(first)))
     assert "Lower the budget." in parent_html and request_page(second) in parent_html

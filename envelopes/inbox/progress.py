@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from envelopes.approval_rules import N_OF_X, SEQUENTIAL, ApprovalRule
-from envelopes.choices import MANAGER_LEVEL, RequestStatus
+from envelopes.choices import MANAGER_LEVEL, RequestStatus, RequestType
 from envelopes.inbox.labels import Names
 from envelopes.models import ApprovalRequest
 
@@ -30,6 +30,18 @@ class Vote:
     step: int
     comment: str
     at: datetime
+    verb: str = ""  # what the person did, in words: approved, rejected, chose, answered, acknowledged
+
+
+def _verb(approval: ApprovalRequest, approve: bool) -> str:
+    """Choosing, answering and acknowledging are recorded as the decider's approval."""
+    if approval.is_fyi:
+        return "acknowledged"
+    if approval.type == RequestType.CHOICE:
+        return "made the choice"
+    if approval.type == RequestType.INPUT_REQUEST:
+        return "answered"
+    return "approved" if approve else "rejected"
 
 
 @dataclass
@@ -54,7 +66,9 @@ class Progress:
 def progress_of(approval: ApprovalRequest, votes: list, names: Names) -> Progress:
     rule = ApprovalRule.parse(approval.approval_rule)
     approvals = sum(1 for v in votes if v.approve)
-    vote_rows = [Vote(names.person(v.person_id), v.approve, v.step, v.comment, v.at) for v in votes]
+    vote_rows = [
+        Vote(names.person(v.person_id), v.approve, v.step, v.comment, v.at, _verb(approval, v.approve)) for v in votes
+    ]
     if approval.is_fyi:
         return Progress("fyi", "one acknowledgement closes it", votes=vote_rows)
     if rule.type == N_OF_X:

@@ -30,7 +30,7 @@ from envelopes.inbox.payloads import Option, payload_view
 from envelopes.inbox.permissions import Viewer, card_actions, may_see_request
 from envelopes.inbox.progress import progress_line, progress_of
 from envelopes.inbox.waiting import envelope_version, neighbours
-from envelopes.models import ApprovalRequest
+from envelopes.models import ApprovalRequest, Tweak
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
 from governance.api.errors import domain_status
 from governance.errors import Conflict, DomainError
@@ -210,6 +210,9 @@ def request_context(model_admin, request, viewer: Viewer, approval: ApprovalRequ
     votes = list(approval.approvals.select_related("person"))
     tweaks = list(approval.tweaks.select_related("requested_by", "resolved_by__envelope"))
     open_tweak = next((t for t in tweaks if t.status == TweakStatus.OPEN), None)
+    # This version answers a change request made on the previous one: the approver deciding
+    # it reads what was asked next to what changed.
+    answers = Tweak.objects.select_related("requested_by", "request").filter(resolved_by=approval).first()
     names = Names.for_rules([approval.approval_rule or {}], [approval.decided_by, *(str(v.person_id) for v in votes)])
     declarations = Declarations.for_envelopes(envelope.organization_id, [envelope])
     approval.open_tweaks = [open_tweak] if open_tweak else []
@@ -244,6 +247,7 @@ def request_context(model_admin, request, viewer: Viewer, approval: ApprovalRequ
         "outcome": outcome_of(approval, names, payload["options"]),
         "tweaks": tweaks,
         "open_tweak": open_tweak,
+        "answers": answers,
         "thread": thread if len(thread) > 1 else [],
         "changes": changes_since(approval.parent, approval) if approval.parent_id else [],
         "route_text": route_text,

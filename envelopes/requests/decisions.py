@@ -149,11 +149,13 @@ class RequestRules:
         performer = actor.performer
         who = str(actor.person.pk) if actor.person is not None else actor.id
         if action == "acknowledge":
+            _record_decider(request, actor, comment, now)
             return _close(request, RequestStatus.ACKNOWLEDGED, who, performer, now, comments=comment)
         if action == "choose":
             if request.type != RequestType.CHOICE:
                 raise Invalid("choose: only choice requests have options")
             choice = _choice_value(request, decision.choice)
+            _record_decider(request, actor, comment, now)
             return _close(request, RequestStatus.APPROVED, who, performer, now, comments=comment, choice=choice)
         if action == "answer":
             if request.type != RequestType.INPUT_REQUEST:
@@ -161,6 +163,7 @@ class RequestRules:
             if not (decision.input_text or "").strip():
                 raise Invalid("input: the answer must not be empty")
             text = decision.input_text.strip()
+            _record_decider(request, actor, comment, now)
             return _close(request, RequestStatus.APPROVED, who, performer, now, comments=comment, input_text=text)
         if action in ("approve", "reject"):
             if request.type in (RequestType.CHOICE, RequestType.INPUT_REQUEST) and action == "approve":
@@ -227,6 +230,15 @@ def _choice_value(request: ApprovalRequest, choice):
         if choice == value or (isinstance(option, dict) and choice == option.get("label")):
             return value
     raise Invalid("choice: not one of the request's options")
+
+
+def _record_decider(request: ApprovalRequest, actor: Actor, comment: str, now) -> None:
+    """Choosing, answering and acknowledging decide in one act: the person who did it is the
+    request's approval, as a vote is ("who acted" and the API's ``approvals`` show it)."""
+    if actor.person is not None:
+        vote = Approval(request=request, person=actor.person, approve=True, step=0, comment=comment, at=now)
+        request.votes.append(vote)
+        request.new_rows.append(vote)
 
 
 def _vote(request: ApprovalRequest, actor: Actor, approve: bool, comment: str, now) -> Verdict:
