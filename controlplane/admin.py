@@ -70,6 +70,16 @@ def badge(value: str) -> str:
     return format_html('<span class="cp-status cp-status-{}">{}</span>', value or "none", value or "—")
 
 
+def chips(values) -> str:
+    """A list of short words (tags, types, labels) as chips, not as a JSON list."""
+    values = [str(v) for v in (values or []) if v not in (None, "")]
+    if not values:
+        return "—"
+    return format_html(
+        '<ul class="cp-chips">{}</ul>', format_html_join("", '<li class="cp-chip">{}</li>', ((v,) for v in values))
+    )
+
+
 class ControlPlaneAdmin(admin.ModelAdmin):
     """Read-only, organization-scoped pages for a declared kind."""
 
@@ -151,6 +161,11 @@ class ControlPlaneAdmin(admin.ModelAdmin):
     def status_badge(self, obj):
         return badge(obj.status)
 
+    @admin.display(description="Labels")
+    def label_chips(self, obj):
+        labels = obj.labels if isinstance(obj.labels, dict) else {}
+        return chips(f"{key}: {value}" for key, value in labels.items())
+
     @admin.display(description="Declared spec (as applied)")
     def declared_spec(self, obj):
         return format_html('<pre class="cp-code">{}</pre>', admin_views._pretty(obj.spec))
@@ -208,7 +223,7 @@ class BusinessServiceAdmin(ControlPlaneAdmin):
     fieldsets = (
         (None, {"fields": ("logical_id", "name", "description", "service_type", "status")}),
         ("Ownership", {"fields": ("owner_id", "regulatory_scope", "external_ref")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
 
@@ -219,7 +234,7 @@ class CapabilityAdmin(ControlPlaneAdmin):
     list_select_related = ("parent",)
     fieldsets = (
         (None, {"fields": ("logical_id", "name", "description", "status", "owner", "parent")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
 
@@ -234,7 +249,7 @@ class BusinessServiceCapabilityAdmin(ControlPlaneAdmin):
     search_fields = ("key", "business_service__key", "capability__key")
     fieldsets = (
         (None, {"fields": ("logical_id", "business_service", "capability")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
 
@@ -246,7 +261,7 @@ class ProcessAdmin(ControlPlaneAdmin):
     fieldsets = (
         (None, {"fields": ("logical_id", "name", "description", "status")}),
         ("Structure", {"fields": ("business_service", "parent", "owner")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
 
@@ -257,7 +272,7 @@ class PolicyAdmin(ControlPlaneAdmin):
     fieldsets = (
         (None, {"fields": ("logical_id", "name", "description", "package", "version")}),
         ("Rego source", {"fields": ("rego_source",)}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "created_at", "updated_at")}),
     )
 
     @admin.display(description="Source")
@@ -292,14 +307,14 @@ class SurfaceAdmin(ControlPlaneAdmin):
     search_fields = ("key", "name", "domain", "category")
     fieldsets = (
         (None, {"fields": ("logical_id", "version", "name", "description", "status")}),
-        ("Classification", {"fields": ("domain", "category", "risk_tier", "process", "tags")}),
+        ("Classification", {"fields": ("domain", "category", "risk_tier", "process", "tag_chips")}),
         ("Ownership", {"fields": ("business_owner", "technical_owner")}),
         (
             "Decision requirements",
             {
                 "fields": (
                     "required_context_fields",
-                    "consequence_types",
+                    "consequence_type_chips",
                     "minimum_confidence",
                     "policy_package",
                     "policy_version",
@@ -321,8 +336,16 @@ class SurfaceAdmin(ControlPlaneAdmin):
                 )
             },
         ),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
+
+    @admin.display(description="Tags")
+    def tag_chips(self, obj):
+        return chips(obj.tags if isinstance(obj.tags, list) else [])
+
+    @admin.display(description="Consequence types")
+    def consequence_type_chips(self, obj):
+        return chips(obj.consequence_types if isinstance(obj.consequence_types, list) else [])
 
     @admin.display(description="Required context")
     def required_context_fields(self, obj):
@@ -458,7 +481,7 @@ class ProfileAdmin(ControlPlaneAdmin):
         ),
         ("Policy", {"fields": ("policy_reference",)}),
         ("Lifecycle", {"fields": ("effective_date", "effective_until", "approved_by", "approved_at")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
     @admin.display(description="Surface", ordering="surface_key")
@@ -532,7 +555,7 @@ class AgentAdmin(ControlPlaneAdmin):
     fieldsets = (
         (None, {"fields": ("logical_id", "name", "description", "type", "operational_state")}),
         ("Runtime", {"fields": ("owner", "model_version", "endpoint")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
     @admin.display(description="Operational state", ordering="operational_state")
@@ -560,7 +583,7 @@ class GrantAdmin(ControlPlaneAdmin):
     fieldsets = (
         (None, {"fields": ("logical_id", "agent", "profile_id", "status")}),
         ("Granted", {"fields": ("granted_by", "grant_reason", "effective_from", "effective_until")}),
-        ("Record", {"classes": ("collapse",), "fields": ("labels", "declared_spec", "created_at", "updated_at")}),
+        ("Record", {"classes": ("collapse",), "fields": ("label_chips", "declared_spec", "created_at", "updated_at")}),
     )
 
     @admin.display(description="Profile", ordering="profile_key")

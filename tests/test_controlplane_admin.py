@@ -479,3 +479,14 @@ def test_superuser_without_an_organization_applies_to_the_default_one(client, se
     token = token_of(preview(client))
     client.post(BUNDLE, {"step": "apply", "token": token})
     assert Surface.objects.get(key="surf-payment-release").organization.slug == "demo"
+
+
+def test_tags_consequence_types_and_labels_show_as_chips_not_json(signed_in, organization):
+    surface = factories.surface(organization, key="surf-chips", version=1, approved_by="carol")
+    Surface.objects.filter(pk=surface.pk).update(
+        tags=["payments", "money-movement"], consequence_types=["monetary"], labels={"team": "treasury"}
+    )
+    page = html(signed_in(Role.PLATFORM_VIEWER).get(change_url(surface)))
+    assert '<li class="cp-chip">payments</li><li class="cp-chip">money-movement</li>' in page
+    assert '<li class="cp-chip">monetary</li>' in page and '<li class="cp-chip">team: treasury</li>' in page
+    assert "[&quot;payments&quot;" not in page and '["payments"' not in page

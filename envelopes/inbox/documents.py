@@ -4,7 +4,7 @@ the MIDAS sections of an evaluation as labelled rows, the audit chain as rows.""
 import json
 
 from envelopes.inbox.cards import Fact
-from envelopes.inbox.labels import KIND_LABELS
+from envelopes.inbox.labels import KIND_LABELS, Performers
 from envelopes.representation import submitted_raw
 
 # Nesting the page lays out as a tree; deeper values are shown as their JSON text (input is
@@ -126,12 +126,15 @@ def sections_of(envelope, facts: list[Fact]) -> list[dict]:
     return sections
 
 
-def chain_rows(events) -> list[dict]:
+def chain_rows(events, organization_id) -> list[dict]:
+    """The audit chain as rows; performers by name (``Performers``), as recorded in the title."""
+    performers = Performers.of(organization_id, [(e.performer_type, e.performer_id) for e in events])
     return [
         {
             "sequence_no": event.sequence_no,
             "event_type": event.event_type,
-            "performer": f"{event.performer_type} · {event.performer_id}",
+            "performer": performers.label(event.performer_type, event.performer_id),
+            "performer_id": f"{event.performer_type} · {event.performer_id}",
             "occurred_at": event.occurred_at,
             "hash": event.hash,
             "payload": json.dumps(event.payload, indent=2, sort_keys=True),

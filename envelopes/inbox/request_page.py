@@ -254,7 +254,7 @@ def request_context(model_admin, request, viewer: Viewer, approval: ApprovalRequ
         "route": approval.get_route_display(),
         "owner": person_label(approval.channel.owner),
         "manager": person_label(approval.channel.owner.manager),
-        "chain": chain_rows(events),
+        "chain": chain_rows(events, envelope.organization_id),
         "verdict": assess_chain(events, IntegrityRecord.of(envelope)),
         "raw_submitted": envelope.submitted_raw,
         "raw_payload": json.dumps(approval.payload, indent=2, ensure_ascii=False),

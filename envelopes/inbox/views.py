@@ -26,6 +26,7 @@ from envelopes.inbox.console import viewer_of
 from envelopes.inbox.deciding import acknowledge_all, review_escalation
 from envelopes.inbox.documents import chain_rows, sections_of
 from envelopes.inbox.ids import is_uuid
+from envelopes.inbox.labels import Performers
 from envelopes.inbox.listing import INBOX_PAGE_SIZE, inbox_for
 from envelopes.inbox.permissions import may_review, may_use_console, why_no_inbox, why_not_review
 from envelopes.inbox.waiting import envelope_version, inbox_version, neighbours, version_of
@@ -141,7 +142,12 @@ def _decided(envelope) -> str:
     if not envelope.review_decision:
         return f"{envelope.state.replace('_', ' ')}"
     when = envelope.reviewed_at.strftime("%Y-%m-%d %H:%M:%S UTC") if envelope.reviewed_at else "an unknown time"
-    return f"{envelope.review_decision.lower()} by {envelope.reviewer_id} at {when}"
+    return f"{envelope.review_decision.lower()} by {reviewer_name(envelope)} at {when}"
+
+
+def reviewer_name(envelope) -> str:
+    """The reviewer as people are named across the console ("Demo Admin (admin)")."""
+    return Performers.of(envelope.organization_id, [("user", envelope.reviewer_id)]).name("user", envelope.reviewer_id)
 
 
 def review_page(model_admin, request, object_id):
@@ -176,11 +182,12 @@ def review_page(model_admin, request, object_id):
         "card": card,
         "waiting": envelope.state == EnvelopeState.AWAITING_REVIEW,
         "approved": envelope.review_decision == ReviewDecision.APPROVED,
+        "reviewer": reviewer_name(envelope) if envelope.review_decision else "",
         "may_review": may_review(viewer),
         "why_not": "" if may_review(viewer) else why_not_review(viewer),
         "form": form,
         "sections": sections_of(envelope, card.facts),
-        "chain": chain_rows(events),
+        "chain": chain_rows(events, envelope.organization_id),
         "verdict": verdict,
         "raw_envelope": json.dumps(document, indent=2),
         "previous_url": previous_url,
