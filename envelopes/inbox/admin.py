@@ -16,7 +16,7 @@ from django.utils.html import format_html
 
 from envelopes.choices import EnvelopeKind
 from envelopes.inbox.console import viewer_of
-from envelopes.inbox.labels import KIND_LABELS, STATUS_LABELS, TYPE_LABELS
+from envelopes.inbox.labels import KIND_LABELS, STATUS_LABELS, TYPE_LABELS, reason_title
 from envelopes.inbox.permissions import may_open_inbox, may_use_console
 from envelopes.inbox.request_page import request_page
 from envelopes.inbox.views import acknowledge_many, inbox_context, live_state, review_page
@@ -27,9 +27,9 @@ from governance.choices import Role
 
 @admin.register(Envelope)
 class EnvelopeAdmin(ReadOnlyAdmin):
-    # Six columns that fit a 1,366 px screen beside the navigation and the filters; an agent's
+    # Five columns that fit a 1,366 px screen beside the navigation and the filters; an agent's
     # request fills "what" and "result" with its own title, channel, status and type.
-    list_display = ("short_id", "created_at", "kind_label", "state_badge", "subject", "result")
+    list_display = ("short_id", "created_at", "state_badge", "subject", "result")
     list_select_related = ("approval_request__channel",)
     list_filter = ("state", "outcome", "reason_code", "agent_id", "surface_id")
     search_fields = ("id", "request_id")
@@ -88,17 +88,21 @@ class EnvelopeAdmin(ReadOnlyAdmin):
     def state_badge(self, obj):
         return format_html('<span class="inbox-pill inbox-state-{}">{}</span>', obj.state, obj.get_state_display())
 
-    @admin.display(description="Kind", ordering="kind")
-    def kind_label(self, obj):
-        return KIND_LABELS.get(obj.kind, obj.kind)
-
-    @admin.display(description="What")
+    @admin.display(description="What", ordering="kind")
     def subject(self, obj):
+        kind = KIND_LABELS.get(obj.kind, obj.kind)
         request = _request_of(obj)
         if request is not None:
-            return format_html('{}<br><span class="inbox-detail">via {}</span>', request.title, request.channel.name)
+            return format_html(
+                '<span class="inbox-detail">{}</span><br>{}<br><span class="inbox-detail">via {}</span>',
+                kind,
+                request.title,
+                request.channel.name,
+            )
         return format_html(
-            '<code>{}</code><br><span class="inbox-detail">on <code>{}</code></span>',
+            '<span class="inbox-detail">{}</span><br><code>{}</code><br>'
+            '<span class="inbox-detail">on <code>{}</code></span>',
+            kind,
             obj.agent_id or "—",
             obj.surface_id or "—",
         )
@@ -108,15 +112,16 @@ class EnvelopeAdmin(ReadOnlyAdmin):
         request = _request_of(obj)
         if request is not None:
             status = STATUS_LABELS.get(request.status, request.status)
-            return format_html(
-                '{}<br><span class="inbox-detail">{}</span>', status, TYPE_LABELS.get(request.type, request.type)
-            )
+            kind = TYPE_LABELS.get(request.type, request.type)
+            return format_html('{}<br><span class="inbox-detail">{}</span>', status, kind)
         if not obj.outcome:
             return "—"
-        detail = obj.reason_code
-        if obj.review_decision:
-            detail = f"{detail} · review: {obj.review_decision.lower()}".lstrip(" ·")
-        return format_html('{}<br><span class="inbox-detail">{}</span>', obj.get_outcome_display(), detail)
+        reason = reason_title(obj.reason_code) if obj.reason_code else ""
+        review = f"reviewed: {obj.review_decision.lower()}" if obj.review_decision else ""
+        detail = " · ".join(part for part in (reason, review) if part)
+        return format_html(
+            '{}<br><span class="inbox-detail" title="{}">{}</span>', obj.get_outcome_display(), obj.reason_code, detail
+        )
 
     class Media:
         css = {"all": ["mandate/inbox.css"]}

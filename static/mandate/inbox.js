@@ -23,19 +23,15 @@
     root.querySelectorAll("time[data-local]").forEach(function (el) {
       var when = new Date(el.getAttribute("datetime"));
       if (!isNaN(when)) {
-        el.textContent = el.getAttribute("data-local") === "time"
-          ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
-          : when.toLocaleString([], {
-            year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
-          });
-        el.title = when.toString();
+        el.textContent = window.mandateTime.format(when, el.getAttribute("data-local") === "time");  // time.js
+        el.title = when.toISOString();
       }
     });
     root.querySelectorAll("time[data-age]").forEach(function (el) {
       var when = new Date(el.getAttribute("datetime"));
       if (!isNaN(when)) {
         el.textContent = span((Date.now() - when.getTime()) / 1000);
-        el.title = when.toLocaleString() + " (" + when.toISOString() + ")";
+        el.title = window.mandateTime.format(when) + " (" + when.toISOString() + ")";
       }
     });
     root.querySelectorAll("time[data-left]").forEach(function (el) {
@@ -44,7 +40,7 @@
       var seconds = (when.getTime() - Date.now()) / 1000;
       if (el.getAttribute("data-left") === "past") el.textContent = span(-seconds) + " ago";
       else el.textContent = seconds > 0 ? span(seconds) : "a moment";
-      el.title = when.toLocaleString() + " (" + when.toISOString() + ")";
+      el.title = window.mandateTime.format(when) + " (" + when.toISOString() + ")";
     });
   }
 
