@@ -102,11 +102,24 @@ def test_sign_in_leads_to_the_inbox(client, maria):
     assert response["Location"] == "/admin/"
 
 
-def test_password_reset_pages_are_styled(client, maria):
+def test_password_reset_pages_are_styled_and_reset_the_password(client, maria, mailoutbox):
     assert_console_page_without_sign_up(html_of(client.get("/accounts/password/reset/")))
     response = client.post("/accounts/password/reset/", {"email": "m@acme.test"})
     assert response["Location"] == "/accounts/password/reset/done/"
     assert_console_page_without_sign_up(html_of(client.get(response["Location"])))
+
+    link = re.search(r"http://testserver(/accounts/password/reset/key/\S+)", mailoutbox[0].body).group(1)
+    form_page = client.get(link, follow=True)
+    html = html_of(form_page)
+    assert_console_page_without_sign_up(html)
+    assert 'name="password1"' in html
+    new = "reset-Long-passw0rd"
+    done = client.post(form_page.redirect_chain[-1][0], {"password1": new, "password2": new})
+    assert done["Location"] == "/accounts/password/reset/key/done/"
+    assert_console_page_without_sign_up(html_of(client.get(done["Location"])))
+    maria.refresh_from_db()
+    assert maria.check_password(new)
+
     bad_key = html_of(client.get("/accounts/password/reset/key/1-nonsense/"))
     assert_console_page_without_sign_up(bad_key)
     assert "Bad Token" in bad_key
