@@ -1,15 +1,18 @@
-"""Request-level guards for the API routes: body limits, JSON errors, access logs."""
+"""Request-level guards: API body limits, JSON errors and access logs; the pending password change."""
 
 import logging
 import time
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.db import InterfaceError, OperationalError
-from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from governance.api.errors import error_response
+from governance.api.permissions import password_change_required
 
 logger = logging.getLogger("mandate.request")
 
@@ -105,14 +108,69 @@ def api_error_response(request, exception):
     return error_response(500, "internal error")
 
 
-class PasswordChangeRequiredMiddleware(MiddlewareMixin):
-    """Bootstrap accounts must choose their own password before using the console."""
+# Views a person who must change their password may still use: the change page (and its
+# set-password twin, where allauth sends accounts without a usable password), every way to
+# sign out, the JSON change endpoint, health probes and the favicon. Everything else is held
+# back; tests/test_password_change_gate.py walks every URL pattern against this list.
+PASSWORD_CHANGE_EXEMPT_VIEWS = frozenset(
+    {
+        "account_change_password",
+        "account_set_password",
+        "account_logout",
+        "admin:logout",
+        "auth-logout",
+        "auth-change-password",
+        "healthz",
+        "readyz",
+        "favicon",
+    }
+)
 
-    def process_request(self, request):
+
+class PasswordChangeRequiredMiddleware(MiddlewareMixin):
+    """A session of a person flagged ``must_change_password`` (signed in with a temporary
+    password) opens nothing but the password change: pages redirect to it with ``?next=``,
+    API calls answer ``403 {"error": "password change required", ...}``.
+
+    Static files never reach a view (the static handler serves them). An API call that brings
+    its own credential (``Authorization``) is left to its authenticators: a token is not held
+    back, and a header no token authenticator claims falls back to the session, which
+    ``IsAuthenticatedPrincipal`` holds back with the same answer. Pages read no tokens.
+    """
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
         user = getattr(request, "user", None)
         if not (user and user.is_authenticated and getattr(user, "must_change_password", False)):
             return None
-        target = reverse("account_change_password")
-        if request.path.startswith("/admin/"):
-            return redirect(f"{target}?next={request.path}")
-        return None
+        if request.resolver_match.view_name in PASSWORD_CHANGE_EXEMPT_VIEWS:
+            return None
+        api = is_api_path(request.path)
+        if api and request.headers.get("Authorization"):
+            return None
+        if answers_json(request, api):
+            held_back = password_change_required()
+            return error_response(held_back.status_code, held_back.error, **held_back.extra)
+        return redirect_to_login(
+            page_to_return_to(request), login_url=reverse("account_change_password"), redirect_field_name="next"
+        )
+
+
+def answers_json(request, api: bool) -> bool:
+    """API routes answer JSON unless a browser navigates to them (Swagger UI is a page);
+    a script asking a page for JSON (the inbox's live poll) gets JSON too."""
+    accept = request.headers.get("Accept", "")
+    if "text/html" in accept:
+        return False
+    return api or "application/json" in accept
+
+
+def page_to_return_to(request) -> str:
+    """Where the password change leads back to: the page asked for, or for a form sent from a
+    page of this site, that page; else the front door."""
+    if request.method in ("GET", "HEAD"):
+        return request.get_full_path()
+    referer = request.headers.get("Referer", "")
+    if referer and url_has_allowed_host_and_scheme(referer, {request.get_host()}, request.is_secure()):
+        parts = urlsplit(referer)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return "/"

@@ -1,7 +1,13 @@
+from functools import cache
+
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
+from django.contrib.staticfiles import finders
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import include, path, re_path
+from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -26,9 +32,33 @@ def admin_login(request, extra_context=None):
 
 admin.site.login = admin_login
 
+
+@require_safe
+def front_door(request):
+    """``/`` (the console's "View site"): the inbox for someone signed in, else sign-in."""
+    return redirect("admin:index" if request.user.is_authenticated else settings.LOGIN_URL)
+
+
+@cache
+def favicon_bytes() -> bytes:
+    with open(finders.find("mandate/favicon.ico"), "rb") as icon:
+        return icon.read()
+
+
+@require_safe
+def favicon(request):
+    """``/favicon.ico``, for browsers and tools that ask the site root rather than read the
+    pages' ``<link rel="icon">``."""
+    response = HttpResponse(favicon_bytes(), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 handler500 = "governance.api.views.server_error"
 
 urlpatterns = [
+    path("", front_door, name="front-door"),
+    path("favicon.ico", favicon, name="favicon"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path(".well-known/jwks.json", JWKSView.as_view(), name="jwks"),
@@ -44,7 +74,13 @@ urlpatterns = [
         RedirectView.as_view(pattern_name="admin:envelopes_delivery_changelist", query_string=True),
         name="admin-webhooks",
     ),
-    path("agents", agents_page, name="agents"),
+    re_path(r"^agents/?$", agents_page, name="agents"),
+    # One password change page, allauth's: it clears must_change_password and audits the change.
+    path(
+        "admin/password_change/",
+        RedirectView.as_view(pattern_name="account_change_password"),
+        name="admin-password-change",
+    ),
     path("admin/", admin.site.urls),
     path("api/", include("envelopes.requests.api.urls")),
     # Unknown API routes answer the API's JSON error, not an HTML page.

@@ -265,7 +265,11 @@ def test_session_that_must_change_its_password_may_call_nothing_else(bootstrap_p
 
     response = client.get("/v1/platform/admin-audit")
     assert response.status_code == 403
-    assert response.json() == {"error": "password change required"}
+    assert response.json() == {
+        "error": "password change required",
+        "change_password_url": "/accounts/password/change/",
+        "change_password_api": "/auth/change-password",
+    }
 
     body = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
     assert client.post("/auth/change-password", body, format="json").status_code == 200

@@ -1,5 +1,6 @@
 """Who may call what. Views name roles; the rule that checks them lives here once."""
 
+from django.urls import reverse
 from rest_framework import exceptions, permissions
 
 from governance.api.authentication import Credential
@@ -15,6 +16,18 @@ class Forbidden(exceptions.PermissionDenied):
 def credential_of(request) -> Credential | None:
     auth = getattr(request, "auth", None)
     return auth if isinstance(auth, Credential) else None
+
+
+def password_change_required() -> APIError:
+    """What a held-back session is told, with where to change the password: the page (people)
+    and the JSON endpoint (scripts). The middleware answers pages' and API calls' sessions
+    with it too (governance.middleware.PasswordChangeRequiredMiddleware)."""
+    return APIError(
+        403,
+        "password change required",
+        change_password_url=reverse("account_change_password"),
+        change_password_api=reverse("auth-change-password"),
+    )
 
 
 class IsAuthenticatedPrincipal(permissions.BasePermission):
@@ -33,7 +46,7 @@ class IsAuthenticatedPrincipal(permissions.BasePermission):
             and getattr(request.user, "must_change_password", False)
             and not getattr(view, "allowed_before_password_change", False)
         ):
-            raise APIError(403, "password change required")
+            raise password_change_required()
         return True
 
 
