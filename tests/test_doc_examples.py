@@ -263,6 +263,8 @@ def live(tmp_path):
 
 
 def shell_for(live: Live, tmp_path: Path) -> Shell:
+    for tool in ("bash", "curl", "jq"):  # what the examples use (README says so)
+        assert shutil.which(tool), f"the doc examples need {tool}"
     workdir = tmp_path / "work"
     workdir.mkdir()
     variables = {"TOKEN": live.demo.token, "ADMIN_PASSWORD": live.demo.password, **console_values()}
