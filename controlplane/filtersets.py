@@ -9,8 +9,10 @@ from django.core.validators import RegexValidator
 
 from controlplane.choices import (
     RESOURCE_ID,
+    AgentType,
     BusinessServiceStatus,
     GrantStatus,
+    OperationalState,
     ProfileStatus,
     RiskTier,
     ServiceType,
@@ -18,7 +20,7 @@ from controlplane.choices import (
     SurfaceStatus,
     is_resource_id,
 )
-from controlplane.models import BusinessService, Capability, Grant, Process, Profile, Surface
+from controlplane.models import Agent, BusinessService, Capability, Grant, Process, Profile, Surface
 
 is_identifier = is_resource_id
 
@@ -74,6 +76,16 @@ class SurfaceFilterSet(django_filters.FilterSet):
     class Meta:
         model = Surface
         fields = ["status", "risk_tier", "domain", "business_owner", "technical_owner"]
+
+
+class AgentFilterSet(django_filters.FilterSet):
+    type = django_filters.ChoiceFilter(choices=AgentType.choices)
+    owner = django_filters.CharFilter()
+    operational_state = django_filters.ChoiceFilter(choices=OperationalState.choices)
+
+    class Meta:
+        model = Agent
+        fields = ["type", "owner", "operational_state"]
 
 
 class ProfileFilterSet(django_filters.FilterSet):

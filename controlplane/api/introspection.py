@@ -2,18 +2,30 @@
 
 Every view reads the caller's organization only, answers ``{"error": "<noun> not found"}``
 (404) for an unknown id and ``{"error": "invalid <noun> id"}`` (400) for a path id that is
-not an identifier. Lists are plain JSON arrays, filtered by ``controlplane.filtersets``.
+not an identifier. Lists are plain JSON arrays, filtered by ``controlplane.filtersets``;
+the whole-organization lists MIDAS lacks (agents, surfaces) also page on request
+(``controlplane.services.listing``).
 """
 
 from dataclasses import asdict
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, mixins
+from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
 
 from controlplane.api import serializers
 from controlplane.api.base import ControlPlaneView
 from controlplane.filtersets import (
+    AgentFilterSet,
     BusinessServiceFilterSet,
     CapabilityFilterSet,
     GrantFilterSet,
@@ -23,11 +35,14 @@ from controlplane.filtersets import (
     is_identifier,
 )
 from controlplane.models import Agent, BusinessService, Capability, Grant, Process, Profile, Surface
+from controlplane.services.listing import DEFAULT_PAGE_SIZE, PLAIN_LIST_CAP, capped_list, page_by_id
 from controlplane.services.recovery import latest_versions, profile_recovery, surface_recovery
 from governance.api.errors import APIError
+from governance.api.query_params import MAX_LIMIT, parse_limit
 
 INTROSPECTION_TAGS = ["introspection"]
 STRUCTURE_TAGS = ["structure"]
+TRUNCATED_HEADER = "X-Mandate-Truncated"  # as GET /v1/envelopes
 
 
 class DeclaredView(ControlPlaneView, generics.GenericAPIView):
@@ -71,6 +86,75 @@ class DeclaredListView(mixins.ListModelMixin, DeclaredView):
         return self.list(request, *args, **kwargs)
 
 
+class PagedListSchema(AutoSchema):
+    """Documents the filters although the answer (array or page) is not a plain list."""
+
+    def get_filter_backends(self):
+        return self.view.filter_backends
+
+
+class PagedListView(DeclaredView):
+    """A whole-organization list, by id: a plain array of at most ``PLAIN_LIST_CAP`` rows (the
+    ``X-Mandate-Truncated: true`` header says more exist), or with ``limit``/``cursor`` one page
+    ``{"items", "next_cursor"}`` — the answers of ``GET /v1/envelopes``."""
+
+    schema = PagedListSchema()
+
+    def get(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        params = request.query_params
+        if "limit" in params or "cursor" in params:
+            limit = parse_limit(params.get("limit"), DEFAULT_PAGE_SIZE)
+            page = page_by_id(queryset, limit, params.get("cursor", ""))
+            items = self.get_serializer(page.items, many=True).data
+            return Response({"items": items, "next_cursor": page.next_cursor})
+        rows, truncated = capped_list(queryset)
+        response = Response(self.get_serializer(rows, many=True).data)
+        if truncated:
+            response[TRUNCATED_HEADER] = "true"
+        return response
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "limit",
+        OpenApiTypes.INT,
+        description=f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_PAGE_SIZE}). Giving `limit` or `cursor` "
+        'switches the answer to a page `{"items": [...], "next_cursor": ...}`.',
+    ),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="The `next_cursor` of the previous page (opaque)."),
+]
+
+
+def paged_list(summary: str, tags: list[str], serializer, name: str, operation_id: str):
+    """The schema of a ``PagedListView``: its filters, ``limit``/``cursor``, and both answers."""
+    page = inline_serializer(
+        f"{name}Page",
+        {
+            "items": serializer(many=True, read_only=True),
+            "next_cursor": drf_serializers.CharField(read_only=True, allow_null=True),
+        },
+    )
+    answer = PolymorphicProxySerializer(
+        component_name=f"{name}List",
+        serializers=[serializer(many=True), page],
+        resource_type_field_name=None,
+        many=False,
+    )
+    description = (
+        f"Ordered by id. Without `limit`/`cursor`: a plain JSON array of at most {PLAIN_LIST_CAP} "
+        f"(the `{TRUNCATED_HEADER}: true` header says more exist). With them: one page."
+    )
+    return documented(
+        summary,
+        tags,
+        operation_id=operation_id,
+        description=description,
+        parameters=PAGE_PARAMETERS,
+        responses=answer,
+    )
+
+
 class DeclaredDetailView(mixins.RetrieveModelMixin, DeclaredView):
     """One resource; for surfaces and profiles, the latest version."""
 
@@ -112,6 +196,26 @@ def documented(summary: str, tags: list[str], **kwargs):
 
 
 # --- surfaces -------------------------------------------------------------------------------
+
+
+@paged_list(
+    "Surfaces (latest version of each)",
+    INTROSPECTION_TAGS,
+    serializers.SurfaceSerializer,
+    "Surface",
+    operation_id="v1_surfaces_list",
+)
+class SurfaceListView(PagedListView):
+    """Every surface at its latest version, as ``GET /v1/surfaces/{id}`` shows it; filters ask
+    about that latest version."""
+
+    queryset = Surface.objects.all()
+    serializer_class = serializers.SurfaceSerializer
+    filterset_class = SurfaceFilterSet
+    noun = "surface"
+
+    def get_queryset(self):
+        return latest_versions(super().get_queryset())
 
 
 @documented("Latest version of a surface", INTROSPECTION_TAGS)
@@ -186,6 +290,14 @@ class ProfileRecoveryView(RecoveryView):
 
 
 # --- agents and grants ----------------------------------------------------------------------
+
+
+@paged_list("Agents", INTROSPECTION_TAGS, serializers.AgentSerializer, "Agent", operation_id="v1_agents_list")
+class AgentListView(PagedListView):
+    queryset = Agent.objects.all()
+    serializer_class = serializers.AgentSerializer
+    filterset_class = AgentFilterSet
+    noun = "agent"
 
 
 @documented("An agent", INTROSPECTION_TAGS)

@@ -5,6 +5,7 @@ from django.urls import path
 from controlplane.api import introspection as views
 
 urlpatterns = [
+    path("surfaces", views.SurfaceListView.as_view(), name="surface-list"),
     path("surfaces/<str:id>", views.SurfaceDetailView.as_view(), name="surface-detail"),
     path("surfaces/<str:id>/versions", views.SurfaceVersionsView.as_view(), name="surface-versions"),
     path("surfaces/<str:id>/recovery", views.SurfaceRecoveryView.as_view(), name="surface-recovery"),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("profiles/<str:id>", views.ProfileDetailView.as_view(), name="profile-detail"),
     path("profiles/<str:id>/versions", views.ProfileVersionsView.as_view(), name="profile-versions"),
     path("profiles/<str:id>/recovery", views.ProfileRecoveryView.as_view(), name="profile-recovery"),
+    path("agents", views.AgentListView.as_view(), name="agent-list"),
     path("agents/<str:id>", views.AgentDetailView.as_view(), name="agent-detail"),
     path("grants", views.GrantListView.as_view(), name="grant-list"),
     path("grants/<str:id>", views.GrantDetailView.as_view(), name="grant-detail"),

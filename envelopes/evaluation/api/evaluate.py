@@ -3,7 +3,7 @@
 Under an ASGI server on Postgres, plain requests are answered on the hot path in front of
 this view, with its answers (``envelopes/evaluation/fastroute.py``)."""
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -90,13 +90,76 @@ EvaluateResponseSerializer = inline_serializer(
 )
 
 
+def _payment(request_id: str, amount: int) -> dict:
+    return {
+        "surface_id": "surf-payment-release",
+        "agent_id": "agent-payments-prod",
+        "confidence": 0.95,
+        "consequence": {"type": "monetary", "amount": amount, "currency": "GBP"},
+        "context": {"account_id": "acc-1001", "destination_country": "GB"},
+        "request_id": request_id,
+        "request_source": "payments-service",
+    }
+
+
+# Real requests against the demo bundle (controlplane/demo/bundle.yaml) and what Mandate answers
+# them (docs/evaluation.md shows the same pairs; tests/test_evaluate_examples.py keeps both true).
+EVALUATE_EXAMPLES = [
+    OpenApiExample(
+        "Accept",
+        summary="500 GBP at 95% confidence: within the profile's 10,000 GBP and 85%",
+        value=_payment("pay-0001", 500),
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Accept",
+        summary="Within the agent's authority: it may go ahead",
+        value={
+            "outcome": "accept",
+            "reason": "WITHIN_AUTHORITY",
+            "envelope_id": "dcf3ed98-529e-4186-8aa4-442df8c78879",
+            "explanation": "The request is within the agent's delegated authority.",
+            "policy_mode": "rego",
+            "policy_reference": "payments.release",
+            "policy_skipped": False,
+        },
+        response_only=True,
+    ),
+    OpenApiExample(
+        "Escalate",
+        summary="25,000 GBP: over the profile's 10,000 GBP",
+        value=_payment("pay-0002", 25000),
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Escalate",
+        summary="Over the limit: a person reviews it (GET /v1/escalations, POST /v1/reviews)",
+        value={
+            "outcome": "escalate",
+            "reason": "CONSEQUENCE_EXCEEDS_LIMIT",
+            "envelope_id": "45b41128-f02f-4183-beda-925261003276",
+            "explanation": "The consequence exceeds the profile's limit.",
+            "policy_mode": "none",
+            "policy_reference": "payments.release",
+            "policy_skipped": True,
+        },
+        response_only=True,
+    ),
+]
+
+
 class EvaluateView(APIView):
     permission_classes = [HasRole]
     required_roles = (Role.PLATFORM_OPERATOR, Role.PLATFORM_ADMIN)
     required_permission = "evaluate"
     max_body_bytes = 1024 * 1024
 
-    @extend_schema(request=EvaluateRequestSerializer, responses=EvaluateResponseSerializer, tags=["evaluation"])
+    @extend_schema(
+        request=EvaluateRequestSerializer,
+        responses=EvaluateResponseSerializer,
+        examples=EVALUATE_EXAMPLES,
+        tags=["evaluation"],
+    )
     def post(self, request):
         evaluation = parse_evaluation(request.data)
         try:

@@ -83,7 +83,7 @@ class Command(BaseCommand):
         if not admin.api_tokens.filter(name="demo").exists():
             _, secret = issue_token(admin, "demo", [Role.PLATFORM_ADMIN])
             lines.append(f"  demo API token (shown once): {secret}")
-            lines.append(f"    curl -H 'Authorization: Bearer {secret}' {base_url}/v1/audit/verify")
+            lines.append(f"    curl -fsS -H 'Authorization: Bearer {secret}' {base_url}/v1/audit/verify")
         else:
             lines.append("  demo API token: created earlier (make a new one: manage.py create_api_token)")
 
