@@ -13,7 +13,7 @@ into the ledger by one statement, and the rows are written in bulk.
 """
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,13 +36,16 @@ class Actor:
     id: str  # the evidence's performer_id: a username, "mandate", a channel id
     person: Any = None
     roles: frozenset = frozenset()
+    # The person's teams ({team id: owns it}) when the caller read them once for many
+    # refusals (a page of cards); None: the rules ask when they need to.
+    teams: Mapping[str, bool] | None = None
 
     @classmethod
-    def of_person(cls, person, roles: Iterable[str] | None = None) -> "Actor":
+    def of_person(cls, person, roles: Iterable[str] | None = None, teams: Mapping[str, bool] | None = None) -> "Actor":
         from governance.services.people import person_roles
 
         held = frozenset(roles) if roles is not None else person_roles(person)
-        return cls("user", person.get_username(), person, held)
+        return cls("user", person.get_username(), person, held, teams)
 
     @classmethod
     def channel(cls, channel_id) -> "Actor":
