@@ -5,13 +5,20 @@ Escalations alone read in five queries however many there are; agents' requests 
 (``permissions.actionable``: who may act on each, for "mine"), whatever their number too.
 """
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 
 from envelopes.choices import EnvelopeKind
 from envelopes.inbox.cards import cards_for
 from envelopes.inbox.filters import RISKS, SORTS, STATES, TYPES, InboxFilterSet, team_scope
 from envelopes.inbox.labels import reason_title
-from envelopes.inbox.permissions import Viewer, actionable, escalation_refusals, involving, why_limited
+from envelopes.inbox.permissions import (
+    Viewer,
+    actionable,
+    escalation_refusals,
+    involving,
+    readable,
+    why_limited,
+)
 from envelopes.inbox.waiting import decided_envelopes, inbox_version, pending_envelopes, version_of, with_risk
 
 INBOX_PAGE_SIZE = 50
@@ -80,13 +87,8 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
     person = viewer.person
     pending = with_risk(pending_envelopes(organization))
 
-    refusals: dict | None = None
-    if viewer.reads_all:
-        visible = pending
-    else:
-        refusals = actionable(viewer)
-        mine = [pk for pk, refused in refusals.items() if refused is None]
-        visible = pending.filter(involving(person) | Q(pk__in=mine))
+    refusals = None if viewer.reads_all else actionable(viewer)
+    visible = readable(viewer, pending, refusals or {})
     groups = _groups(visible)
     total = sum(group["n"] for group in groups)
     inbox["total"] = total

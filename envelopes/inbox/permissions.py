@@ -193,6 +193,16 @@ def involving(person) -> Q:
     )
 
 
+def readable(viewer: Viewer, waiting, refusals: dict):
+    """Of the ``waiting`` envelopes (a queryset), those the viewer may read: all of them with an
+    inbox role; otherwise the requests that involve them and those ``refusals`` (from
+    ``actionable``) let them act on."""
+    if viewer.reads_all:
+        return waiting
+    mine = [pk for pk, refused in refusals.items() if refused is None]
+    return waiting.filter(involving(viewer.person) | Q(pk__in=mine))
+
+
 def may_see_request(viewer: Viewer, approval: ApprovalRequest) -> bool:
     if viewer.organization is None or approval.channel.organization_id != viewer.organization.pk:
         return False
