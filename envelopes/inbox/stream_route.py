@@ -37,7 +37,7 @@ from django.urls import get_script_prefix, reverse
 from envelopes.inbox import stream
 from envelopes.services.decide import organization_key
 from governance.allowed_hosts import AllowedHosts
-from governance.middleware import DATABASE_RETRY_AFTER_SECONDS
+from governance.front_routes import SECURITY_HEADERS, log_request, route_path, send_failure, send_json
 
 logger = logging.getLogger("mandate.request")
 
@@ -46,10 +46,8 @@ RETRY_MILLISECONDS = 2000  # how soon the browser reconnects after the stream en
 SETTLE_SECONDS = 0.15  # after a notification, wait this long: a burst of changes is one look
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),  # proxies must pass events on as they come
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
+    *SECURITY_HEADERS,
 ]
 
 _executor = ThreadPoolExecutor(max_workers=LOOK_THREADS, thread_name_prefix="mandate-inbox-stream")
@@ -82,19 +80,6 @@ def _session_key(scope) -> str:
                 cookies.load(value.decode("latin-1"))
     morsel = cookies.get(settings.SESSION_COOKIE_NAME)
     return morsel.value if morsel is not None else ""
-
-
-async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
-    content = json.dumps(body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(content)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"x-content-type-options", b"nosniff"),
-        *extra_headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
 
 
 class Stream:
@@ -180,31 +165,13 @@ async def stream_endpoint(scope, receive, send, bus) -> None:
         look = await _in_thread(stream.open_look, session_key) if session_key else None
         if look is None:
             status = 403
-            await _send_json(send, 403, {"error": "forbidden"})
+            await send_json(send, 403, {"error": "forbidden"})
             return
         await Stream(bus, receive, send, session_key, look).run()
-    except (OperationalError, InterfaceError) as exc:
-        logger.warning("database unavailable", extra={"path": scope.get("path"), "error": str(exc)})
-        status = 503
-        with contextlib.suppress(Exception):
-            retry_after = [(b"retry-after", str(DATABASE_RETRY_AFTER_SECONDS).encode())]
-            await _send_json(send, 503, {"error": "database unavailable; retry later"}, retry_after)
-    except Exception:
-        logger.exception("unhandled error", extra={"path": scope.get("path"), "method": scope.get("method")})
-        status = 500
-        with contextlib.suppress(Exception):  # the stream had started, or the client is gone
-            await _send_json(send, 500, {"error": "internal error"})
+    except Exception as exc:
+        status = await send_failure(send, scope, exc)
     finally:
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "request",
-                extra={
-                    "method": "GET",
-                    "path": scope.get("path"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+        log_request("GET", scope.get("path"), status, started)
 
 
 class InboxStreamRouter:
@@ -221,10 +188,6 @@ class InboxStreamRouter:
         if scope["type"] == "http" and scope.get("method") == "GET":
             if self._path is None:  # the URL Django's view has, without any script prefix
                 self._path = "/" + reverse("admin:envelopes_inbox_events")[len(get_script_prefix()) :]
-            path = scope.get("path", "")
-            root = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            if path == self._path and self._hosts.allow(dict(scope.get("headers") or ())):
+            if route_path(scope) == self._path and self._hosts.allow(dict(scope.get("headers") or ())):
                 return await stream_endpoint(scope, receive, send, self.bus)
         return await self.app(scope, receive, send)
