@@ -273,7 +273,13 @@
   var stream = { open: false, wanted: "" };
   var pollTimer = null;
 
+  function liveMode(mode) {  // "stream" or "poll", for anyone asking how the page stays live
+    var poller = document.querySelector("[data-live-url]");
+    if (poller) poller.setAttribute("data-live-mode", mode);
+  }
+
   function startPolling() {
+    liveMode("poll");
     if (pollTimer === null) pollTimer = window.setInterval(poll, POLL_MS);
   }
 
@@ -297,6 +303,7 @@
     source.addEventListener("open", function () {
       stream.open = true;
       stopPolling();
+      liveMode("stream");
     });
     source.addEventListener("inbox", function (event) {
       var body;
