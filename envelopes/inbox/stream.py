@@ -101,7 +101,7 @@ def inbox_state(viewer: Viewer, totals: tuple[int, str] | None = None) -> InboxS
     escalations = (
         pending_envelopes(organization)
         .filter(kind=EnvelopeKind.EVALUATION)
-        .only("id", "kind", "state", "review_decision", "reviewer_id", "reviewed_at", "outcome")[:CANDIDATE_LIMIT]
+        .only("id", "kind", "state")[:CANDIDATE_LIMIT]
     )
     refusals.update(escalation_refusals(viewer, escalations))
     decidable = frozenset(pk for pk, refused in refusals.items() if refused is None)

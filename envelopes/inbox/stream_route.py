@@ -27,11 +27,11 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.cookies import CookieError, SimpleCookie
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import InterfaceError, OperationalError, connection
+from django.http.cookie import parse_cookie
 from django.urls import get_script_prefix, reverse
 
 from envelopes.inbox import stream
@@ -73,13 +73,12 @@ KEEPALIVE = b": keepalive\n\n"
 
 
 def _session_key(scope) -> str:
-    cookies = SimpleCookie()
+    """The session cookie's value, read as Django reads cookies (its ``parse_cookie``)."""
+    cookies = {}
     for key, value in scope.get("headers", ()):
         if key.lower() == b"cookie":
-            with contextlib.suppress(CookieError):
-                cookies.load(value.decode("latin-1"))
-    morsel = cookies.get(settings.SESSION_COOKIE_NAME)
-    return morsel.value if morsel is not None else ""
+            cookies.update(parse_cookie(value.decode("latin-1")))
+    return cookies.get(settings.SESSION_COOKIE_NAME, "")
 
 
 class Stream:
