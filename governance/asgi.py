@@ -11,6 +11,8 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from envelopes.evaluation.fastroute import EVALUATE  # noqa: E402
+from envelopes.inbox.stream_route import InboxStreamRouter  # noqa: E402
+from envelopes.requests import bus  # noqa: E402
 from envelopes.requests.longpoll_route import LongPollRouter  # noqa: E402
 from governance.hotpath import HotPath  # noqa: E402
 
@@ -19,11 +21,12 @@ from governance.hotpath import HotPath  # noqa: E402
 http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
 
 # Long-poll waiters (GET /api/requests/{id}/wait) are answered before Django: a Django async
-# view would pin one thread per waiter (see envelopes/requests/longpoll.py). The hot endpoints'
-# plain requests are too (governance/hotpath.py): POST /v1/evaluate (envelopes/evaluation/fastroute.py).
-# Everything else is Django.
+# view would pin one thread per waiter (see envelopes/requests/longpoll.py). So are the inbox's
+# live streams (envelopes/inbox/stream_route.py), on the same notification bus. The hot
+# endpoints' plain requests are too (governance/hotpath.py): POST /v1/evaluate
+# (envelopes/evaluation/fastroute.py). Everything else is Django.
 hot_path = HotPath(http_application, [EVALUATE], threads=settings.MANDATE_EVALUATE_THREADS)
-application = LongPollRouter(hot_path)
+application = InboxStreamRouter(LongPollRouter(hot_path), bus)
 
 # A server process holds many long-lived objects (10,000 parked long-poll waiters are a few
 # hundred thousand): the default thresholds (700, 10, 10) rescan them all several times a

@@ -30,6 +30,7 @@ from rest_framework.exceptions import ParseError
 from governance.allowed_hosts import AllowedHosts
 from governance.api.parsers import parse_strict_json
 from governance.errors import DomainError
+from governance.front_routes import log_request
 from governance.group_commit import GroupCommit
 from governance.token_cache import CachedToken, StaleToken, TokenCache
 
@@ -323,16 +324,7 @@ class HotPath:
         headers = self._response_headers(endpoint, scope, content)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "request",
-                extra={
-                    "method": endpoint.method,
-                    "path": endpoint.path,
-                    "status": 200,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+        log_request(endpoint.method, endpoint.path, 200, started)
 
 
 def _strict_transport_security() -> tuple | None:

@@ -236,6 +236,11 @@ MANDATE_WEBHOOK_SWEEP_GRACE_SECONDS = env.float("MANDATE_WEBHOOK_SWEEP_GRACE_SEC
 # Long-poll waiters re-read their request this often (seconds) even when no notification
 # arrives: the fallback for decisions made in another process without Redis pub/sub.
 MANDATE_LONGPOLL_RECHECK_SECONDS = env.float("MANDATE_LONGPOLL_RECHECK_SECONDS", default=5.0)
+# The inbox's live stream (docs/inbox.md): a keepalive comment this often (seconds), which also
+# re-checks the session and the inbox; after MANDATE_INBOX_STREAM_SECONDS the stream ends
+# and the browser opens a new one.
+MANDATE_INBOX_KEEPALIVE_SECONDS = env.float("MANDATE_INBOX_KEEPALIVE_SECONDS", default=15.0)
+MANDATE_INBOX_STREAM_SECONDS = env.float("MANDATE_INBOX_STREAM_SECONDS", default=600.0)
 # The organization that open mode and organization-less superusers act in.
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).

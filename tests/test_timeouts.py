@@ -19,6 +19,7 @@ from envelopes.requests.channels import create_invite, register_channel
 from envelopes.requests.decisions import act, decision_payload
 from envelopes.requests.eligibility import refusal
 from envelopes.requests.submissions import submit_request
+from envelopes.services.decide import organization_key
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
 from governance.choices import Role
@@ -153,7 +154,7 @@ def test_a_timeout_decision_reaches_the_agent_by_webhook_and_wakes_waiters(
     assert delivery.event == "decision"
     assert json.loads(delivery.body) == decision_payload(reload(request))
     assert dispatched == [str(delivery.pk)]
-    assert published == [str(request.pk)]
+    assert published == [str(request.pk), organization_key(request.channel.organization_id)]  # waiters, live inboxes
 
 
 # --- the escalate ladder -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from envelopes.choices import EnvelopeKind, EnvelopeState, Outcome
 from envelopes.evaluation.authority import Decision, decide
 from envelopes.evaluation.snapshot import AuthoritySnapshot, authority_snapshot, cached_snapshot
 from envelopes.models import Envelope
+from envelopes.services.decide import announce
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_json
 from evidence.services.chain import EventDraft, draft_rows, rows_json, store_rows
@@ -244,6 +245,13 @@ def _record_orm(organization, request, planned: PlannedEvaluation, submitted_has
     return planned.response
 
 
+def _announce_escalation(organization_id, planned: PlannedEvaluation) -> None:
+    """An escalation waits for a person from its commit on: tell the live inboxes. (Here,
+    not ``on_commit``: on the hot path this runs on the event loop, after the group commit.)"""
+    if planned.envelope["state"] == EnvelopeState.AWAITING_REVIEW:
+        announce(organization_id, [planned.envelope["id"]])
+
+
 LOAD = "load"  # evaluation_steps needs the snapshot re-read at the current revision
 RECORD = "record"  # evaluation_steps needs (planned, revision) written; send back the status
 
@@ -274,6 +282,7 @@ def evaluation_steps(organization_id, request: EvaluationRequest, raw: str, perf
         result = yield (RECORD, planned, snapshot.revision)
         status = result["status"]
         if status == "recorded":
+            _announce_escalation(organization_id, planned)
             return planned.response
         if status == "stale":
             snapshot, checked = (yield (LOAD,)), True
@@ -303,7 +312,10 @@ def evaluate(organization, request: EvaluationRequest, raw: str, performer_id: s
         submitted_hash = request_hash(request)
         snapshot = authority_snapshot(organization_id)
         planned = plan_evaluation(organization_id, request, raw, submitted_hash, performer_id, snapshot, timezone.now())
-        return _record_orm(organization, request, planned, submitted_hash)
+        response = _record_orm(organization, request, planned, submitted_hash)
+        if response is planned.response:  # recorded now, not a replay
+            transaction.on_commit(lambda: _announce_escalation(organization_id, planned))
+        return response
     snapshot, checked = cached_snapshot(organization_id)
     steps = evaluation_steps(organization_id, request, raw, performer_id, snapshot, checked)
     reply = None

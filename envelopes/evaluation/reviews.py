@@ -77,7 +77,11 @@ class EvaluationRules:
         if decision.action not in ("approve", "reject"):
             return Invalid(f"decision {DECISION_RULE}")
         if actor.person is not None and not actor.roles & set(REVIEW_ROLES):
-            return Refused("forbidden", code="not_eligible", required_permission=REVIEW_PERMISSION)
+            return Refused(
+                f"deciding escalations needs {' or '.join(REVIEW_ROLES)}",
+                code="not_eligible",
+                required_permission=REVIEW_PERMISSION,
+            )
         return None
 
     def apply(self, envelope: Envelope, actor: Actor, decision: Decision, now) -> Verdict:

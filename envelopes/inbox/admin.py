@@ -19,7 +19,7 @@ from envelopes.inbox.console import viewer_of
 from envelopes.inbox.labels import KIND_LABELS, STATUS_LABELS, TYPE_LABELS, reason_title
 from envelopes.inbox.permissions import may_open_inbox, may_use_console
 from envelopes.inbox.request_page import request_page
-from envelopes.inbox.views import acknowledge_many, inbox_context, live_state, review_page
+from envelopes.inbox.views import acknowledge_many, inbox_context, live_events, live_state, review_page
 from envelopes.models import ApprovalRequest, Channel, ChannelInvite, Envelope
 from evidence.admin import ReadOnlyAdmin
 from governance.choices import Role
@@ -256,6 +256,7 @@ class ApprovalRequestAdmin(ConsoleReadOnlyAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("live/", wrap(live_state), name="envelopes_inbox_live"),
+            path("live/events/", wrap(live_events), name="envelopes_inbox_events"),
             path("acknowledge/", wrap(acknowledge_many), name="envelopes_inbox_acknowledge"),
             *super().get_urls(),
         ]

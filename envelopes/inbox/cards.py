@@ -14,6 +14,7 @@ from envelopes.choices import (
     ADMIN_LEVEL,
     MANAGER_LEVEL,
     EnvelopeKind,
+    EnvelopeState,
     OnTimeout,
     ReasonCode,
     RequestStatus,
@@ -255,7 +256,9 @@ def evaluation_facts(envelope) -> tuple[list[Fact], Meter | None]:
     return facts, meter
 
 
-def card_for(envelope, declarations: Declarations) -> InboxCard:
+def card_for(envelope, declarations: Declarations, refused=...) -> InboxCard:
+    """An escalated evaluation as a card. ``refused``: the viewer's refusal to decide it
+    (None: they may; ``...``: not asked)."""
     surface_name, risk = declarations.surface(envelope)
     agent_name, owner = declarations.agent(envelope)
     facts, meter = evaluation_facts(envelope)
@@ -285,7 +288,15 @@ def card_for(envelope, declarations: Declarations) -> InboxCard:
     if envelope.review_decision:
         card.outcome = f"{envelope.review_decision.capitalize()} by {envelope.reviewer_id}"
         card.decided_at = envelope.reviewed_at
+    elif refused is not ... and envelope.state == EnvelopeState.AWAITING_REVIEW:
+        _say_who_may_act(card, refused)
     return card
+
+
+def _say_who_may_act(card: InboxCard, refused) -> None:
+    """The card's "you can decide" line, or why not in ``refusal``'s words."""
+    card.may_act = refused is None
+    card.why_not = refused.message if refused is not None else ""
 
 
 # --- agents' requests as cards ------------------------------------------------------------
@@ -329,8 +340,7 @@ def request_card(envelope, declarations: Declarations, refused, now: datetime, n
         if getattr(approval, "open_tweaks", None):
             card.note = "Changes requested: waiting for the agent's new version"
         if refused is not ...:
-            card.may_act = refused is None
-            card.why_not = refused.message if refused is not None else ""
+            _say_who_may_act(card, refused)
     else:
         who = "the system" if approval.decided_by in ("", "system") else approval.decided_by
         if names is not None and who != "the system":
@@ -354,9 +364,9 @@ def cards_for(organization, envelopes, refusals: dict, now) -> list[InboxCard]:
     declarations = Declarations.for_envelopes(organization, envelopes)
     cards = []
     for envelope in envelopes:
+        refused = refusals.get(str(envelope.pk), ...)  # ...: not asked (not waiting for this person)
         if envelope.kind == EnvelopeKind.APPROVAL_REQUEST:
-            refused = refusals.get(str(envelope.pk), ...)  # ...: not asked (not waiting for this person)
             cards.append(request_card(envelope, declarations, refused, now, names))
         else:
-            cards.append(card_for(envelope, declarations))
+            cards.append(card_for(envelope, declarations, refused))
     return cards

@@ -9,13 +9,18 @@ from envelopes.services import decide as core
 from governance.errors import DomainError, NotFound
 
 
-def actor(person, roles=None) -> core.Actor:
-    return core.Actor.of_person(person, roles)
+def actor(person, roles=None, teams=None) -> core.Actor:
+    return core.Actor.of_person(person, roles, teams)
 
 
-def request_refusal(approval: ApprovalRequest, person, action: str, roles=None) -> DomainError | None:
-    """Why ``person`` may not take ``action`` on an agent's request now; None when they may."""
-    return core.refusal(EnvelopeKind.APPROVAL_REQUEST, approval, actor(person, roles), core.Decision(action))
+def request_refusal(approval: ApprovalRequest, who: core.Actor, action: str) -> DomainError | None:
+    """Why ``who`` may not take ``action`` on an agent's request now; None when they may."""
+    return core.refusal(EnvelopeKind.APPROVAL_REQUEST, approval, who, core.Decision(action))
+
+
+def escalation_refusal(envelope: Envelope, who: core.Actor) -> DomainError | None:
+    """Why ``who`` may not decide an escalated evaluation now; None when they may."""
+    return core.refusal(EnvelopeKind.EVALUATION, envelope, who, core.Decision("approve"))
 
 
 def decide_request(

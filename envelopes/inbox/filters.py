@@ -1,5 +1,5 @@
 """The inbox's filters, kept in the URL so a link shares the view
-(``?scope=mine&type=spend_approval&risk=high&sort=expiring``).
+(``?scope=mine&type=spend_approval&risk=high&sort=expiring&q=domain``).
 
 A value a filter cannot take is ignored, as if absent, so a stale or hand-edited link still
 opens the inbox: choices fall back to their default, a channel that is not an id is dropped,
@@ -14,9 +14,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, F, OuterRef, Q
 
-from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, RequestType, RiskLevel, TweakStatus
+from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, ReasonCode, RequestType, RiskLevel, TweakStatus
 from envelopes.inbox.ids import is_uuid
-from envelopes.inbox.labels import TYPE_LABELS
+from envelopes.inbox.labels import TYPE_LABELS, reason_title
 from envelopes.inbox.permissions import Viewer
 from envelopes.models import Approval, Envelope, Tweak
 from envelopes.services.queries import NEWEST_FIRST
@@ -34,7 +34,9 @@ SORTS = (("", "Priority"), ("newest", "Newest first"), ("oldest", "Oldest first"
 TYPES = (("evaluation", "Escalated evaluation"), *((value, TYPE_LABELS[value]) for value in RequestType.values))
 RISKS = tuple((level, level) for level in RiskLevel.values)
 # The filters that narrow the cards (scope picks whose they are, sort their order).
-NARROWING = ("type", "risk", "channel", "agent", "surface", "reason", "state")
+NARROWING = ("q", "type", "risk", "channel", "agent", "surface", "reason", "state")
+# The search box: at most this many characters and words (every word must match).
+SEARCH_LENGTH, SEARCH_WORDS = 200, 8
 
 
 def team_scope(person) -> Q:
@@ -47,6 +49,25 @@ def team_scope(person) -> Q:
         | Q(approval_request__channel__owner_id__in=teammates)
         | Q(approval_request__channel__owner=person)
         | Q(approval_request__channel__owner__manager=person)
+    )
+
+
+def text_match(word: str) -> Q:
+    """Envelopes one word of the search box finds: in a request's title or summary, its
+    channel's name, the agent, the request or envelope id; in an escalation's title (its
+    reason in words), its explanation or its surface."""
+    lowered = word.lower()
+    reasons = [code for code in ReasonCode.values if lowered in reason_title(code).lower() or lowered in code.lower()]
+    return (
+        Q(approval_request__title__icontains=word)
+        | Q(approval_request__summary__icontains=word)
+        | Q(approval_request__channel__name__icontains=word)
+        | Q(agent_id__icontains=word)
+        | Q(request_id__icontains=word)
+        | Q(id__istartswith=word)
+        | Q(kind=EnvelopeKind.EVALUATION, reason_code__in=reasons)
+        | Q(kind=EnvelopeKind.EVALUATION, response__explanation__icontains=word)
+        | Q(surface_id__icontains=word)
     )
 
 
@@ -123,6 +144,7 @@ class InboxFilterSet(django_filters.FilterSet):
     """
 
     scope = LenientChoiceFilter(choices=SCOPES, fallback="all", method="filter_scope")
+    q = ClippedCharFilter(method="filter_text", clip=SEARCH_LENGTH)
     type = LenientChoiceFilter(choices=TYPES, method="filter_type")
     risk = LenientChoiceFilter(choices=RISKS, field_name="risk")
     channel = django_filters.CharFilter(field_name="approval_request__channel_id", validators=[channel_id])
@@ -134,7 +156,7 @@ class InboxFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = Envelope
-        fields = ["scope", "type", "risk", "channel", "agent", "surface", "reason", "state", "sort"]
+        fields = ["scope", "q", "type", "risk", "channel", "agent", "surface", "reason", "state", "sort"]
 
     def __init__(self, data=None, queryset=None, *, viewer: Viewer | None = None, mine=(), **kwargs):
         super().__init__(data, queryset, **kwargs)
@@ -163,6 +185,11 @@ class InboxFilterSet(django_filters.FilterSet):
         if value == "mine":
             evaluations = Q(kind=EnvelopeKind.EVALUATION) if self.viewer.reviews else Q(pk=None)
             return queryset.filter(Q(pk__in=self.mine) | evaluations)
+        return queryset
+
+    def filter_text(self, queryset, name, value):
+        for word in value.split()[:SEARCH_WORDS]:
+            queryset = queryset.filter(text_match(word))
         return queryset
 
     def filter_type(self, queryset, name, value):

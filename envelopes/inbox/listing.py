@@ -1,17 +1,24 @@
 """The inbox as one person sees it: which waiting envelopes they may read, counted by scope,
 the values the filters can take, and one page of cards.
 
-Escalations alone read in five queries however many there are; agents' requests add one
-``refusal`` per waiting request (for "mine").
+Escalations alone read in five queries however many there are; agents' requests add a few
+(``permissions.actionable``: who may act on each, for "mine"), whatever their number too.
 """
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 
 from envelopes.choices import EnvelopeKind
 from envelopes.inbox.cards import cards_for
 from envelopes.inbox.filters import RISKS, SORTS, STATES, TYPES, InboxFilterSet, team_scope
 from envelopes.inbox.labels import reason_title
-from envelopes.inbox.permissions import Viewer, actionable, involving, why_limited
+from envelopes.inbox.permissions import (
+    Viewer,
+    actionable,
+    escalation_refusals,
+    involving,
+    readable,
+    why_limited,
+)
 from envelopes.inbox.waiting import decided_envelopes, inbox_version, pending_envelopes, version_of, with_risk
 
 INBOX_PAGE_SIZE = 50
@@ -80,13 +87,8 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
     person = viewer.person
     pending = with_risk(pending_envelopes(organization))
 
-    refusals: dict | None = None
-    if viewer.reads_all:
-        visible = pending
-    else:
-        refusals = actionable(viewer)
-        mine = [pk for pk, refused in refusals.items() if refused is None]
-        visible = pending.filter(involving(person) | Q(pk__in=mine))
+    refusals = None if viewer.reads_all else actionable(viewer)
+    visible = readable(viewer, pending, refusals or {})
     groups = _groups(visible)
     total = sum(group["n"] for group in groups)
     inbox["total"] = total
@@ -123,6 +125,7 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
     if matching == INBOX_PAGE_SIZE:
         matching = matching_queryset.count()
     inbox["matching"] = matching
+    refusals = {**refusals, **escalation_refusals(viewer, envelopes)}
     inbox["cards"] = cards_for(organization, envelopes, refusals, now)
     inbox["more"] = max(0, matching - len(inbox["cards"]))
     inbox["fyi_to_acknowledge"] = sum(1 for card in inbox["cards"] if card.fyi and card.may_act)

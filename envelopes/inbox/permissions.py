@@ -18,11 +18,12 @@ from envelopes.choices import (
     RequestType,
     Route,
 )
-from envelopes.inbox.deciding import request_refusal
+from envelopes.inbox.deciding import actor, escalation_refusal, request_refusal
 from envelopes.models import Approval, ApprovalRequest, Tweak
 from governance.choices import Role
 from governance.errors import DomainError
 from governance.models import Organization, Person
+from governance.services.people import person_teams
 
 # Who may read every waiting envelope of the organization: readers, and people who act on
 # envelopes. Anyone else on staff sees the agents' requests that involve them.
@@ -46,6 +47,11 @@ class Viewer:
     @property
     def reviews(self) -> bool:
         return self.reads_all and bool(self.roles & set(REVIEW_ROLES))
+
+    def actor(self, *, with_teams: bool = False):
+        """The viewer as the core's decision path sees them; ``with_teams`` reads their teams
+        now (one query), for many refusals in a row."""
+        return actor(self.person, self.roles, person_teams(self.person) if with_teams else None)
 
 
 def roles_text(names) -> str:
@@ -134,19 +140,20 @@ class CardAction:
 
 
 def card_actions(viewer: Viewer, approval: ApprovalRequest, open_tweak) -> list[CardAction]:
-    return [
-        CardAction(name, request_refusal(approval, viewer.person, name, viewer.roles))
-        for name in action_names(approval, open_tweak)
-    ]
+    who = viewer.actor()
+    return [CardAction(name, request_refusal(approval, who, name)) for name in action_names(approval, open_tweak)]
 
 
 def actionable(viewer: Viewer) -> dict[str, DomainError | None]:
     """For each waiting request that may need the viewer: why they may not take its main
-    action now, or None when they may. ``refusal`` has the final word on every one."""
+    action now, or None when they may. ``refusal`` has the final word on every one.
+
+    Three queries however many requests wait: the requests (with channel and owner), their
+    votes, the viewer's teams; ``refusal`` then asks the database nothing."""
     person, organization = viewer.person, viewer.organization
     if organization is None or person.organization_id != organization.pk:
         return {}
-    candidates = (
+    candidates = list(
         ApprovalRequest.objects.filter(
             channel__organization_id=person.organization_id,
             status=RequestStatus.PENDING,
@@ -154,11 +161,23 @@ def actionable(viewer: Viewer) -> dict[str, DomainError | None]:
         )
         .exclude(route=Route.LOG_ONLY)
         .select_related("channel__owner", "envelope")
+        .prefetch_related("approvals")
         .order_by("envelope__created_at")[:CANDIDATE_LIMIT]
     )
+    if not candidates:
+        return {}
+    who = viewer.actor(with_teams=True)
+    return {str(approval.pk): request_refusal(approval, who, primary_action(approval)) for approval in candidates}
+
+
+def escalation_refusals(viewer: Viewer, envelopes) -> dict[str, DomainError | None]:
+    """For each escalated evaluation: why the viewer may not decide it now, or None when
+    they may (the core's ``refusal``; no query)."""
+    who = viewer.actor()
     return {
-        str(approval.pk): request_refusal(approval, person, primary_action(approval), viewer.roles)
-        for approval in candidates
+        str(envelope.pk): escalation_refusal(envelope, who)
+        for envelope in envelopes
+        if envelope.kind == EnvelopeKind.EVALUATION
     }
 
 
@@ -174,6 +193,16 @@ def involving(person) -> Q:
     )
 
 
+def readable(viewer: Viewer, waiting, refusals: dict):
+    """Of the ``waiting`` envelopes (a queryset), those the viewer may read: all of them with an
+    inbox role; otherwise the requests that involve them and those ``refusals`` (from
+    ``actionable``) let them act on."""
+    if viewer.reads_all:
+        return waiting
+    mine = [pk for pk, refused in refusals.items() if refused is None]
+    return waiting.filter(involving(viewer.person) | Q(pk__in=mine))
+
+
 def may_see_request(viewer: Viewer, approval: ApprovalRequest) -> bool:
     if viewer.organization is None or approval.channel.organization_id != viewer.organization.pk:
         return False
@@ -184,4 +213,4 @@ def may_see_request(viewer: Viewer, approval: ApprovalRequest) -> bool:
         return True
     if approval.approvals.filter(person=person).exists() or approval.tweaks.filter(requested_by=person).exists():
         return True
-    return request_refusal(approval, person, primary_action(approval), viewer.roles) is None
+    return request_refusal(approval, viewer.actor(), primary_action(approval)) is None

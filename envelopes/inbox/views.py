@@ -1,4 +1,5 @@
-"""The inbox's pages: the inbox on the admin index, the live version pages poll, bulk
+"""The inbox's pages: the inbox on the admin index, the live version pages poll (and the
+live stream's stand-in when the stream is not answered in front of Django), bulk
 acknowledge of FYI cards, and the review page where an escalated evaluation is decided.
 
 Views parse, authorize and render. Who may do what is ``permissions``; deciding goes through
@@ -13,7 +14,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -43,6 +44,7 @@ def inbox_context(request) -> dict:
         return {"inbox": {"visible": False, "why": why_no_inbox()}}
     inbox = inbox_for(viewer, request.GET, timezone.now())
     inbox["live_url"] = reverse("admin:envelopes_inbox_live")
+    inbox["stream_url"] = reverse("admin:envelopes_inbox_events")
     inbox["acknowledge_url"] = reverse("admin:envelopes_inbox_acknowledge")
     if viewer.organization is not None:
         inbox["list_url"] = reverse("admin:envelopes_envelope_changelist") + "?state__exact=awaiting_review"
@@ -71,6 +73,13 @@ def live_state(request):
     response = JsonResponse(body)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def live_events(request):
+    """The inbox's live stream is answered in front of Django (``stream_route``, under the
+    ASGI server). Reaching Django means it is not (WSGI, the test client): 204 tells the
+    browser's EventSource not to reconnect, and the page polls ``live_state`` instead."""
+    return HttpResponse(status=204, headers={"Cache-Control": "no-store"})
 
 
 def acknowledge_many(request):

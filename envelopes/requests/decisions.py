@@ -135,7 +135,7 @@ class RequestRules:
             return None
         if actor.person is None:
             return Refused("agents' requests are decided by people signed in as themselves", code="not_eligible")
-        refused = eligibility.refusal(request, actor.person, decision.action, roles=actor.roles)
+        refused = eligibility.refusal(request, actor.person, decision.action, roles=actor.roles, teams=actor.teams)
         if refused is None:
             return None
         if refused.code == "decided":

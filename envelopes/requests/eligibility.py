@@ -16,7 +16,7 @@ from envelopes.choices import (
 from envelopes.models import ApprovalRequest
 from governance.choices import ROLE_IMPLIES, Role
 from governance.models import Person, RoleAssignment, TeamMembership
-from governance.services.people import person_roles
+from governance.services.people import person_roles, person_teams
 
 PERSON_ACTIONS = frozenset(
     {"approve", "reject", "acknowledge", "choose", "answer", "request_changes", "withdraw_tweak"}
@@ -29,17 +29,35 @@ class Refusal:
     message: str
 
 
-def _matches(entry: dict, person: Person, roles: frozenset[str]) -> bool:
+class _Teams:
+    """The person's teams ({team id: owns it}): as given, or read (one query) when first asked."""
+
+    def __init__(self, person: Person, given):
+        self.person, self.given = person, given
+
+    def _all(self):
+        if self.given is None:
+            self.given = person_teams(self.person)
+        return self.given
+
+    def member(self, team_id) -> bool:
+        return team_id is not None and str(team_id) in self._all()
+
+    def owner(self, team_id) -> bool:
+        return team_id is not None and bool(self._all().get(str(team_id)))
+
+
+def _matches(entry: dict, person: Person, roles: frozenset[str], teams: _Teams) -> bool:
     if "user" in entry:
         return entry["user"] == str(person.pk)
     if "team" in entry:
-        return TeamMembership.objects.filter(team_id=entry["team"], person=person).exists()
+        return teams.member(entry["team"])
     if "role" in entry:
         return entry["role"] in roles
     return False
 
 
-def _in_route_pool(request: ApprovalRequest, person: Person, roles: frozenset[str]) -> bool:
+def _in_route_pool(request: ApprovalRequest, person: Person, roles: frozenset[str], teams: _Teams) -> bool:
     owner = request.channel.owner
     if request.escalation_level:
         # A timeout re-routed it: first to the owner's manager, then to any admin.
@@ -52,9 +70,9 @@ def _in_route_pool(request: ApprovalRequest, person: Person, roles: frozenset[st
     if route in (Route.APPROVE_MANAGER, Route.NOTIFY_MANAGER):
         return owner.manager_id is not None and person.pk == owner.manager_id
     if route == Route.APPROVE_TEAM:
-        return TeamMembership.objects.filter(team_id=request.team_id, person=person).exists()
+        return teams.member(request.team_id)
     if route == Route.NOTIFY_TEAM_OWNER:
-        return TeamMembership.objects.filter(team_id=request.team_id, person=person, is_owner=True).exists()
+        return teams.owner(request.team_id)
     if route == Route.APPROVE_ANY_ADMIN:
         return Role.PLATFORM_ADMIN in roles
     return False  # log_only
@@ -65,9 +83,12 @@ def votes_of(request: ApprovalRequest) -> list:
     return list(request.approvals.all())
 
 
-def refusal(request: ApprovalRequest, person: Person, action: str = "approve", *, roles=None) -> Refusal | None:
-    """Why ``person`` (holding ``roles``: read when not given) may not take ``action`` on
-    ``request`` now; None when they may."""
+def refusal(
+    request: ApprovalRequest, person: Person, action: str = "approve", *, roles=None, teams=None
+) -> Refusal | None:
+    """Why ``person`` (holding ``roles``, in ``teams`` ({team id: owns it}): read when not
+    given) may not take ``action`` on ``request`` now; None when they may. With both given
+    and the request's votes prefetched, it asks the database nothing."""
     if request.status in FINAL_REQUEST_STATUSES:
         when = request.decision_time.isoformat() if request.decision_time else "earlier"
         return Refusal("decided", f"already {request.status} by {request.decided_by or 'system'} at {when}")
@@ -94,16 +115,17 @@ def refusal(request: ApprovalRequest, person: Person, action: str = "approve", *
     # may name someone who already voted).
     if action in ("approve", "reject") and any(vote.person_id == person.pk for vote in votes):
         return Refusal("already_voted", "you have already voted on this request")
+    memberships = _Teams(person, teams)
     rule = ApprovalRule.parse(request.approval_rule)
     if rule.names_deciders and not request.escalation_level:
         approvals = sum(1 for vote in votes if vote.approve)
-        if any(_matches(entry, person, roles) for entry in rule.eligible_entries(approvals)):
+        if any(_matches(entry, person, roles, memberships) for entry in rule.eligible_entries(approvals)):
             return None
         if rule.type == "sequential":
             step = rule.step(approvals)
             return Refusal("not_your_step", f"step {step + 1} of {len(rule.steps)} is for someone else")
         return Refusal("not_eligible", "you are not one of this request's approvers")
-    if not _in_route_pool(request, person, roles):
+    if not _in_route_pool(request, person, roles, memberships):
         return Refusal("not_eligible", "this route does not give you a say on this request")
     return None
 

@@ -25,7 +25,7 @@ from envelopes.choices import (
     TweakStatus,
 )
 from envelopes.models import ApprovalRequest, Channel, Envelope, Tweak
-from envelopes.requests import bus
+from envelopes.services.decide import announce_on_commit
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_hash
 from evidence.services.chain import EventDraft, append_events, json_native
@@ -391,8 +391,7 @@ def submit_request(channel: Channel, data: dict, raw: str) -> ApprovalRequest:
         from envelopes.requests.notifications import email_fyi
 
         transaction.on_commit(lambda: email_fyi(request.pk))
-    request_id = str(request.pk)
-    transaction.on_commit(lambda: bus.publish(request_id))
+    announce_on_commit(channel.organization_id, [request.pk])  # a new card: waiters and live inboxes
     return request
 
 

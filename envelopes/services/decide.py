@@ -13,7 +13,7 @@ into the ledger by one statement, and the rows are written in bulk.
 """
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,13 +36,16 @@ class Actor:
     id: str  # the evidence's performer_id: a username, "mandate", a channel id
     person: Any = None
     roles: frozenset = frozenset()
+    # The person's teams ({team id: owns it}) when the caller read them once for many
+    # refusals (a page of cards); None: the rules ask when they need to.
+    teams: Mapping[str, bool] | None = None
 
     @classmethod
-    def of_person(cls, person, roles: Iterable[str] | None = None) -> "Actor":
+    def of_person(cls, person, roles: Iterable[str] | None = None, teams: Mapping[str, bool] | None = None) -> "Actor":
         from governance.services.people import person_roles
 
         held = frozenset(roles) if roles is not None else person_roles(person)
-        return cls("user", person.get_username(), person, held)
+        return cls("user", person.get_username(), person, held, teams)
 
     @classmethod
     def channel(cls, channel_id) -> "Actor":
@@ -113,9 +116,32 @@ def connect_outbox(enqueue: Callable[[list[tuple[Any, str, dict]]], None]) -> No
 
 
 def connect_notifier(notify: Callable[[list[str]], None]) -> None:
-    """``notify(envelope_ids)`` runs after the commit (long-poll waiters, live pages)."""
+    """``notify(keys)`` runs after the commit: the ids of the envelopes that changed or arrived,
+    and their organization's ``organization_key`` (long-poll waiters wait for an id, live
+    inbox pages for their organization's key)."""
     if notify not in _notifiers:
         _notifiers.append(notify)
+
+
+def organization_key(organization_id) -> str:
+    """What the notifiers hear, beside the envelopes' ids, when an envelope of the organization
+    arrives or changes."""
+    return f"organization:{organization_id}"
+
+
+def announce(organization_id, envelope_ids: Iterable) -> None:
+    """Tell the notifiers that these envelopes of the organization arrived or changed. Call it
+    once they are committed (``announce_on_commit`` inside a transaction): whoever is told
+    reads the database next."""
+    keys = [*(str(envelope_id) for envelope_id in envelope_ids), organization_key(organization_id)]
+    for notify in _notifiers:
+        notify(keys)
+
+
+def announce_on_commit(organization_id, envelope_ids: Iterable) -> None:
+    """``announce`` after the current transaction commits (at once outside one)."""
+    ids = [str(envelope_id) for envelope_id in envelope_ids]
+    transaction.on_commit(lambda: announce(organization_id, ids))
 
 
 @dataclass
@@ -223,8 +249,11 @@ def _finalise(envelopes: list[Envelope], drafts_by_envelope: dict, subjects: dic
             enqueue(deliveries)
     # Last: linking into the ledger takes the ledger head's lock, held until the commit.
     store_rows(rows)
-    envelope_ids = [str(envelope.pk) for envelope in envelopes]
-    transaction.on_commit(lambda: _notify(envelope_ids))
+    by_organization: dict = {}
+    for envelope in envelopes:  # one organization per batch (decide_many's), but say it as it is
+        by_organization.setdefault(envelope.organization_id, []).append(envelope.pk)
+    for organization_id, envelope_ids in by_organization.items():
+        announce_on_commit(organization_id, envelope_ids)
 
 
 def _uuid_or_none(value) -> uuid.UUID | None:
@@ -232,8 +261,3 @@ def _uuid_or_none(value) -> uuid.UUID | None:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
     except ValueError:
         return None
-
-
-def _notify(envelope_ids: list[str]) -> None:
-    for notify in _notifiers:
-        notify(envelope_ids)

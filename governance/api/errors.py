@@ -60,7 +60,11 @@ def domain_status(exc: DomainError) -> int:
 
 
 def api_error(exc: DomainError) -> "APIError":
-    """The ``{"error": ...}`` answer for a domain error."""
+    """The ``{"error": ...}`` answer for a domain error. A refusal for want of a permission
+    answers as the permission check does, ``{"error": "forbidden", "required_permission": ...}``
+    (its message is for people: the inbox shows it)."""
+    if isinstance(exc, Refused) and exc.extra.get("required_permission"):
+        return APIError(403, "forbidden", **exc.extra)
     return APIError(domain_status(exc), exc.message, **exc.extra)
 
 

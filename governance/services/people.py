@@ -35,6 +35,12 @@ def person_roles(person: Person) -> frozenset[str]:
     return expand_roles(person.role_assignments.values_list("role", flat=True))
 
 
+def person_teams(person: Person) -> dict[str, bool]:
+    """The teams a person is in, by id, and whether they own each (one query)."""
+    memberships = TeamMembership.objects.filter(person=person).values_list("team_id", "is_owner")
+    return {str(team_id): owner for team_id, owner in memberships}
+
+
 @transaction.atomic
 def assign_roles(person: Person, roles) -> None:
     for role in roles:

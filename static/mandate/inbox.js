@@ -1,11 +1,13 @@
-/* The inbox, the review and request pages, the Agents page: local times, live refresh,
-   filters, bulk selection, copy buttons and keyboard shortcuts. Everything works without
-   this script; it only makes the pages quicker to use. */
+/* The inbox, the review and request pages, the Agents page: local times, live refresh
+   (the inbox's stream of server-sent events, polling elsewhere and as its fallback), the tab
+   title's count, desktop notifications, filters, bulk selection, copy buttons and keyboard
+   shortcuts. Everything works without this script; it only makes the pages quicker to use. */
 (function () {
   "use strict";
 
   var POLL_MS = 4000;  // the live endpoint is one small query: ask often
   var CLOCK_MS = 15000;
+  var NOTIFY_KEY = "mandate.inbox.notify";  // localStorage: "on" once the person opted in
 
   /* --- times: absolute times in the reader's zone, ages and time left kept current ------- */
   function span(seconds) {
@@ -224,8 +226,17 @@
           // A decision made elsewhere always shows; a changed list waits while you type or select.
           var always = next.hasAttribute("data-live-always") || el.hasAttribute("data-live-always");
           if (!always && busyInside(el)) { skipped = true; return; }
+          var before = decidableCards(el);
           el.innerHTML = next.innerHTML;
           el.dataset.version = next.dataset.version;
+          if (next.dataset.waiting !== undefined) {
+            el.dataset.waiting = next.dataset.waiting;
+            showWaiting(next.dataset.waiting);
+          }
+          // Without the stream, the page itself says which cards you can decide are new.
+          if (!stream.open) {
+            notify(decidableCards(el).filter(function (card) { return !before.some(function (b) { return b.id === card.id; }); }));
+          }
           if (next.hasAttribute("data-live-always")) el.setAttribute("data-live-always", "");
           el.classList.remove("inbox-updated");
           void el.offsetWidth;  // restart the highlight
@@ -243,7 +254,8 @@
 
   function poll() {
     var poller = document.querySelector("[data-live-url]");
-    if (!poller || document.hidden) return;
+    // A hidden tab polls only for someone waiting for desktop notifications.
+    if (!poller || (document.hidden && !notifying())) return;
     fetch(poller.dataset.liveUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
@@ -251,6 +263,157 @@
         if (body && body.version && body.version !== current) refresh(poller, body.version);
       })
       .catch(function () { /* offline for a moment */ });
+  }
+
+  /* --- the inbox's stream: server-sent events; polling when it is refused or unsupported - */
+  var stream = { open: false, wanted: "" };
+  var pollTimer = null;
+
+  function liveMode(mode) {  // "stream" or "poll", for anyone asking how the page stays live
+    var poller = document.querySelector("[data-live-url]");
+    if (poller) poller.setAttribute("data-live-mode", mode);
+  }
+
+  function startPolling() {
+    liveMode("poll");
+    if (pollTimer === null) pollTimer = window.setInterval(poll, POLL_MS);
+  }
+
+  function stopPolling() {
+    if (pollTimer !== null) {
+      window.clearInterval(pollTimer);
+      pollTimer = null;
+    }
+  }
+
+  function currentVersion(poller) { return poller.dataset.liveVersion || poller.dataset.version; }
+
+  function listen(poller) {
+    var source;
+    try {
+      source = new EventSource(poller.dataset.streamUrl);
+    } catch (error) {
+      startPolling();
+      return;
+    }
+    source.addEventListener("open", function () {
+      stream.open = true;
+      stopPolling();
+      liveMode("stream");
+    });
+    source.addEventListener("inbox", function (event) {
+      var body;
+      try { body = JSON.parse(event.data); } catch (error) { return; }
+      showWaiting(body.waiting);
+      notify(body.arrived || []);
+      stream.wanted = body.version || "";
+      if (stream.wanted && stream.wanted !== currentVersion(poller)) refresh(poller, stream.wanted);
+    });
+    source.addEventListener("end", function () {  // signed out: the page's own requests say what next
+      source.close();
+      stream.open = false;
+      startPolling();
+    });
+    source.addEventListener("error", function () {
+      // Refused (Django's 204, a 403, not a stream): closed for good. Reconnecting: poll meanwhile.
+      stream.open = false;
+      startPolling();
+    });
+    // A refresh skipped (you were typing, or one was already on its way) is tried again.
+    window.setInterval(function () {
+      if (stream.open && stream.wanted && stream.wanted !== currentVersion(poller)) refresh(poller, stream.wanted);
+    }, POLL_MS);
+  }
+
+  /* --- the tab title: "(3) Inbox · Mandate" ----------------------------------------------- */
+  function showWaiting(count) {
+    var n = parseInt(count, 10);
+    if (isNaN(n)) return;
+    var title = document.title.replace(/^\(\d+\)\s*/, "");
+    document.title = (n > 0 ? "(" + n + ") " : "") + title;
+  }
+
+  /* --- desktop notifications: opt-in, remembered in localStorage ------------------------- */
+  function notificationsSupported() { return "Notification" in window; }
+
+  function stored() {
+    try { return window.localStorage.getItem(NOTIFY_KEY); } catch (error) { return null; }
+  }
+
+  function store(value) {
+    try { window.localStorage.setItem(NOTIFY_KEY, value); } catch (error) { /* private mode */ }
+  }
+
+  function notifying() {
+    return notificationsSupported() && Notification.permission === "granted" && stored() === "on";
+  }
+
+  function paintNotify(button) {
+    var on = notifying();
+    var blocked = notificationsSupported() && Notification.permission === "denied";
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    button.textContent = on ? "Notifications on" : blocked ? "Notifications blocked" : "Notify me of new cards";
+    button.title = on
+      ? "A desktop notification when a card you can decide arrives. Click to turn them off."
+      : blocked
+        ? "This browser blocks notifications from this site: allow them in its site settings."
+        : "Get a desktop notification when a card you can decide arrives.";
+  }
+
+  function bindNotify(root) {
+    if (!notificationsSupported()) return;  // the button stays hidden
+    root.querySelectorAll("[data-notify]").forEach(function (button) {
+      button.hidden = false;
+      paintNotify(button);
+      if (button.dataset.bound) return;
+      button.dataset.bound = "1";
+      button.addEventListener("click", function () {
+        if (notifying()) {
+          store("off");
+          paintNotify(button);
+          return;
+        }
+        Promise.resolve(Notification.requestPermission()).then(function (permission) {
+          if ((permission || Notification.permission) === "granted") store("on");
+          paintNotify(button);
+        });
+      });
+    });
+  }
+
+  var notified = {};
+
+  function notify(cards) {
+    if (!notifying()) return;
+    cards.forEach(function (card) {
+      if (!card.id || notified[card.id]) return;
+      notified[card.id] = true;
+      var note = new Notification(card.title || "A new card", {
+        body: [card.kind, card.summary].filter(Boolean).join(" · "),
+        tag: "mandate-card-" + card.id
+      });
+      note.onclick = function () {
+        window.focus();
+        if (card.url) window.location.href = card.url;
+        note.close();
+      };
+    });
+  }
+
+  function decidableCards(root) {
+    return Array.prototype.map.call(root.querySelectorAll("article.inbox-card[data-may-act]"), function (article) {
+      var link = article.querySelector("a[data-card]");
+      var title = article.querySelector(".inbox-card-title");
+      var kind = article.querySelector(".inbox-kind");
+      var summary = article.querySelector(".inbox-summary");
+      return {
+        id: article.getAttribute("data-card-id"),
+        title: title ? title.textContent.trim() : "",
+        kind: kind ? kind.textContent.trim() : "",
+        summary: summary ? summary.textContent.trim() : "",
+        url: link ? link.getAttribute("href") : ""
+      };
+    });
   }
 
   /* --- keyboard ------------------------------------------------------------------------ */
@@ -304,6 +467,12 @@
       case "u":
         follow("u");
         break;
+      case "/":
+        var search = document.querySelector("input[data-search]");
+        if (!search) return;
+        search.focus();
+        search.select();
+        break;
       case "x":
         if (!toggleSelected()) return;
         break;
@@ -324,13 +493,16 @@
     bindFilters(root);
     bindBulk(root);
     bindCopy(root);
+    bindNotify(root);
     bindDecisionForm();
   }
 
   function start() {
     bindAll(document);
     window.setInterval(function () { renderTimes(document); }, CLOCK_MS);
-    window.setInterval(poll, POLL_MS);
+    var poller = document.querySelector("[data-live-url]");
+    if (poller && poller.dataset.streamUrl && window.EventSource) listen(poller);
+    else startPolling();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
