@@ -68,3 +68,18 @@ def test_the_envelope_list_shows_requests_title_and_status_and_one_date_format(c
     for row in (request_row, evaluation_row):
         assert ONE_FORMAT.search(row), row
     assert str(approval.pk)[:8] in request_row
+
+
+def test_a_decided_escalation_card_names_its_reviewer_in_the_one_form(client, demo, people):
+    escalation = evaluate(demo)
+    review_envelope(demo, escalation.pk, "approve", people["alice"])
+    channel, _ = open_channel(people["owner"], name="deploy-bot")
+    approval = ask(channel)
+    act(channel.organization_id, approval.pk, people["alice"], "approve")
+    client.force_login(people["alice"])
+    html = client.get("/admin/?state=decided").content.decode()
+    outcomes = [
+        re.sub(r"<[^>]+>|\s+", " ", o).strip() for o in re.findall(r'class="inbox-outcome[^"]*">(.*?)</', html, re.S)
+    ]
+    assert "Approved by Alice (alice)" in outcomes, outcomes
+    assert all("by alice" not in o for o in outcomes), outcomes

@@ -24,6 +24,7 @@ from envelopes.inbox.labels import (
     KIND_LABELS,
     STATUS_LABELS,
     Names,
+    Performers,
     consequence_text,
     number_text,
     person_label,
@@ -256,9 +257,10 @@ def evaluation_facts(envelope) -> tuple[list[Fact], Meter | None]:
     return facts, meter
 
 
-def card_for(envelope, declarations: Declarations, refused=...) -> InboxCard:
+def card_for(envelope, declarations: Declarations, refused=..., performers: Performers | None = None) -> InboxCard:
     """An escalated evaluation as a card. ``refused``: the viewer's refusal to decide it
-    (None: they may; ``...``: not asked)."""
+    (None: they may; ``...``: not asked). ``performers`` names the reviewer as people are
+    named everywhere ("Demo Admin (admin)"); without it one query does."""
     surface_name, risk = declarations.surface(envelope)
     agent_name, owner = declarations.agent(envelope)
     facts, meter = evaluation_facts(envelope)
@@ -286,7 +288,8 @@ def card_for(envelope, declarations: Declarations, refused=...) -> InboxCard:
         ],
     )
     if envelope.review_decision:
-        card.outcome = f"{envelope.review_decision.capitalize()} by {envelope.reviewer_id}"
+        performers = performers or Performers.of(envelope.organization_id, [("user", envelope.reviewer_id)])
+        card.outcome = f"{envelope.review_decision.capitalize()} by {performers.name('user', envelope.reviewer_id)}"
         card.decided_at = envelope.reviewed_at
     elif refused is not ... and envelope.state == EnvelopeState.AWAITING_REVIEW:
         _say_who_may_act(card, refused)
@@ -362,11 +365,15 @@ def cards_for(organization, envelopes, refusals: dict, now) -> list[InboxCard]:
         deciders = [r.decided_by for r in requests if r.status != RequestStatus.PENDING and r.decided_by]
         names = Names.for_rules([], deciders) if deciders else None
     declarations = Declarations.for_envelopes(organization, envelopes)
+    reviewers = [
+        ("user", e.reviewer_id) for e in envelopes if e.kind != EnvelopeKind.APPROVAL_REQUEST and e.reviewer_id
+    ]
+    performers = Performers.of(getattr(organization, "pk", organization), reviewers)
     cards = []
     for envelope in envelopes:
         refused = refusals.get(str(envelope.pk), ...)  # ...: not asked (not waiting for this person)
         if envelope.kind == EnvelopeKind.APPROVAL_REQUEST:
             cards.append(request_card(envelope, declarations, refused, now, names))
         else:
-            cards.append(card_for(envelope, declarations, refused))
+            cards.append(card_for(envelope, declarations, refused, performers))
     return cards
