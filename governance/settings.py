@@ -179,6 +179,8 @@ CELERY_TIMEZONE = "UTC"
 # Keep each worker process's database connection for this many tasks: Celery's Django fixup
 # otherwise opens a fresh PostgreSQL connection per task (webhook throughput drops ~4x).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+# Beat keeps its schedule here whatever the database (with PostgreSQL and Redis too).
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "evidence-verify-ledger": {

@@ -2,8 +2,10 @@
 them, through a real server on PostgreSQL: every answer is the expected one, never a 500.
 
 Issue 10 reported a rare `select_for_update cannot be used outside of a transaction` 500
-from this mix (3 in ~1,600 requests). It did not reproduce on today's code (this mix, and
-2,900 requests across eight endpoints); the test keeps the mix under watch."""
+from this mix (3 in ~1,600 requests). Its cause was elsewhere: a ledger walk that failed left
+a generator suspended inside ``atomic()``, and the thread that later freed it ended its own
+request's transaction (tests/test_transaction_integrity.py reproduces and guards that). This
+test keeps the mix itself under watch."""
 
 import asyncio
 import random

@@ -1,5 +1,6 @@
 """Walking chains and saying whether they are intact, and where they break first."""
 
+import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -167,9 +168,10 @@ LEDGER_FIELDS = (
 
 
 def _ledger_rows_postgres(batch_size: int):
-    """Every event in ledger order, streamed by a server-side cursor (payload as text)."""
+    """Every event in ledger order, streamed by a server-side cursor (payload as text). The
+    caller holds the transaction the cursor needs and closes this generator (``verify_ledger``)."""
     loads = json.loads
-    with transaction.atomic(), connection.connection.cursor(name="mandate_verify_ledger") as cursor:
+    with connection.connection.cursor(name="mandate_verify_ledger") as cursor:
         cursor.itersize = batch_size
         cursor.execute(_LEDGER_SQL)
         for row in cursor:
@@ -186,13 +188,22 @@ def verify_ledger(batch_size: int = 10_000) -> LedgerVerdict:
     """Walk every event in ledger order, re-hashing each event and each ledger link."""
     head = LedgerHead.objects.filter(pk=1).first()
     head_seq = head.seq if head else 0
+    connection.ensure_connection()
+    rows = _ledger_rows_postgres(batch_size) if connection.vendor == "postgresql" else _ledger_rows_orm(batch_size)
+    # The transaction lives in this frame and the generator is closed here, whatever happens:
+    # a generator suspended inside ``atomic()`` and left to the garbage collector is closed on
+    # whichever thread collects it, and its ``Atomic.__exit__`` then ends *that* thread's
+    # transaction (a request's select_for_update then fails "outside of a transaction").
+    with transaction.atomic(), contextlib.closing(rows):
+        return _walk_ledger(rows, head, head_seq)
+
+
+def _walk_ledger(rows, head, head_seq) -> LedgerVerdict:
     expected_seq, prev = 0, ""
 
     def broken(kind, message, seq):
         return LedgerVerdict(False, seq - 1, head_seq, kind, message, seq)
 
-    connection.ensure_connection()
-    rows = _ledger_rows_postgres(batch_size) if connection.vendor == "postgresql" else _ledger_rows_orm(batch_size)
     for (
         seq,
         chain_id,
