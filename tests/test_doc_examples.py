@@ -15,8 +15,10 @@ document. Every HTTP request an example makes must answer 2xx (a ``curl`` on the
 each status), unless the fence says otherwise (```` ```sh status=408 ````).
 
 Fence info strings: ``sh``/``bash``/``shell`` examples run unless marked ``no-run`` (what
-cannot run here: ``make run`` itself, production and deployment commands). Every fence names
-its language, so no shell example goes unrun without a visible marker.
+cannot run here: ``make run`` itself, production and deployment commands) or ``journey`` (it
+needs the browser steps of README's "First hour" before it: ``tests/test_readme_journey.py``
+runs it). Every fence names its language, so no shell example goes unrun without a visible
+marker.
 """
 
 import io
@@ -39,7 +41,8 @@ DOCUMENTS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 DOCUMENTED_BASE = "http://127.0.0.1:8080"
 SHELL = {"sh", "bash", "shell"}
 NOT_SHELL = {"json", "python", "js", "sql", "text", "yaml"}
-ATTRIBUTE = re.compile(r"^(no-run|status=[1-5][0-9][0-9])$")
+# journey: needs the browser steps README's "First hour" tells before it; tests/test_readme_journey.py runs it.
+ATTRIBUTE = re.compile(r"^(no-run|journey|status=[1-5][0-9][0-9])$")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 # Where each provided variable comes from; a document that uses one must say so.
 PROVIDED = {
@@ -64,7 +67,7 @@ class Example:
 
     @property
     def runs(self) -> bool:
-        return self.language in SHELL and "no-run" not in self.attributes
+        return self.language in SHELL and not self.attributes & {"no-run", "journey"}
 
     @property
     def expected_status(self) -> str | None:
@@ -230,6 +233,7 @@ class Shell:
             timeout=EXAMPLE_TIMEOUT,
         )
         statuses = self.statuses.read_text().split()
+        self.last_stdout = result.stdout
         shown = f"{example}:\n{example.code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
         assert result.returncode == 0, f"exit {result.returncode} in {shown}"
         expected = example.expected_status
