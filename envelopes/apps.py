@@ -8,13 +8,19 @@ class EnvelopesConfig(AppConfig):
     def ready(self):
         """Wire the capability packages to the core's one decision path: each kind's rules,
         the outbox that turns decisions into webhooks (and the queue that sends them), and
-        the bus that wakes waiters."""
+        the bus that wakes waiters; and the names of people and channels that evidence pages
+        show for performers."""
         from envelopes.delivery import outbox, tasks
         from envelopes.evaluation.reviews import EvaluationRules
+        from envelopes.inbox.labels import channel_names, people_names
         from envelopes.requests import bus
         from envelopes.requests.decisions import RequestRules
         from envelopes.services import decide
+        from evidence import performers
 
+        performers.register("user", people_names)
+        performers.register("person", people_names)
+        performers.register("channel", channel_names)
         decide.register_kind(EvaluationRules())
         decide.register_kind(RequestRules())
         decide.connect_outbox(outbox.enqueue_deliveries)

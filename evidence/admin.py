@@ -1,6 +1,9 @@
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.utils.html import format_html
 
 from evidence.models import AuditEvent, SigningKey
+from evidence.performers import PerformerNames
 from evidence.services.keys import rotate_key
 
 
@@ -17,18 +20,28 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = (
-        "ledger_seq",
-        "chain_id",
-        "sequence_no",
-        "event_type",
-        "performer_type",
-        "performer_id",
-        "occurred_at",
-    )
+    list_display = ("ledger_seq", "chain_id", "sequence_no", "event_type", "performer", "occurred_at")
     list_filter = ("event_type", "performer_type")
     search_fields = ("chain_id", "event_type", "performer_id")
     ordering = ("-ledger_seq",)
+
+    def get_changelist(self, request, **kwargs):
+        return _NamedPerformers
+
+    @admin.display(description="Performer", ordering="performer_id")
+    def performer(self, obj):
+        name = getattr(obj, "performer_name", None) or f"{obj.performer_type} · {obj.performer_id}"
+        return format_html('<span title="{} · {}">{}</span>', obj.performer_type, obj.performer_id, name)
+
+
+class _NamedPerformers(ChangeList):
+    """The page's performers by name: one query per performer type for the whole page."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        names = PerformerNames.of(None, [(e.performer_type, e.performer_id) for e in self.result_list])
+        for event in self.result_list:
+            event.performer_name = names.label(event.performer_type, event.performer_id)
 
 
 @admin.register(SigningKey)

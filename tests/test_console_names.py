@@ -83,3 +83,16 @@ def test_a_decided_escalation_card_names_its_reviewer_in_the_one_form(client, de
     ]
     assert "Approved by Alice (alice)" in outcomes, outcomes
     assert all("by alice" not in o for o in outcomes), outcomes
+
+
+def test_the_audit_event_list_names_performers(client, people, make_person):
+    channel, _ = open_channel(people["owner"], name="deploy-bot")
+    approval = ask(channel)
+    act(channel.organization_id, approval.pk, people["alice"], "approve")
+    client.force_login(make_person(username="root", is_superuser=True))
+    html = client.get("/admin/evidence/auditevent/").content.decode()
+    cells = [
+        re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r'<td class="field-performer">(.*?)</td>', html, re.S)
+    ]
+    assert "channel · deploy-bot" in cells and "user · Alice (alice)" in cells, cells
+    assert not any(UUID.search(c) for c in cells), cells

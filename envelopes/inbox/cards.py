@@ -24,7 +24,6 @@ from envelopes.inbox.labels import (
     KIND_LABELS,
     STATUS_LABELS,
     Names,
-    Performers,
     consequence_text,
     number_text,
     person_label,
@@ -34,6 +33,7 @@ from envelopes.inbox.labels import (
 )
 from envelopes.inbox.progress import progress_line
 from envelopes.models import ApprovalRequest, Tweak
+from evidence.performers import PerformerNames
 
 EXPIRES_SOON = timedelta(hours=1)
 
@@ -257,7 +257,7 @@ def evaluation_facts(envelope) -> tuple[list[Fact], Meter | None]:
     return facts, meter
 
 
-def card_for(envelope, declarations: Declarations, refused=..., performers: Performers | None = None) -> InboxCard:
+def card_for(envelope, declarations: Declarations, refused=..., performers: PerformerNames | None = None) -> InboxCard:
     """An escalated evaluation as a card. ``refused``: the viewer's refusal to decide it
     (None: they may; ``...``: not asked). ``performers`` names the reviewer as people are
     named everywhere ("Demo Admin (admin)"); without it one query does."""
@@ -288,7 +288,7 @@ def card_for(envelope, declarations: Declarations, refused=..., performers: Perf
         ],
     )
     if envelope.review_decision:
-        performers = performers or Performers.of(envelope.organization_id, [("user", envelope.reviewer_id)])
+        performers = performers or PerformerNames.of(envelope.organization_id, [("user", envelope.reviewer_id)])
         card.outcome = f"{envelope.review_decision.capitalize()} by {performers.name('user', envelope.reviewer_id)}"
         card.decided_at = envelope.reviewed_at
     elif refused is not ... and envelope.state == EnvelopeState.AWAITING_REVIEW:
@@ -368,7 +368,7 @@ def cards_for(organization, envelopes, refusals: dict, now) -> list[InboxCard]:
     reviewers = [
         ("user", e.reviewer_id) for e in envelopes if e.kind != EnvelopeKind.APPROVAL_REQUEST and e.reviewer_id
     ]
-    performers = Performers.of(getattr(organization, "pk", organization), reviewers)
+    performers = PerformerNames.of(getattr(organization, "pk", organization), reviewers)
     cards = []
     for envelope in envelopes:
         refused = refusals.get(str(envelope.pk), ...)  # ...: not asked (not waiting for this person)

@@ -4,8 +4,9 @@ the MIDAS sections of an evaluation as labelled rows, the audit chain as rows.""
 import json
 
 from envelopes.inbox.cards import Fact
-from envelopes.inbox.labels import KIND_LABELS, Performers
+from envelopes.inbox.labels import KIND_LABELS
 from envelopes.representation import submitted_raw
+from evidence.performers import PerformerNames
 
 # Nesting the page lays out as a tree; deeper values are shown as their JSON text (input is
 # refused past 32 levels at the edge, docs/input.md, but older envelopes may be deeper).
@@ -127,8 +128,8 @@ def sections_of(envelope, facts: list[Fact]) -> list[dict]:
 
 
 def chain_rows(events, organization_id) -> list[dict]:
-    """The audit chain as rows; performers by name (``Performers``), as recorded in the title."""
-    performers = Performers.of(organization_id, [(e.performer_type, e.performer_id) for e in events])
+    """The audit chain as rows; performers by name (``evidence.performers``), as recorded in the title."""
+    performers = PerformerNames.of(organization_id, [(e.performer_type, e.performer_id) for e in events])
     return [
         {
             "sequence_no": event.sequence_no,

@@ -145,37 +145,21 @@ class Names:
         return self.people.get(str(person_id), str(person_id))
 
 
-class Performers:
-    """Who acted, by name rather than id: people (by id or, for reviews through the API, by
-    username) as ``person_label`` says them, agents' channels by their name; the system and
-    anything unknown as recorded. Two queries at most, scoped to the organization."""
+def people_names(organization_id, refs: set[str]) -> dict[str, str]:
+    """People by id or (for reviews through the API) by username, as ``person_label`` says them."""
+    ids = [r for r in refs if is_uuid(r)]
+    found = Person.objects.filter(models.Q(pk__in=ids) | models.Q(username__in=refs))
+    if organization_id is not None:
+        found = found.filter(organization_id=organization_id)
+    names = {}
+    for person in found:
+        names[str(person.pk)] = names[person.username] = person_label(person)
+    return names
 
-    def __init__(self, people: dict, channels: dict):
-        self.people, self.channels = people, channels
 
-    @classmethod
-    def of(cls, organization_id, pairs) -> "Performers":
-        people_refs = {str(i) for kind, i in pairs if kind in ("user", "person") and i}
-        channel_ids = [str(i) for kind, i in pairs if kind == "channel" and is_uuid(str(i))]
-        people = {}
-        if people_refs:
-            ids = [r for r in people_refs if is_uuid(r)]
-            found = Person.objects.filter(organization_id=organization_id).filter(
-                models.Q(pk__in=ids) | models.Q(username__in=people_refs)
-            )
-            for person in found:
-                people[str(person.pk)] = people[person.username] = person_label(person)
-        channels = {}
-        if channel_ids:
-            rows = Channel.objects.filter(organization_id=organization_id, pk__in=channel_ids).values_list("pk", "name")
-            channels = {str(pk): name for pk, name in rows}
-        return cls(people, channels)
-
-    def name(self, kind: str, ref) -> str:
-        ref = str(ref)
-        if kind == "channel":
-            return self.channels.get(ref, ref)
-        return self.people.get(ref, ref)
-
-    def label(self, kind: str, ref) -> str:
-        return f"{kind} · {self.name(kind, ref)}"
+def channel_names(organization_id, refs: set[str]) -> dict[str, str]:
+    """Agents' channels by their name."""
+    found = Channel.objects.filter(pk__in=[r for r in refs if is_uuid(r)])
+    if organization_id is not None:
+        found = found.filter(organization_id=organization_id)
+    return {str(pk): name for pk, name in found.values_list("pk", "name")}

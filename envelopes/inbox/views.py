@@ -27,13 +27,13 @@ from envelopes.inbox.console import viewer_of
 from envelopes.inbox.deciding import acknowledge_all, review_escalation
 from envelopes.inbox.documents import chain_rows, sections_of
 from envelopes.inbox.ids import is_uuid
-from envelopes.inbox.labels import Performers
 from envelopes.inbox.listing import INBOX_PAGE_SIZE, inbox_for
 from envelopes.inbox.permissions import may_review, may_use_console, why_no_inbox, why_not_review
 from envelopes.inbox.waiting import envelope_version, inbox_version, neighbours, version_of
 from envelopes.models import ApprovalRequest, Envelope
 from envelopes.representation import envelope_representation
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
+from evidence.performers import PerformerNames
 from governance.errors import Conflict, DomainError
 
 
@@ -156,7 +156,9 @@ def _decided(envelope) -> str:
 
 def reviewer_name(envelope) -> str:
     """The reviewer as people are named across the console ("Demo Admin (admin)")."""
-    return Performers.of(envelope.organization_id, [("user", envelope.reviewer_id)]).name("user", envelope.reviewer_id)
+    return PerformerNames.of(envelope.organization_id, [("user", envelope.reviewer_id)]).name(
+        "user", envelope.reviewer_id
+    )
 
 
 def review_page(model_admin, request, object_id):
