@@ -38,11 +38,11 @@ from controlplane.models import Agent, BusinessService, Capability, Grant, Proce
 from controlplane.services.listing import DEFAULT_PAGE_SIZE, PLAIN_LIST_CAP, capped_list, page_by_id
 from controlplane.services.recovery import latest_versions, profile_recovery, surface_recovery
 from governance.api.errors import APIError
-from governance.api.query_params import MAX_LIMIT, parse_limit
+from governance.api.lists import TRUNCATED_HEADER, list_response
+from governance.api.query_params import MAX_LIMIT
 
 INTROSPECTION_TAGS = ["introspection"]
 STRUCTURE_TAGS = ["structure"]
-TRUNCATED_HEADER = "X-Mandate-Truncated"  # as GET /v1/envelopes
 
 
 class DeclaredView(ControlPlaneView, generics.GenericAPIView):
@@ -101,18 +101,14 @@ class PagedListView(DeclaredView):
     schema = PagedListSchema()
 
     def get(self, request, *args, **kwargs):
-        queryset = self.filter_queryset(self.get_queryset())
-        params = request.query_params
-        if "limit" in params or "cursor" in params:
-            limit = parse_limit(params.get("limit"), DEFAULT_PAGE_SIZE)
-            page = page_by_id(queryset, limit, params.get("cursor", ""))
-            items = self.get_serializer(page.items, many=True).data
-            return Response({"items": items, "next_cursor": page.next_cursor})
-        rows, truncated = capped_list(queryset)
-        response = Response(self.get_serializer(rows, many=True).data)
-        if truncated:
-            response[TRUNCATED_HEADER] = "true"
-        return response
+        return list_response(
+            request,
+            self.filter_queryset(self.get_queryset()),
+            capped=capped_list,
+            page=page_by_id,
+            render=lambda rows: self.get_serializer(rows, many=True).data,
+            default_page_size=DEFAULT_PAGE_SIZE,
+        )
 
 
 PAGE_PARAMETERS = [

@@ -29,13 +29,13 @@ from envelopes.services.queries import (
     organization_envelopes,
 )
 from governance.api.errors import APIError
+from governance.api.lists import TRUNCATED_HEADER, list_response
 from governance.api.permissions import HasRole
-from governance.api.query_params import MAX_LIMIT, parse_limit
+from governance.api.query_params import MAX_LIMIT
 from governance.api.tenancy import request_organization
 from governance.choices import Role
 
 TAGS = ["envelopes"]
-TRUNCATED_HEADER = "X-Mandate-Truncated"
 
 PAGE_PARAMETERS = [
     OpenApiParameter(
@@ -102,19 +102,14 @@ class EnvelopeCollectionView(EnvelopeReadView):
     schema = EnvelopeListSchema()
 
     def get(self, request, *args, **kwargs):
-        queryset = self.filter_queryset(self.get_queryset())
-        params = request.query_params
-        if "limit" in params or "cursor" in params:
-            limit = parse_limit(params.get("limit"), DEFAULT_PAGE_SIZE)
-            page = envelope_page(queryset, limit, params.get("cursor", ""))
-            return Response(
-                {"items": [envelope_representation(e) for e in page.items], "next_cursor": page.next_cursor}
-            )
-        rows, truncated = capped_list(queryset)
-        response = Response([envelope_representation(e) for e in rows])
-        if truncated:
-            response[TRUNCATED_HEADER] = "true"
-        return response
+        return list_response(
+            request,
+            self.filter_queryset(self.get_queryset()),
+            capped=capped_list,
+            page=envelope_page,
+            render=lambda rows: [envelope_representation(e) for e in rows],
+            default_page_size=DEFAULT_PAGE_SIZE,
+        )
 
 
 class EnvelopeListView(EnvelopeCollectionView):
