@@ -50,3 +50,12 @@ class Gone(DomainError):
 
 class Unavailable(DomainError):
     """A dependency is down; the caller may retry."""
+
+
+class GateError(DomainError):
+    """An action-gate refusal in LatchGate's words: ``status`` and ``code`` are the wire's
+    (the gate's API edge answers ``{"error": code}``, plus ``deny_reason`` or ``reason``)."""
+
+    def __init__(self, status: int, code: str, *, deny_reason: str | None = None, reason: str | None = None):
+        super().__init__(deny_reason or reason or code)
+        self.status, self.code, self.deny_reason, self.reason = status, code, deny_reason, reason
