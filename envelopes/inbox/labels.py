@@ -105,10 +105,7 @@ def type_label(approval: ApprovalRequest) -> str:
 
 
 def person_label(person) -> str:
-    if person is None:
-        return ""
-    full = person.get_full_name()
-    return f"{full} ({person.username})" if full else person.username
+    return "" if person is None else str(person)  # Person.__str__ is the console's one form
 
 
 class Names:

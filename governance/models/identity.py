@@ -39,7 +39,9 @@ class Person(AbstractUser):
         ordering = ["username"]
 
     def __str__(self):
-        return self.get_full_name() or self.username
+        # The one form the console names people in: "Alice Approver (alice)".
+        full = self.get_full_name()
+        return f"{full} ({self.username})" if full else self.username
 
     @property
     def role_names(self) -> list[str]:
