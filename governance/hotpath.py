@@ -261,12 +261,14 @@ class HotPath:
     Content-Length within the view's limit that the body matches.
     """
 
-    def __init__(self, app, endpoints: list[HotEndpoint], threads: int = 16):
+    def __init__(self, app, endpoints: list, threads: int = 16):
         self.app = app
         self.threads = threads
         self._executor = None
         on_postgres = connection.vendor == "postgresql"
-        self.endpoints = {(e.method, e.path): e for e in endpoints if e.enabled and on_postgres}
+        live = [e for e in endpoints if e.enabled and on_postgres]
+        self.endpoints = {(e.method, e.path): e for e in live if isinstance(e, HotEndpoint)}
+        self.routes = [e for e in live if isinstance(e, HotRoute)]
         self._hosts = AllowedHosts()
         self._strict_transport = _strict_transport_security()
 
@@ -289,6 +291,11 @@ class HotPath:
         if scope["type"] == "http" and not scope.get("query_string"):
             endpoint = self.endpoints.get((scope.get("method"), scope.get("path")))
         if endpoint is None:
+            if self.routes and scope["type"] == "http":
+                for route in self.routes:
+                    params = route.match(scope.get("method"), scope.get("path"))
+                    if params is not None:
+                        return await self._route(route, params, scope, receive, send)
             return await self.app(scope, receive, send)
         raw_headers = list(scope.get("headers") or ())
         headers = dict(raw_headers)
@@ -325,6 +332,52 @@ class HotPath:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
         log_request(endpoint.method, endpoint.path, 200, started)
+
+    async def _route(self, route: "HotRoute", params: dict, scope, receive, send):
+        raw_headers = list(scope.get("headers") or ())
+        headers = dict(raw_headers)
+        length = _content_length(headers, route.max_body_bytes)
+        if (
+            scope.get("query_string")
+            or length is None
+            or len(headers) != len(raw_headers)
+            or not _json_content_type(headers)
+            or not self._hosts.allow(headers)
+        ):
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > length:
+                break
+        body = b"".join(chunks)
+        if more or size != length:
+            return await self.app(scope, _replay(body, more, receive), send)
+        request = HotRequest(
+            scope["method"],
+            scope["path"],
+            params,
+            {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers},
+            body,
+        )
+        status, answer = await drive_async(route, request, self.executor)
+        content = render(answer)
+        response_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+            *_VIEW_HEADERS,
+        ]
+        if self._strict_transport and _is_secure(scope):
+            response_headers.append(self._strict_transport)
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": content})
+        log_request(route.method, scope["path"], status, started)
 
 
 def _strict_transport_security() -> tuple | None:
@@ -365,3 +418,108 @@ def _replay(body: bytes, more: bool, receive):
         return await receive()
 
     return replayed
+
+
+# --- routes that answer for themselves ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HotRequest:
+    """What a :class:`HotRoute`'s service sees: the method, the path and its parameters, the
+    headers (lower-case names, one value each) and the body."""
+
+    method: str
+    path: str
+    params: dict
+    headers: dict
+    body: bytes
+
+
+@dataclass(eq=False)
+class HotRoute:
+    """A hot endpoint that, once admitted, answers every request itself — its errors too —
+    because its service does something that must happen once (the action gate's execute
+    consumes a DPoP proof: a request handed to Django after that would be a replay).
+
+    - ``path``: a pattern whose ``{name}`` segments match one path segment each
+      (``/v1/actions/{action_id}/execute``);
+    - ``service(request: HotRequest)``: a generator of InThread and Write steps (see
+      ``Service``) returning ``(status, body)``; Django's view for the same URL drives the
+      same generator synchronously (``drive``), so both answer alike;
+    - ``errors(exc) -> (status, body)``: the answer for an exception the service raised;
+    - ``record(items)``: the group commit's statement for Write steps (None: no writes).
+
+    Admission (else Django's view answers, with the same service): the method and a
+    matching path, no query string, no repeated header, a Host Django allows, a JSON
+    content type, and a Content-Length within ``max_body_bytes`` that the body matches.
+    """
+
+    path: str
+    method: str
+    service: Callable[[HotRequest], Generator]
+    errors: Callable[[Exception], tuple[int, dict]]
+    record: Callable[[list], list] | None = None
+    max_batch: int = 64
+    max_body_bytes: int = 1024 * 1024
+    enabled: bool = True
+    pattern: object = field(init=False)
+    group: GroupCommit | None = field(init=False)
+
+    def __post_init__(self):
+        import re
+
+        parts = [
+            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") and part.endswith("}") else re.escape(part)
+            for part in self.path.split("/")
+        ]
+        self.pattern = re.compile("^" + "/".join(parts) + "$")
+        self.group = (
+            GroupCommit(self.record, max_batch=max(1, self.max_batch), name=f"group-commit {self.path}")
+            if self.record is not None
+            else None
+        )
+
+    def match(self, method: str, path: str) -> dict | None:
+        if method != self.method:
+            return None
+        found = self.pattern.match(path)
+        return found.groupdict() if found else None
+
+
+def drive(route: HotRoute, request: HotRequest) -> tuple[int, dict]:
+    """Run the route's service synchronously in this thread (Django's view, tests): each
+    write commits alone. Errors are answered as the hot path answers them."""
+    try:
+        steps = route.service(request)
+        reply = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as finished:
+                return finished.value
+            reply = route.record([step.item])[0] if type(step) is Write else step.function(*step.args)
+    except Exception as exc:  # noqa: BLE001 (the route says how each failure is answered)
+        return route.errors(exc)
+
+
+async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[int, dict]:
+    """``drive`` on the event loop: InThread steps in ``executor``, writes by group commit."""
+    loop = asyncio.get_running_loop()
+    try:
+        steps = route.service(request)
+        reply = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as finished:
+                return finished.value
+            if type(step) is not Write:
+                reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
+            elif route.group.max_batch > 1:
+                reply = await route.group.record_async(step.item)
+            else:
+                reply = await loop.run_in_executor(
+                    executor, _in_thread, lambda item: route.record([item])[0], step.item
+                )
+    except Exception as exc:  # noqa: BLE001
+        return route.errors(exc)

@@ -1,0 +1,74 @@
+"""The hot path's self-answering routes (``governance.hotpath.HotRoute``): path parameters,
+admission, errors answered by the route itself, and the same service driven synchronously."""
+
+import asyncio
+import json
+
+import pytest
+
+from governance.hotpath import HotPath, HotRequest, HotRoute, InThread, drive
+
+pytestmark = pytest.mark.postgres
+
+
+def service(request: HotRequest):
+    if request.params["name"] == "boom":
+        raise ValueError("boom")
+    doubled = yield InThread(lambda n: n * 2, len(request.body))
+    return 202, {"name": request.params["name"], "doubled": doubled, "auth": request.headers.get("authorization")}
+
+
+def errors(exc):
+    return 418, {"error": type(exc).__name__}
+
+
+ROUTE = HotRoute(path="/v1/things/{name}/do", method="POST", service=service, errors=errors)
+
+
+async def django(scope, receive, send):
+    await send({"type": "http.response.start", "status": 299, "headers": []})
+    await send({"type": "http.response.body", "body": b"django"})
+
+
+def call(path, body=b"{}", query=b"", headers=None):
+    app = HotPath(django, [ROUTE])
+    headers = headers or [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"authorization", b"DPoP x"),
+    ]
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": query, "headers": headers}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = sent[0]["status"]
+    content = sent[1]["body"]
+    return status, (json.loads(content) if status != 299 else content)
+
+
+def test_a_route_answers_with_its_parameters_and_status():
+    assert call("/v1/things/abc/do", b"{}") == (202, {"name": "abc", "doubled": 4, "auth": "DPoP x"})
+
+
+def test_a_route_answers_its_own_errors_never_handing_them_to_django():
+    assert call("/v1/things/boom/do") == (418, {"error": "ValueError"})
+
+
+def test_what_the_route_does_not_admit_goes_to_django():
+    assert call("/v1/things/abc/do", query=b"x=1") == (299, b"django")
+    assert call("/v1/things/a/b/do")[0] == 299  # a parameter is one segment
+    assert call("/v1/things/abc/do", headers=[(b"host", b"127.0.0.1"), (b"content-length", b"2")])[0] == 299
+
+
+def test_drive_runs_the_same_service_synchronously():
+    request = HotRequest("POST", "/v1/things/abc/do", {"name": "abc"}, {}, b"{}")
+    assert drive(ROUTE, request) == (202, {"name": "abc", "doubled": 4, "auth": None})
+    boom = HotRequest("POST", "/v1/things/boom/do", {"name": "boom"}, {}, b"{}")
+    assert drive(ROUTE, boom) == (418, {"error": "ValueError"})
