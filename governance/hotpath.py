@@ -488,16 +488,21 @@ class HotRoute:
 
 def drive(route: HotRoute, request: HotRequest) -> tuple[int, dict]:
     """Run the route's service synchronously in this thread (Django's view, tests): each
-    write commits alone. Errors are answered as the hot path answers them."""
+    write commits alone. A step that fails is thrown back into the service (which may record
+    it, give something back, or answer otherwise); what escapes is answered by ``errors``."""
     try:
         steps = route.service(request)
-        reply = None
+        reply, failure = None, None
         while True:
             try:
-                step = steps.send(reply)
+                step = steps.throw(failure) if failure is not None else steps.send(reply)
             except StopIteration as finished:
                 return finished.value
-            reply = route.record([step.item])[0] if type(step) is Write else step.function(*step.args)
+            reply, failure = None, None
+            try:
+                reply = route.record([step.item])[0] if type(step) is Write else step.function(*step.args)
+            except Exception as exc:  # noqa: BLE001 (back into the service)
+                failure = exc
     except Exception as exc:  # noqa: BLE001 (the route says how each failure is answered)
         return route.errors(exc)
 
@@ -507,19 +512,25 @@ async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[i
     loop = asyncio.get_running_loop()
     try:
         steps = route.service(request)
-        reply = None
+        reply, failure = None, None
         while True:
             try:
-                step = steps.send(reply)
+                step = steps.throw(failure) if failure is not None else steps.send(reply)
             except StopIteration as finished:
                 return finished.value
-            if type(step) is not Write:
-                reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
-            elif route.group.max_batch > 1:
-                reply = await route.group.record_async(step.item)
-            else:
-                reply = await loop.run_in_executor(
-                    executor, _in_thread, lambda item: route.record([item])[0], step.item
-                )
+            reply, failure = None, None
+            try:
+                if type(step) is not Write:
+                    reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
+                elif route.group.max_batch > 1:
+                    reply = await route.group.record_async(step.item)
+                else:
+                    reply = await loop.run_in_executor(executor, _in_thread, _record_one, route, step.item)
+            except Exception as exc:  # noqa: BLE001 (back into the service)
+                failure = exc
     except Exception as exc:  # noqa: BLE001
         return route.errors(exc)
+
+
+def _record_one(route: HotRoute, item):
+    return route.record([item])[0]

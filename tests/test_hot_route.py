@@ -30,8 +30,8 @@ async def django(scope, receive, send):
     await send({"type": "http.response.body", "body": b"django"})
 
 
-def call(path, body=b"{}", query=b"", headers=None):
-    app = HotPath(django, [ROUTE])
+def call(path, body=b"{}", query=b"", headers=None, route=ROUTE):
+    app = HotPath(django, [route])
     headers = headers or [
         (b"host", b"127.0.0.1"),
         (b"content-type", b"application/json"),
@@ -72,3 +72,18 @@ def test_drive_runs_the_same_service_synchronously():
     assert drive(ROUTE, request) == (202, {"name": "abc", "doubled": 4, "auth": None})
     boom = HotRequest("POST", "/v1/things/boom/do", {"name": "boom"}, {}, b"{}")
     assert drive(ROUTE, boom) == (418, {"error": "ValueError"})
+
+
+def recovering(request: HotRequest):
+    try:
+        yield InThread(int, "not a number")
+    except ValueError:
+        return 409, {"recovered": True}
+    return 200, {}
+
+
+def test_a_failed_step_is_thrown_back_into_the_service():
+    route = HotRoute(path="/v1/r", method="POST", service=recovering, errors=errors)
+    assert drive(route, HotRequest("POST", "/v1/r", {}, {}, b"{}")) == (409, {"recovered": True})
+    app_route = HotRoute(path="/v1/things/{name}/do", method="POST", service=recovering, errors=errors)
+    assert call("/v1/things/x/do", route=app_route) == (409, {"recovered": True})  # on the event loop too
