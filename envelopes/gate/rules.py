@@ -8,6 +8,9 @@ same transaction. ``deny`` closes it as denied; ``timeout`` (the sweeper) as exp
 Approving and denying need ``platform.operator`` (or ``platform.admin``, which implies it).
 """
 
+from functools import partial
+
+from django.db import transaction
 from django.db.models import QuerySet
 
 from envelopes.choices import EnvelopeKind
@@ -25,8 +28,12 @@ class ActionRules:
     kind = EnvelopeKind.ACTION
     envelope_fields = ()
 
-    # Written by the pipeline after a held action's plan ran: a callable that records the
-    # receipt and the execution row in the decision's transaction (``approvals.record_result``).
+    # Set by the gate package (``envelopes/apps.py``):
+    # ``run_claimed(approval_id)`` executes a claimed approval's stored plan; it runs after the
+    # claim commits, in the thread of whoever approved (inbox or API alike), and records how it
+    # ended with a ``complete`` or ``fail`` decision. ``record_result(approval, result)`` writes
+    # the receipt and the execution row inside that decision's transaction.
+    run_claimed = None
     record_result = None
 
     def load(self, envelopes) -> dict:
@@ -90,5 +97,7 @@ class ActionRules:
             fields += ["learn_domain", "learn_path", "receipt_id", "failure"]
             approval.save(update_fields=fields)
             result = getattr(approval, "result", None)
-            if result is not None and self.record_result is not None:
+            if result is not None and type(self).record_result is not None:
                 type(self).record_result(approval, result)
+            if approval.state == GateApprovalState.CLAIMED and type(self).run_claimed is not None:
+                transaction.on_commit(partial(type(self).run_claimed, approval.approval_id))
