@@ -37,7 +37,7 @@ def http_plan(target, *, method="GET", url="{{url}}", headers=None, body_templat
     return ExecutionPlan.from_manifest({**manifest, **extra})
 
 
-def fs_plan(**fs):
+def fs_plan(effects=("fs_read", "fs_write", "fs_delete"), **fs):
     rules = {
         "allowed_operations": ["read", "write", "list"],
         "allowed_paths": ["src/**", "notes.md", "."],
@@ -51,6 +51,7 @@ def fs_plan(**fs):
             "version": "1.0.0",
             "provider_module_digest": "builtin:fs",
             "fs": rules,
+            "declared_side_effects": list(effects),
             "verifier_kind": "fs_hash",
         }
     )
@@ -61,6 +62,15 @@ def secrets(name):
 
 
 # --- the plan --------------------------------------------------------------------------------
+
+
+def test_plan_from_a_manifest_dataclass(target):
+    from dataclasses import make_dataclass
+
+    plan = http_plan(target)
+    manifest_type = make_dataclass("Manifest", [(k, object) for k in plan.to_dict()] + [("risk_level", str)])
+    manifest = manifest_type(**plan.to_dict(), risk_level="low")
+    assert ExecutionPlan.from_manifest(manifest) == plan
 
 
 def test_plan_round_trips_and_its_hash_is_stable(target):
@@ -345,6 +355,11 @@ def test_fs_operations_must_be_declared(root):
     assert result.failure == ("policy_violation", "operation write (overwrite) is not allowed for this action")
     assert fs(plan, {"operation": "delete", "path": "src/app.py"}, root).failure.failure_class == "policy_violation"
     assert (root / "src" / "app.py").exists()
+    # An operation whose side effect the manifest does not declare is refused too.
+    undeclared = fs_plan(effects=["fs_read"], allowed_operations=["read", "write"])
+    result = fs(undeclared, {"operation": "write", "path": "src/a.py", "content": "x"}, root)
+    assert result.failure == ("policy_violation", "operation write (overwrite) is not allowed for this action")
+    assert not (root / "src" / "a.py").exists()
     # LatchGate's write modes: create only.
     creator = fs_plan(allowed_operations=["create"])
     assert fs(creator, {"operation": "write", "path": "src/b.py", "content": "x", "mode": "create"}, root).ok

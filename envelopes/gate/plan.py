@@ -7,6 +7,7 @@ Nested JSON values (template body, verification config) are deep-frozen so nothi
 change a plan after it was hashed.
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -274,8 +275,12 @@ class ExecutionPlan:
         }
 
     def plan_hash(self) -> str:
-        """``sha256:`` + hex SHA-256 of the plan's RFC 8785 form."""
-        return "sha256:" + hashlib.sha256(rfc8785.dumps(self.to_dict())).hexdigest()
+        """``sha256:`` + hex SHA-256 of the plan's RFC 8785 form (computed once per plan)."""
+        cached = self.__dict__.get("_plan_hash")
+        if cached is None:
+            cached = "sha256:" + hashlib.sha256(rfc8785.dumps(self.to_dict())).hexdigest()
+            object.__setattr__(self, "_plan_hash", cached)
+        return cached
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "ExecutionPlan":
@@ -291,9 +296,11 @@ class ExecutionPlan:
         allowed_domains: Iterable[str] | None = None,
         allowed_paths: Iterable[str] | None = None,
     ) -> "ExecutionPlan":
-        """The plan for a manifest's mapping (YAML form; fields the plan does not need are
-        ignored). ``allowed_domains`` / ``allowed_paths`` replace the manifest's with the
-        effective lists (manifest + learned) the caller merged."""
+        """The plan for a manifest (its mapping, YAML form, or a dataclass of the same fields;
+        fields the plan does not need are ignored). ``allowed_domains`` / ``allowed_paths``
+        replace the manifest's with the effective lists (manifest + learned) the caller merged."""
+        if dataclasses.is_dataclass(manifest) and not isinstance(manifest, type):
+            manifest = dataclasses.asdict(manifest)
         egress = dict(manifest.get("egress") or {})
         nested = egress.pop("proxy_allowlist", None)  # the SDK's wire form of the same list
         if isinstance(nested, Mapping) and "allowed_domains" not in egress:

@@ -32,6 +32,9 @@ from envelopes.gate.providers.result import (
 )
 
 OPERATIONS = ("read", "write", "list", "delete")
+# The side effect each operation is; the policy's sinks come from declared_side_effects, so an
+# operation whose effect the manifest does not declare is refused.
+EFFECTS = {"read": "fs_read", "list": "fs_read", "write": "fs_write", "delete": "fs_delete"}
 MAX_PATH_CHARS = 4096
 MAX_LISTED = 10_000
 
@@ -112,7 +115,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _read_file(file: str, limit: int) -> bytes:
-    fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO in the root must not hang the call (no effect on regular files).
+    fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -141,6 +145,7 @@ class Session:
         if not self.root.is_dir():
             raise FsUnavailable("the session has no usable fs_root")
         self.rules = plan.fs
+        self.effects = set(plan.declared_side_effects)
 
     def locate(self, requested) -> tuple[str, str]:
         """(relative path, absolute resolved path) for a permitted path, or FsRefused."""
@@ -159,7 +164,8 @@ class Session:
 
     def permits(self, operation: str, mode: str | None = None) -> bool:
         allowed = set(self.rules.allowed_operations)
-        return operation in allowed or (operation == "write" and mode in allowed)
+        declared = EFFECTS[operation] in self.effects
+        return declared and (operation in allowed or (operation == "write" and mode in allowed))
 
 
 def read(session: Session, body) -> ProviderResult:
