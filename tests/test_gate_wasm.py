@@ -120,8 +120,9 @@ def test_undeclared_import_is_refused_at_instantiation(wat, imports, named):
     assert result.logs == ()
 
 
-def test_latchgate_spelling_of_imports_is_accepted():
-    plan, context = plan_for(gate_wat.ECHO, imports=("latchgate:io/log",))
+@pytest.mark.parametrize("spelling", ["mandate:log", "mandate.log", "latchgate:io/log"])
+def test_every_spelling_of_a_declared_import_is_accepted(spelling):
+    plan, context = plan_for(gate_wat.ECHO, imports=(spelling,))
     assert dispatch(plan, {"a": 1}, context).output == {"echo": {"a": 1}}
 
 

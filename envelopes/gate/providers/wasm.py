@@ -40,8 +40,10 @@ MAX_LOG_CHARS = 1024
 # The spellings a manifest's required_imports may use for each host function.
 IMPORT_NAMES = {
     "mandate.log": "log",
+    "mandate:log": "log",
     "latchgate:io/log": "log",
     "mandate.http": "http",
+    "mandate:http": "http",
     "latchgate:io/http": "http",
 }
 I32, I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
