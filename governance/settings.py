@@ -228,6 +228,9 @@ MANDATE_EVALUATE_GROUP_COMMIT = env.int("MANDATE_EVALUATE_GROUP_COMMIT", default
 # Outbound webhooks to loopback/private/link-local/metadata addresses are refused unless on
 # (make run and the tests turn it on: their receivers run on 127.0.0.1).
 MANDATE_WEBHOOK_ALLOW_PRIVATE = env.bool("MANDATE_WEBHOOK_ALLOW_PRIVATE", default=False)
+# The action gate's outbound calls (builtin:http_api, WASM mandate.http) to loopback/private/
+# link-local addresses are refused unless on (cloud metadata always is): envelopes/gate/providers/egress.py.
+MANDATE_EGRESS_ALLOW_PRIVATE = env.bool("MANDATE_EGRESS_ALLOW_PRIVATE", default=False)
 # Delays (seconds) before the 2nd, 3rd... webhook attempts; after the last one, failed.
 MANDATE_WEBHOOK_RETRY_SCHEDULE = env.list(
     "MANDATE_WEBHOOK_RETRY_SCHEDULE", cast=float, default=[60, 300, 900, 3600, 21600]
@@ -321,5 +324,9 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
         "uvicorn.access": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO: for the gate's outbound calls that is
+        # agents' data, one line per execution.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

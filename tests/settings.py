@@ -17,3 +17,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # Test receivers listen on 127.0.0.1 (SSRF tests turn this off explicitly).
 MANDATE_WEBHOOK_ALLOW_PRIVATE = True
+# The gate's test targets listen on 127.0.0.1 too (egress refusal tests turn this off).
+MANDATE_EGRESS_ALLOW_PRIVATE = True
