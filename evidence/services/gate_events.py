@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models.fields.json import KT
+from django.db.models.lookups import Exact
 
 from evidence.choices import GateDecision
 from evidence.models import GATE_EVENT_PREFIX, GATE_EVENTS, AuditEvent
@@ -92,8 +93,9 @@ def gate_events(query: GateEventFilter) -> list[AuditEvent]:
     for key in GATE_KEYS:
         value = getattr(query, key)
         if value is not None:
-            # ``payload ->> key``: the indexed expression (a JSON lookup would compare jsonb).
-            events = events.alias(**{f"gate_{key}": KT(f"payload__{key}")}).filter(**{f"gate_{key}": value})
+            # ``payload ->> key = value``: the indexed expression (``payload__key=`` would compare
+            # jsonb, and a lookup on KT would read the value as JSON on SQLite).
+            events = events.filter(Exact(KT(f"payload__{key}"), value))
     if query.event_type is not None:
         events = events.filter(event_type=query.event_type)
     if query.after is not None:
