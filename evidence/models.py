@@ -163,7 +163,7 @@ class Receipt(models.Model):
 
     receipt_id = models.CharField(max_length=64, primary_key=True)
     grant_id = models.CharField(max_length=64)
-    trace_id = models.CharField(max_length=64, db_index=True)
+    trace_id = models.CharField(max_length=64)
     action_id = models.CharField(max_length=128)
     session_id = models.CharField(max_length=64, null=True, blank=True)
     provider_module_digest = models.CharField(max_length=100)
@@ -180,6 +180,9 @@ class Receipt(models.Model):
 
     class Meta:
         ordering = ["-receipt_id"]  # UUIDv7 ids: newest first
+        # A plain index (db_index=True would add a LIKE-only one on Postgres that no query
+        # uses; migration 0008 drops the one Django adds for the primary key, too).
+        indexes = [models.Index(fields=["trace_id"], name="evidence_receipt_trace_idx")]
 
     def __str__(self):
         return f"{self.receipt_id} ({self.action_id})"

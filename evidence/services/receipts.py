@@ -100,7 +100,7 @@ def issue_receipt(
         "receipt_id": _gate_id("receipt_id", receipt_id) if receipt_id is not None else f"rcpt_{uuid7_hex()}",
         "grant_id": _gate_id("grant_id", grant_id),
         "trace_id": _gate_id("trace_id", trace_id),
-        "action_id": _gate_id("action_id", action_id),
+        "action_id": _gate_id("action_id", action_id, 128),
         "session_id": _gate_id("session_id", session_id) if session_id is not None else None,
         "provider_module_digest": _text("provider_module_digest", provider_module_digest, 100),
         "provider_receipt": storable_json(provider_receipt),
@@ -291,8 +291,8 @@ def _text(name: str, value, max_length: int) -> str:
     return value
 
 
-def _gate_id(name: str, value) -> str:
-    _text(name, value, 64)
+def _gate_id(name: str, value, max_length: int = 64) -> str:
+    _text(name, value, max_length)
     if not GATE_ID.match(value):
         raise InvalidReceipt(f"{name} must match {GATE_ID.pattern}")
     return value
