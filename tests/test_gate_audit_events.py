@@ -257,6 +257,5 @@ def test_the_gate_endpoints_are_in_a_valid_openapi_schema():
     assert {"trace_id", "action_id", "principal", "session_id", "decision", "after", "before", "limit"} <= parameters
     receipt = schema["paths"]["/v1/receipts/{receipt_id}"]["get"]["responses"]["200"]["content"]["application/json"]
     assert receipt["schema"]["$ref"].endswith("/Receipt")
-    assert "security" not in schema["paths"]["/v1/receipt-keys"]["get"] or schema["paths"]["/v1/receipt-keys"]["get"][
-        "security"
-    ] == [{}]
+    assert schema["paths"]["/v1/receipt-keys"]["get"]["security"] == [{}]  # no authentication
+    assert {"bearerToken": []} in schema["paths"]["/v1/receipts/{receipt_id}"]["get"]["security"]
