@@ -18,7 +18,7 @@ from datetime import datetime
 from cryptography.exceptions import InvalidSignature
 from django.db import connection
 
-from evidence.canonical import NonCanonical, canonical_json, format_timestamp
+from evidence.canonical import NonCanonical, canonical_json, format_timestamp, map_leaves
 from evidence.choices import (
     FailureClass,
     KeyAlgorithm,
@@ -249,29 +249,11 @@ def storable_json(value):
     (``json_native``), and strings (values and keys) with NUL and lone surrogates, which
     Postgres cannot store and RFC 8785 cannot write, replaced by U+FFFD. Provider output comes
     from outside, so a receipt holds what can be stored rather than failing after the effect."""
-    value = json_native(value)
-    kind = type(value)
-    if kind is str:
-        return _storable_text(value)
-    if kind is not dict and kind is not list:
-        return value
-    # Iterative: provider output may nest deeply.
-    root = {} if kind is dict else []
-    stack = [(value, root)]
-    while stack:
-        source, target = stack.pop()
-        for key, child in source.items() if type(source) is dict else enumerate(source):
-            child_kind = type(child)
-            if child_kind is dict or child_kind is list:
-                copy = {} if child_kind is dict else []
-                stack.append((child, copy))
-            else:
-                copy = _storable_text(child) if child_kind is str else child
-            if type(target) is dict:
-                target[_storable_text(key)] = copy
-            else:
-                target.append(copy)
-    return root
+    return map_leaves(json_native(value), _storable_leaf, key=_storable_text)
+
+
+def _storable_leaf(value):
+    return _storable_text(value) if type(value) is str else value
 
 
 def _storable_text(text: str) -> str:
