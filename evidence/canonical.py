@@ -58,23 +58,24 @@ def _stdlib_form(value):
     return None
 
 
-def map_leaves(value, leaf):
-    """A copy of a JSON tree (dicts and lists) with ``leaf`` applied to every other value.
-    Iterative, so a tree of any depth is copied without recursion."""
+def map_leaves(value, leaf, key=None):
+    """A copy of a JSON tree (dicts and lists) with ``leaf`` applied to every other value
+    (and ``key``, if given, to every object key). Iterative, so a tree of any depth is copied
+    without recursion."""
     if type(value) is not dict and type(value) is not list:
         return leaf(value)
     root = {} if type(value) is dict else []
     stack = [(value, root)]
     while stack:
         source, target = stack.pop()
-        for key, child in source.items() if type(source) is dict else enumerate(source):
+        for name, child in source.items() if type(source) is dict else enumerate(source):
             if type(child) is dict or type(child) is list:
                 copy = {} if type(child) is dict else []
                 stack.append((child, copy))
             else:
                 copy = leaf(child)
             if type(target) is dict:
-                target[key] = copy
+                target[name if key is None else key(name)] = copy
             else:
                 target.append(copy)
     return root

@@ -4,13 +4,14 @@ The app role reads and writes every table of the schema except the record: it re
 events and appends them only through ``mandate_append_events``, which runs as the owner
 (evidence migration 0006); it may lock the ledger head (``SELECT ... FOR UPDATE`` needs
 UPDATE on one column: ``id``, which a trigger never lets change) and insert its genesis row,
-never move it; it reads and inserts the audit trails, never changes them. It owns nothing,
+never move it; it reads and inserts the audit trails and the gate's receipts, never changes
+them. It owns nothing,
 so it can neither TRUNCATE nor disable a trigger.
 """
 
 LEDGER_TABLES = ("evidence_auditevent", "evidence_ledgerhead")
-# Append-only audit trails: the app inserts and reads them.
-TRAIL_TABLES = ("evidence_controlplaneauditrecord", "evidence_adminauditrecord")
+# Append-only audit trails and the gate's receipts: the app inserts and reads them.
+TRAIL_TABLES = ("evidence_controlplaneauditrecord", "evidence_adminauditrecord", "evidence_receipt")
 EVIDENCE_TABLES = LEDGER_TABLES + TRAIL_TABLES
 
 APP_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"

@@ -25,3 +25,8 @@ def uuid7_strs(count: int) -> list[str]:
         h = f"{head | ((rand >> 62) & 0xFFF) << 64 | (rand & _LOW):032x}"
         ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return ids
+
+
+def uuid7_hex() -> str:
+    """One UUIDv7 as 32 lowercase hex digits (no dashes): the tail of the gate's prefixed ids."""
+    return uuid7_strs(1)[0].replace("-", "")

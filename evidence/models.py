@@ -1,8 +1,26 @@
 import uuid
 
 from django.db import models
+from django.db.models import F, Q
+from django.db.models.fields.json import KT
 
 from evidence.choices import KeyAlgorithm, KeyStatus
+
+# The action gate's ledger events (``evidence.services.gate_events``): event types start with
+# this, and the indexes behind ``GET /v1/audit/events`` cover only them.
+GATE_EVENT_PREFIX = "GATE_"
+GATE_EVENTS = Q(event_type__startswith=GATE_EVENT_PREFIX)
+
+
+def _gate_index(name: str, *keys: str) -> models.Index:
+    """A partial index over gate events: the payload keys, then the listing's order."""
+    return models.Index(
+        *(KT(f"payload__{key}") for key in keys),
+        F("occurred_at"),
+        F("ledger_seq"),
+        name=name,
+        condition=GATE_EVENTS,
+    )
 
 
 class AuditEvent(models.Model):
@@ -32,7 +50,17 @@ class AuditEvent(models.Model):
         ordering = ["ledger_seq"]
         # A plain index on event_type (db_index=True would add a second, LIKE-only index
         # on Postgres that no query uses, and every insert pays for each index).
-        indexes = [models.Index(fields=["event_type"], name="evidence_event_type_idx")]
+        indexes = [
+            models.Index(fields=["event_type"], name="evidence_event_type_idx"),
+            # GET /v1/audit/events: each filter is an index range already in the listing's
+            # order (newest first), so a page reads only its own rows (docs/gate.md).
+            _gate_index("evidence_gate_time_idx"),
+            _gate_index("evidence_gate_trace_idx", "trace_id"),
+            _gate_index("evidence_gate_session_idx", "session_id"),
+            _gate_index("evidence_gate_action_idx", "action_id"),
+            _gate_index("evidence_gate_principal_idx", "principal"),
+            _gate_index("evidence_gate_decision_idx", "decision"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "sequence_no"], name="unique_chain_position"),
         ]
@@ -122,3 +150,39 @@ class AdminAuditRecord(models.Model):
 
     def __str__(self):
         return f"{self.action} ({self.outcome})"
+
+
+class Receipt(models.Model):
+    """The action gate's signed record of one execution (LatchGate's receipt).
+
+    ``result_hash`` is ``sha256:`` + hex SHA-256 of the RFC 8785 form of every other field
+    but the signature and its kid; ``receipt_signature`` is hex Ed25519 over the ASCII bytes
+    of ``result_hash`` (``evidence.services.receipts``, docs/gate.md). On Postgres a trigger
+    refuses UPDATE, DELETE and TRUNCATE: receipts are append-only.
+    """
+
+    receipt_id = models.CharField(max_length=64, primary_key=True)
+    grant_id = models.CharField(max_length=64)
+    trace_id = models.CharField(max_length=64)
+    action_id = models.CharField(max_length=128)
+    session_id = models.CharField(max_length=64, null=True, blank=True)
+    provider_module_digest = models.CharField(max_length=100)
+    provider_receipt = models.JSONField()
+    normalized_result = models.JSONField()
+    verification_outcome = models.JSONField()
+    effect_evidence = models.JSONField(default=list)
+    result_hash = models.CharField(max_length=71)
+    receipt_signature = models.CharField(max_length=128, blank=True)
+    signing_key_id = models.CharField(max_length=80, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    failure_class = models.CharField(max_length=40, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-receipt_id"]  # UUIDv7 ids: newest first
+        # A plain index (db_index=True would add a LIKE-only one on Postgres that no query
+        # uses; migration 0008 drops the one Django adds for the primary key, too).
+        indexes = [models.Index(fields=["trace_id"], name="evidence_receipt_trace_idx")]
+
+    def __str__(self):
+        return f"{self.receipt_id} ({self.action_id})"

@@ -119,4 +119,4 @@ def test_audit_verify_needs_operator(client_with):
     assert client_with(Role.PLATFORM_VIEWER).get("/v1/audit/verify").status_code == 403
     response = client_with(Role.PLATFORM_OPERATOR).get("/v1/audit/verify")
     assert response.status_code == 200
-    assert response.json() == {"intact": True, "events_checked": 0, "broken_at": None}
+    assert response.json() == {"intact": True, "events_checked": 0, "broken_at": None, "receipts_checked": 0}

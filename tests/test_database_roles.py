@@ -103,10 +103,11 @@ def test_grants_give_the_app_everything_but_the_record():
     ) in statements
     assert statements[-4:] == [
         "REVOKE ALL ON evidence_auditevent, evidence_ledgerhead, evidence_controlplaneauditrecord, "
-        'evidence_adminauditrecord FROM "mandate_app"',
+        'evidence_adminauditrecord, evidence_receipt FROM "mandate_app"',
         'GRANT SELECT ON evidence_auditevent, evidence_ledgerhead TO "mandate_app"',
         'GRANT INSERT, UPDATE (id) ON evidence_ledgerhead TO "mandate_app"',
-        'GRANT SELECT, INSERT ON evidence_controlplaneauditrecord, evidence_adminauditrecord TO "mandate_app"',
+        "GRANT SELECT, INSERT ON evidence_controlplaneauditrecord, evidence_adminauditrecord, evidence_receipt "
+        'TO "mandate_app"',
     ]
     assert app_role_grants(owner='o"x', app="a")[0] == 'GRANT USAGE ON SCHEMA "public" TO "a"'
     assert '"o""x"' in app_role_grants(owner='o"x', app="a")[4]

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evidence.services.keys import jwks
+from evidence.services.receipts import verify_receipts
 from evidence.services.verification import verify_ledger
 from governance.api.permissions import HasRole
 from governance.choices import Role
@@ -25,7 +26,8 @@ class JWKSView(APIView):
 
 
 class LedgerVerifyView(APIView):
-    """LatchGate's ``GET /v1/audit/verify``: walk the whole ledger and report the first break."""
+    """LatchGate's ``GET /v1/audit/verify``: walk the whole ledger and report the first break,
+    then check every gate receipt (its content re-hashes to its signed ``result_hash``)."""
 
     permission_classes = [HasRole]
     required_roles = (Role.PLATFORM_OPERATOR, Role.PLATFORM_ADMIN)
@@ -38,13 +40,29 @@ class LedgerVerifyView(APIView):
                 "intact": serializers.BooleanField(),
                 "events_checked": serializers.IntegerField(),
                 "broken_at": serializers.IntegerField(allow_null=True),
+                "receipts_checked": serializers.IntegerField(),
+                "error_kind": serializers.CharField(required=False),
+                "broken_receipt": inline_serializer(
+                    "BrokenReceipt",
+                    {"receipt_id": serializers.CharField(), "signature_status": serializers.CharField()},
+                    required=False,
+                ),
             },
         ),
         tags=["evidence"],
     )
     def get(self, request):
         verdict = verify_ledger()
-        body = {"intact": verdict.valid, "events_checked": verdict.events_checked, "broken_at": verdict.broken_at}
+        receipts = verify_receipts()
+        body = {
+            "intact": verdict.valid and receipts.valid,
+            "events_checked": verdict.events_checked,
+            "broken_at": verdict.broken_at,
+            "receipts_checked": receipts.receipts_checked,
+        }
         if not verdict.valid:
             body["error_kind"] = verdict.error_kind
+        if not receipts.valid:
+            body.setdefault("error_kind", "receipt_invalid")
+            body["broken_receipt"] = {"receipt_id": receipts.broken_receipt_id, "signature_status": receipts.status}
         return Response(body)

@@ -89,12 +89,33 @@ def rotate_key(algorithm: str) -> SigningKey:
     SigningKey.objects.select_for_update().filter(algorithm=algorithm, status=KeyStatus.ACTIVE).update(
         status=KeyStatus.RETIRED, retired_at=timezone.now()
     )
+    forget_active_signers()
+    transaction.on_commit(forget_active_signers)
     return _new_key(algorithm)
 
 
 @lru_cache(maxsize=64)
 def _private_key(kid: str, encrypted: str):
     return serialization.load_pem_private_key(decrypt_at_rest(encrypted), password=None)
+
+
+# The active key per algorithm, (kid, private key), for signers on a hot path (receipts): one
+# read per process instead of one query per signature. Rotation here forgets it; a signer that
+# learns another process rotated (its kid is no longer active) calls ``forget_active_signers``.
+_active_signers: dict[str, tuple[str, object]] = {}
+
+
+def active_signer(algorithm: str) -> tuple[str, object]:
+    """The active key's kid and private key, cached in this process."""
+    cached = _active_signers.get(algorithm)
+    if cached is None:
+        key = active_key(algorithm)
+        cached = _active_signers[algorithm] = (key.kid, _private_key(key.kid, key.private_key_encrypted))
+    return cached
+
+
+def forget_active_signers() -> None:
+    _active_signers.clear()
 
 
 def sign(algorithm: str, data: bytes) -> Signature:
