@@ -364,6 +364,40 @@ def test_a_lease_we_did_not_sign_is_invalid_lease(lease, forge):
     assert (error.status, error.code) == (401, "invalid_lease")
 
 
+def _signed_by_us(lease, **changes) -> str:
+    """The lease's claims changed and signed again with the real lease key."""
+    from governance.gate.signing import sign_jwt
+
+    claims = {**jws.read_json_segment(lease.lease_jwt.split(".")[1]), **changes}
+    for name in [name for name, value in claims.items() if value is DROP]:
+        del claims[name]
+    return sign_jwt(claims)[0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "accepted"),
+    [
+        ({}, True),
+        ({"nbf": int(time.time()) + 3}, True),  # another host's clock a little behind
+        ({"nbf": int(time.time()) + 60}, False),
+        ({"aud": "latchgate"}, False),
+        ({"iss": "https://elsewhere.example.com"}, False),
+        ({"epoch": DROP}, False),
+        ({"cnf": {}}, False),
+        ({"scope": "tools:call"}, False),
+        ({"exp": str(int(time.time()) + 60)}, False),
+    ],
+)
+def test_a_lease_we_signed_must_still_carry_sound_claims(lease, changes, accepted):
+    token = _signed_by_us(lease, **changes)
+    dpop = lease.key.proof("POST", PATH, token)
+    if accepted:
+        assert call(lease, authorization=f"DPoP {token}", dpop=dpop).lease_jti == lease.lease_jti
+    else:
+        error = refused(lease, authorization=f"DPoP {token}", dpop=dpop)
+        assert (error.status, error.code) == (401, "invalid_lease")
+
+
 def test_a_lease_whose_row_is_gone_is_invalid_lease(lease):
     GateLease.objects.filter(lease_jti=lease.lease_jti).delete()
     assert refused(lease).code == "invalid_lease"

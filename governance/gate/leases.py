@@ -34,6 +34,8 @@ from governance.services.people import default_organization
 
 AUDIENCE = "mandate-gate"
 MAX_TTL_SECONDS = 3600
+# A lease is valid from its nbf; another host's clock may run this far behind the issuer's.
+NBF_LEEWAY_SECONDS = 5
 BUILTIN_SCOPES = frozenset({"tools:call", "audit:read"})
 OPERATOR_SCOPES = frozenset({"audit:read"})
 OPERATOR_NAMESPACES = ("admin:",)
@@ -281,7 +283,7 @@ def read_lease(token: str, *, now: float | None = None) -> LeaseClaims:
     now = time.time() if now is None else now
     if parsed.exp <= now:
         raise GateError(401, "lease_expired")
-    if parsed.nbf > now:
+    if parsed.nbf > now + NBF_LEEWAY_SECONDS:
         raise _invalid_lease("lease not yet valid (nbf)")
     return parsed
 
