@@ -2,9 +2,22 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.template.response import TemplateResponse
 
-from governance.choices import TokenStatus
+from governance.choices import Role, TokenStatus
 from governance.forms import ApiTokenForm
-from governance.models import ApiToken, Organization, Person, RoleAssignment, Team, TeamMembership
+from governance.gate.operator_keys import revoke_operator_key
+from governance.gate.state import advance_epoch, end_drain, start_drain
+from governance.models import (
+    ApiToken,
+    GateLease,
+    GateState,
+    OperatorKey,
+    Organization,
+    Person,
+    RoleAssignment,
+    Team,
+    TeamMembership,
+)
+from governance.services.people import person_roles
 from governance.services.tokens import prepare_token_secret, revoke_token
 
 
@@ -86,3 +99,83 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset.filter(status=TokenStatus.ACTIVE):
             revoke_token(token)
         self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+class _ReadOnly(admin.ModelAdmin):
+    """Gate records change only through their services (admin actions call them)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _may_operate_gate(request) -> bool:
+    return Role.PLATFORM_OPERATOR in person_roles(request.user)
+
+
+@admin.register(OperatorKey)
+class OperatorKeyAdmin(_ReadOnly):
+    """Operator keys are created with ``manage.py create_operator_key`` (the key is printed
+    once); here they are listed and revoked."""
+
+    list_display = ("name", "key_prefix", "jkt", "organization", "created_at", "created_by", "revoked_at")
+    list_filter = ("organization",)
+    search_fields = ("name", "key_prefix", "jkt")
+    fields = ("name", "organization", "key_prefix", "jkt", "created_at", "created_by", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected operator keys")
+    def revoke(self, request, queryset):
+        if not _may_operate_gate(request):
+            self.message_user(request, "Only platform operators may revoke operator keys.", messages.ERROR)
+            return
+        for key in queryset.filter(revoked_at__isnull=True):
+            revoke_operator_key(key, by=request.user.get_username())
+        self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+@admin.register(GateState)
+class GateStateAdmin(_ReadOnly):
+    list_display = (
+        "epoch",
+        "epoch_advanced_at",
+        "epoch_advanced_by",
+        "draining",
+        "drain_started_at",
+        "drain_started_by",
+    )
+    fields = list_display
+    readonly_fields = fields
+    actions = ["drain", "resume", "revoke_all"]
+
+    def _operate(self, request, change) -> None:
+        if not _may_operate_gate(request):
+            self.message_user(request, "Only platform operators may change the gate's state.", messages.ERROR)
+            return
+        self.message_user(request, change(request.user.get_username()), messages.SUCCESS)
+
+    @admin.action(description="Drain: refuse new leases and action calls in every process")
+    def drain(self, request, queryset):
+        self._operate(request, lambda by: "Already draining." if start_drain(by)[0] else "Draining.")
+
+    @admin.action(description="End the drain")
+    def resume(self, request, queryset):
+        self._operate(request, lambda by: "Drain ended." if end_drain(by)[0] else "The gate was not draining.")
+
+    @admin.action(description="Revoke all: advance the epoch (every outstanding lease stops working)")
+    def revoke_all(self, request, queryset):
+        self._operate(request, lambda by: "Epoch {} → {}.".format(*advance_epoch(by)))
+
+
+@admin.register(GateLease)
+class GateLeaseAdmin(_ReadOnly):
+    list_display = ("lease_jti", "agent_id", "identity", "epoch", "issued_at", "expires_at")
+    list_filter = ("epoch",)
+    search_fields = ("lease_jti", "session_id", "agent_id", "identity", "jkt")
+    date_hierarchy = "issued_at"

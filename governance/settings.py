@@ -250,6 +250,13 @@ MANDATE_INBOX_STREAM_SECONDS = env.float("MANDATE_INBOX_STREAM_SECONDS", default
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).
 MANDATE_ENCRYPTION_KEY = env.str("MANDATE_ENCRYPTION_KEY", default="")
+# --- The action gate (docs/gate.md) ---
+# Leases without a credential (any scope, self-named agent): local development only.
+MANDATE_GATE_OPEN_LEASES = env.bool("MANDATE_GATE_OPEN_LEASES", default=False)
+# Lease lifetime; clamped to 1..3600 s. LatchGate's SDKs renew when under 60 s remain.
+MANDATE_GATE_LEASE_TTL_SECONDS = env.int("MANDATE_GATE_LEASE_TTL_SECONDS", default=300)
+# POST /v1/leases per server process and second (a token bucket with a one-second burst).
+MANDATE_GATE_LEASE_RATE_PER_SECOND = env.float("MANDATE_GATE_LEASE_RATE_PER_SECOND", default=50.0)
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")
@@ -259,6 +266,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "governance.api.authentication.BearerTokenAuthentication",
         "envelopes.requests.api.authentication.ChannelKeyAuthentication",
+        "governance.api.authentication.DPoPOperatorAuthentication",
         "governance.api.authentication.SessionAuthentication",
         "governance.api.authentication.OpenModeAuthentication",
     ],
@@ -285,6 +293,8 @@ SPECTACULAR_SETTINGS = {
     "AUTHENTICATION_WHITELIST": [
         "governance.api.authentication.BearerTokenAuthentication",
         "envelopes.requests.api.authentication.ChannelKeyAuthentication",
+        "governance.api.authentication.DPoPOperatorAuthentication",
+        "governance.api.authentication.LeaseAuthentication",
         "governance.api.authentication.SessionAuthentication",
     ],
     "ENUM_NAME_OVERRIDES": {

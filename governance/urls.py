@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from envelopes.requests.views import agents_page
 from evidence.api.views import JWKSView
+from governance.api.leases import LeaseView
 from governance.api.views import api_not_found, healthz, readyz
 
 admin.site.site_header = "Mandate"
@@ -64,6 +65,7 @@ urlpatterns = [
     path(".well-known/jwks.json", JWKSView.as_view(), name="jwks"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("v1/leases", LeaseView.as_view(), name="gate-leases"),
     path("v1/", include("evidence.api.urls")),
     path("v1/", include("controlplane.api.urls")),
     path("v1/", include("envelopes.evaluation.api.urls")),

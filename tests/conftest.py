@@ -19,6 +19,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_gate_caches():
+    """The gate's per-process caches (state, verified leases) outlive each test's rollback."""
+    from tests.gate_client import reset_gate_caches
+
+    reset_gate_caches()
+    yield
+    reset_gate_caches()
+
+
 @pytest.fixture
 def organization(db):
     return ensure_organization("acme", "Acme")

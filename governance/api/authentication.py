@@ -13,7 +13,11 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions
 
+from governance.api.errors import gate_api_error
 from governance.choices import Role, expand_roles
+from governance.errors import GateError
+from governance.gate.auth import authenticate_lease, authenticate_operator
+from governance.gate.operator_keys import is_operator_key
 from governance.services.people import person_roles
 from governance.services.tokens import authenticate_token
 
@@ -98,3 +102,76 @@ class OpenModeAuthentication(authentication.BaseAuthentication):
         if authentication.get_authorization_header(request):
             return None
         return AnonymousUser(), Credential(kind="open", subject_id="anonymous", roles=frozenset(Role.values))
+
+
+OPERATOR_KEY = "operator_key"
+LEASE = "lease"
+
+
+def _gate_failure(exc: GateError):
+    """A gate refusal raised during authentication, as the API answers it (an APIException,
+    so DRF records the failed authentication and the handler renders the gate's body)."""
+    return gate_api_error(exc)
+
+
+class DPoPOperatorAuthentication(authentication.BaseAuthentication):
+    """``Authorization: DPoP mdo_...`` + ``DPoP: <proof>`` — an operator key (docs/gate.md).
+
+    Engages only on an operator key in the DPoP scheme, so a lease sent with DPoP headers to a
+    route that takes none is ignored there, as LatchGate's SDKs expect. The principal holds
+    ``platform.operator``, so views that require it accept operator keys unchanged.
+    """
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "dpop" or not is_operator_key(secret.strip()):
+            return None
+        try:
+            operator = authenticate_operator(request.method, request.path_info, header, request.headers.get("DPoP"))
+        except GateError as exc:
+            raise _gate_failure(exc) from None
+        request._request.mandate_operator = operator
+        return AnonymousUser(), Credential(
+            kind=OPERATOR_KEY,
+            subject_id=operator.name,
+            roles=expand_roles([Role.PLATFORM_OPERATOR]),
+            organization_id=operator.organization_id,
+            credential_id=operator.key_id,
+        )
+
+    def authenticate_header(self, request):
+        return 'DPoP algs="ES256"'
+
+
+class LeaseAuthentication(authentication.BaseAuthentication):
+    """``Authorization: DPoP <lease>`` + ``DPoP: <proof>`` — an agent's lease (docs/gate.md).
+
+    Not a default class: views that take leases name it, last, because it always answers
+    (no header is 401 ``missing_auth_header``, ``Bearer`` is 401 ``invalid_lease``); classes
+    listed before it (an operator key, a bearer token) get their chance first.
+    """
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        try:
+            lease = authenticate_lease(request.method, request.path_info, header, request.headers.get("DPoP"))
+        except GateError as exc:
+            raise _gate_failure(exc) from None
+        request._request.mandate_lease = lease
+        return AnonymousUser(), Credential(
+            kind=LEASE, subject_id=lease.agent_id, organization_id=lease.organization_id, credential_id=lease.lease_jti
+        )
+
+    def authenticate_header(self, request):
+        return 'DPoP algs="ES256"'
+
+
+def lease_of(request):
+    """The ``LeaseContext`` a lease-authenticated request carries, else None."""
+    return getattr(getattr(request, "_request", request), "mandate_lease", None)
+
+
+def operator_of(request):
+    """The ``OperatorContext`` an operator-key request carries, else None."""
+    return getattr(getattr(request, "_request", request), "mandate_operator", None)

@@ -12,7 +12,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from governance.errors import Conflict, DomainError, Gone, Invalid, NotFound, Refused, Unavailable
+from governance.control_characters import CONTROL_CHARACTERS
+from governance.errors import Conflict, DomainError, GateError, Gone, Invalid, NotFound, Refused, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,27 @@ def api_error(exc: DomainError) -> "APIError":
     return APIError(domain_status(exc), exc.message, **exc.extra)
 
 
+# A gate error's free-text fields: control characters stripped (no log injection), at most this long.
+GATE_REASON_MAX_CHARS = 500
+
+
+def gate_api_error(exc: GateError) -> "APIError":
+    """The action gate's wire form (LatchGate's): ``{"error": code}``, plus ``deny_reason`` and
+    ``reason`` when set, sanitized; a 5xx carries only its code."""
+    extra = {}
+    if exc.status < 500:
+        for name in ("deny_reason", "reason"):
+            value = getattr(exc, name)
+            if value:
+                extra[name] = CONTROL_CHARACTERS.sub("", value)[:GATE_REASON_MAX_CHARS]
+    return APIError(exc.status, exc.code, **extra)
+
+
 def exception_handler(exc, context):
     headers = {}
-    if isinstance(exc, DomainError):
+    if isinstance(exc, GateError):
+        exc = gate_api_error(exc)
+    elif isinstance(exc, DomainError):
         exc = api_error(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

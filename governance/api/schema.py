@@ -21,3 +21,33 @@ class SessionScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "apiKey", "in": "cookie", "name": "sessionid"}
+
+
+class OperatorKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "governance.api.authentication.DPoPOperatorAuthentication"
+    name = "operatorKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "DPoP",
+            "description": (
+                "An operator key (mdo_...) as `Authorization: DPoP <key>`, with a `DPoP` proof (RFC 9449) made "
+                "by the key pair the operator key is bound to; `ath` is the SHA-256 of the key (docs/gate.md)."
+            ),
+        }
+
+
+class LeaseScheme(OpenApiAuthenticationExtension):
+    target_class = "governance.api.authentication.LeaseAuthentication"
+    name = "dpopLease"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "DPoP",
+            "description": (
+                "A lease from POST /v1/leases as `Authorization: DPoP <lease>`, with a fresh `DPoP` proof "
+                "(RFC 9449) bound to the method and to PUBLIC_BASE_URL + path (docs/gate.md)."
+            ),
+        }

@@ -1,4 +1,16 @@
+from governance.models.gate import DpopReplay, GateLease, GateState, OperatorKey
 from governance.models.identity import Organization, Person, RoleAssignment, Team, TeamMembership
 from governance.models.tokens import ApiToken
 
-__all__ = ["ApiToken", "Organization", "Person", "RoleAssignment", "Team", "TeamMembership"]
+__all__ = [
+    "ApiToken",
+    "DpopReplay",
+    "GateLease",
+    "GateState",
+    "OperatorKey",
+    "Organization",
+    "Person",
+    "RoleAssignment",
+    "Team",
+    "TeamMembership",
+]

@@ -1,0 +1,83 @@
+"""DPoP proof ids (``jti``) are single-use: the first use is remembered for ``REMEMBER_SECONDS``
+(longer than a proof's ``iat`` window of 65 s, so a proof cannot outlive its record).
+
+With ``REDIS_URL`` set: Redis ``SET NX EX``, shared by every process; when Redis does not
+answer, requests fail closed (503 ``replay_cache_unavailable``), never pass unchecked. Without
+Redis (the embedded default): the ``DpopReplay`` table, insert-or-fail on the primary key,
+expired rows swept at most once a minute per process. Call it outside a transaction that may
+roll back, or the record goes with it.
+"""
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from governance.errors import GateError
+from governance.models import DpopReplay
+
+logger = logging.getLogger(__name__)
+
+REMEMBER_SECONDS = 180
+REDIS_KEY_PREFIX = "mandate:gate:dpop-jti:"
+REDIS_TIMEOUT_SECONDS = 0.5
+SWEEP_INTERVAL_SECONDS = 60.0
+
+_client: redis.Redis | None = None
+_client_url = ""
+_client_lock = threading.Lock()
+_last_sweep = 0.0
+
+
+def _redis() -> redis.Redis:
+    global _client, _client_url
+    url = settings.REDIS_URL
+    with _client_lock:
+        if _client is None or _client_url != url:
+            _client = redis.Redis.from_url(
+                url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+            )
+            _client_url = url
+        return _client
+
+
+def replayed() -> GateError:
+    return GateError(401, "replay_detected")
+
+
+def remember_proof(jti: str) -> None:
+    """Record ``jti`` as used; ``GateError`` 401 ``replay_detected`` if it already was, 503
+    ``replay_cache_unavailable`` if Redis is configured and down."""
+    if settings.REDIS_URL:
+        try:
+            first = _redis().set(REDIS_KEY_PREFIX + jti, b"1", nx=True, ex=REMEMBER_SECONDS)
+        except redis.RedisError as exc:
+            logger.warning("gate: DPoP replay cache unreachable", extra={"error": str(exc)})
+            raise GateError(503, "replay_cache_unavailable") from None
+        if not first:
+            raise replayed()
+        return
+    _remember_in_table(jti)
+
+
+def _remember_in_table(jti: str) -> None:
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            DpopReplay.objects.create(jti=jti, expires_at=now + timedelta(seconds=REMEMBER_SECONDS))
+    except IntegrityError:
+        raise replayed() from None
+    _sweep(now)
+
+
+def _sweep(now) -> None:
+    global _last_sweep
+    if time.monotonic() - _last_sweep < SWEEP_INTERVAL_SECONDS:
+        return
+    _last_sweep = time.monotonic()
+    DpopReplay.objects.filter(expires_at__lt=now).delete()
