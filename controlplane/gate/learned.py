@@ -82,16 +82,17 @@ class LearnedSnapshot:
     paths: dict[str, tuple[str, ...]]
 
 
-def _load(observed: Observed) -> LearnedSnapshot:
+def _load(observed: Observed) -> tuple[LearnedSnapshot, Observed]:
     domains: dict[str, list[str]] = {}
     for action_id, domain in LearnedDomain.objects.order_by("action_id", "domain").values_list("action_id", "domain"):
         domains.setdefault(action_id, []).append(domain)
     paths: dict[str, list[str]] = {}
     for action_id, path in LearnedPath.objects.order_by("action_id", "path").values_list("action_id", "path"):
         paths.setdefault(action_id, []).append(path)
-    return LearnedSnapshot(
+    snapshot = LearnedSnapshot(
         {key: tuple(value) for key, value in domains.items()}, {key: tuple(value) for key, value in paths.items()}
     )
+    return snapshot, observed
 
 
 _learned: Loaded[LearnedSnapshot] = Loaded("targets", _load)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from controlplane.gate.manifests import Manifest
 from controlplane.gate.registry import registry
 from controlplane.gate.rego import CompiledPolicy, PolicyError, compile_check, read_policy_source
-from controlplane.gate.state import Loaded, Observed
+from controlplane.gate.state import Loaded, Observed, observe
 from controlplane.models import ApprovalAllowlistEntry, PolicyPrincipal, PolicyState
 from governance.control_characters import CONTROL_CHARACTERS
 from governance.errors import GateError
@@ -127,12 +127,14 @@ class PolicySnapshot:
     compiled: CompiledPolicy
 
 
-def _load(observed: Observed) -> PolicySnapshot:
-    registry()  # an empty database loads the catalogue and the policy source first
+def _load(observed: Observed) -> tuple[PolicySnapshot, Observed]:
+    if not observed.catalogue_stamp:
+        registry()  # an empty database loads the catalogue and the policy source first
+        observed = observe(fresh=True)
     state = PolicyState.objects.filter(pk=1).values("policy_version", "policy_source").first() or {}
     source = state.get("policy_source") or read_policy_source()
     version = state.get("policy_version", 0)
-    return PolicySnapshot(version, CompiledPolicy(source, policy_data(version)))
+    return PolicySnapshot(version, CompiledPolicy(source, policy_data(version))), observed
 
 
 _snapshot: Loaded[PolicySnapshot] = Loaded("policy", _load)

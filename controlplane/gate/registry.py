@@ -156,7 +156,7 @@ def read_catalogue(directory: Path | None = None) -> list[Manifest]:
 # --- the process's registry ------------------------------------------------------------------
 
 
-def _from_database(observed: Observed) -> Registry:
+def _from_database(observed: Observed) -> tuple[Registry, Observed]:
     if not observed.catalogue_stamp:
         load_initial_catalogue()
         observed = observe(fresh=True)
@@ -170,7 +170,7 @@ def _from_database(observed: Observed) -> Registry:
             logger.error("gate: stored manifest %s no longer validates: %s", row.action_id, exc)
             continue
         manifests[manifest.action_id] = with_trust(manifest, directory, strict=False)
-    return Registry(manifests, observed.catalogue_version)
+    return Registry(manifests, observed.catalogue_version), observed
 
 
 _registry: Loaded[Registry] = Loaded("catalogue", _from_database)

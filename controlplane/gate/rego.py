@@ -2,7 +2,7 @@
 
 A bundle query costs about a tenth of a plain ``Interpreter.query`` (which plans the query
 on every call), so the execute path can afford a real Rego evaluation per call
-(docs/performance.md, "Gate policy"). regopy interpreters are not shared between threads:
+(docs/gate.md, "Policy": the figures). regopy interpreters are not shared between threads:
 each thread builds its own from the snapshot on first use.
 """
 

@@ -90,10 +90,11 @@ def bump(state: PolicyState, *parts: str) -> PolicyState:
 
 class Loaded(Generic[T]):
     """What this process built from one part of the configuration, rebuilt when the part's
-    stamp moves. ``build(observed)`` reads the database; ``install`` puts a value built
-    elsewhere (a reload that just committed) in place."""
+    stamp moves. ``build(observed)`` reads the database and returns the value with the
+    observation it reflects (a first load moves the stamp it was called with); ``install``
+    puts a value built elsewhere (a reload that just committed) in place."""
 
-    def __init__(self, part: str, build: Callable[[Observed], T]):
+    def __init__(self, part: str, build: Callable[[Observed], tuple[T, Observed]]):
         self.part = part
         self._build = build
         self._stamp: str | None = None
@@ -107,8 +108,8 @@ class Loaded(Generic[T]):
             return self._value
         with self._lock:
             if self._stamp != stamp or self._value is None:
-                self._value = self._build(observed)
-                self._stamp = stamp
+                value, observed = self._build(observed)
+                self._value, self._stamp = value, observed.stamp(self.part)
             return self._value
 
     def install(self, stamp: str, value: T) -> None:

@@ -39,7 +39,12 @@ ACTION_FILTER = OpenApiParameter("action", str, description="Only this action's 
 
 
 class PolicyView(OperatorView):
-    @extend_schema(responses={200: s.PolicySerializer, **_errors()}, tags=["gate"], summary="The whole ACL")
+    @extend_schema(
+        responses={200: s.PolicySerializer, **_errors()},
+        tags=["gate"],
+        summary="The whole ACL",
+        operation_id="gate_policy_show",
+    )
     def get(self, request):
         return Response(acl.overview())
 
@@ -49,13 +54,23 @@ class PrincipalView(OperatorView):
         responses={200: s.PrincipalDetailSerializer, **_errors(e400="invalid_principal", e404="principal_not_found")},
         tags=["gate"],
         summary="One principal's ACL with a risk breakdown",
+        operation_id="gate_policy_principal",
     )
     def get(self, request, principal):
         return Response(acl.principal_detail(principal))
 
 
-class GrantView(PrincipalView):
-    """``POST /v1/admin/policy/grant`` (a GET here is the principal named ``grant``)."""
+class NamedPrincipalView(PrincipalView):
+    """A route whose last segment is also a principal's name: a GET there reads that
+    principal (LatchGate routes it so), documented once, on ``/v1/admin/policy/{principal}``."""
+
+    @extend_schema(exclude=True)
+    def get(self, request, principal):
+        return super().get(request, principal)
+
+
+class GrantView(NamedPrincipalView):
+    """``POST /v1/admin/policy/grant``."""
 
     @extend_schema(
         request=s.GrantRequestSerializer,
@@ -68,6 +83,7 @@ class GrantView(PrincipalView):
         },
         tags=["gate"],
         summary="Grant actions to a principal (sinks are derived)",
+        operation_id="gate_policy_grant",
     )
     def post(self, request, principal):
         body = self.body(s.GrantRequestSerializer)
@@ -77,7 +93,7 @@ class GrantView(PrincipalView):
         return Response(entry.as_wire())
 
 
-class RevokeView(PrincipalView):
+class RevokeView(NamedPrincipalView):
     @extend_schema(
         request=s.RevokeRequestSerializer,
         responses={
@@ -86,13 +102,14 @@ class RevokeView(PrincipalView):
         },
         tags=["gate"],
         summary="Revoke actions from a principal (an entry left empty is removed)",
+        operation_id="gate_policy_revoke",
     )
     def post(self, request, principal):
         body = self.body(s.RevokeRequestSerializer)
         return Response(acl.revoke(body["principal"], body["actions"], actor=self.actor).as_wire())
 
 
-class AllowlistView(PrincipalView):
+class AllowlistView(NamedPrincipalView):
     def _answer(self, body):
         return Response({"ok": True, "action_id": body["action_id"], "agent_id": body["agent_id"]})
 
@@ -101,6 +118,7 @@ class AllowlistView(PrincipalView):
         responses={200: s.AllowlistResponseSerializer, **_errors(e400="invalid_input", e404="action_not_found")},
         tags=["gate"],
         summary="Let an (action, agent) pair skip the approval hold",
+        operation_id="gate_allowlist_add",
     )
     def post(self, request, principal):
         body = self.body(s.AllowlistRequestSerializer)
@@ -115,6 +133,7 @@ class AllowlistView(PrincipalView):
         },
         tags=["gate"],
         summary="Remove an approval allowlist entry",
+        operation_id="gate_allowlist_remove",
     )
     def delete(self, request, principal):
         body = self.body(s.AllowlistRequestSerializer)
@@ -142,6 +161,7 @@ class DomainsView(OperatorView):
         responses={200: s.DomainListSerializer, **_errors()},
         tags=["gate"],
         summary="Learned domains",
+        operation_id="gate_domains_list",
     )
     def get(self, request):
         rows = learned.learned_domains(request.query_params.get("action") or None)
@@ -155,6 +175,7 @@ class DomainsView(OperatorView):
         },
         tags=["gate"],
         summary="Learn a domain for an action",
+        operation_id="gate_domains_add",
     )
     def post(self, request):
         body = self.body(s.DomainRequestSerializer)
@@ -166,6 +187,7 @@ class DomainsView(OperatorView):
         responses={200: s.RemovedSerializer, **_errors(e400="invalid_request, invalid_domain")},
         tags=["gate"],
         summary="Forget a learned domain",
+        operation_id="gate_domains_remove",
     )
     def delete(self, request):
         body = self.body(s.DomainRequestSerializer)
@@ -178,6 +200,7 @@ class DomainsClearView(OperatorView):
         responses={200: s.ClearedSerializer, **_errors()},
         tags=["gate"],
         summary="Forget every learned domain (of one action with ?action=)",
+        operation_id="gate_domains_clear",
     )
     def delete(self, request):
         count = learned.clear_domains(actor=self.actor, action_id=request.query_params.get("action") or None)
@@ -190,6 +213,7 @@ class PathsView(OperatorView):
         responses={200: s.PathListSerializer, **_errors()},
         tags=["gate"],
         summary="Learned paths",
+        operation_id="gate_paths_list",
     )
     def get(self, request):
         rows = learned.learned_paths(request.query_params.get("action") or None)
@@ -203,6 +227,7 @@ class PathsView(OperatorView):
         },
         tags=["gate"],
         summary="Learn a path glob (relative to the session's fs_root) for an fs action",
+        operation_id="gate_paths_add",
     )
     def post(self, request):
         body = self.body(s.PathRequestSerializer)
@@ -215,6 +240,7 @@ class PathsView(OperatorView):
         responses={200: s.RemovedSerializer, **_errors(e400="invalid_request, invalid_path")},
         tags=["gate"],
         summary="Forget a learned path",
+        operation_id="gate_paths_remove",
     )
     def delete(self, request):
         body = self.body(s.PathRequestSerializer)
@@ -228,6 +254,7 @@ class PathsClearView(OperatorView):
         responses={200: s.ClearedSerializer, **_errors()},
         tags=["gate"],
         summary="Forget every learned path (of one action with ?action=)",
+        operation_id="gate_paths_clear",
     )
     def delete(self, request):
         count = learned.clear_paths(actor=self.actor, action_id=request.query_params.get("action") or None)
@@ -243,6 +270,7 @@ class ReloadView(OperatorView):
         responses={200: s.ReloadSerializer, **_errors(e500="reload_failed: the previous configuration stays active")},
         tags=["gate"],
         summary="Re-read the manifests and the policy; all or nothing",
+        operation_id="gate_reload",
     )
     def post(self, request):
         try:

@@ -22,7 +22,13 @@ def _manifest(action_id: str):
 
 
 class ActionListView(PublicGateView):
-    @extend_schema(responses=ActionListSerializer, tags=["gate"], auth=[], summary="List the registered actions")
+    @extend_schema(
+        responses=ActionListSerializer,
+        tags=["gate"],
+        auth=[],
+        summary="List the registered actions",
+        operation_id="gate_actions_list",
+    )
     def get(self, request):
         return Response({"actions": [manifest.summary() for manifest in registry().all()]})
 
@@ -33,6 +39,7 @@ class ActionDetailView(PublicGateView):
         tags=["gate"],
         auth=[],
         summary="An action's manifest (secret names, never values)",
+        operation_id="gate_action_show",
     )
     def get(self, request, action_id):
         return Response(wire_form(_manifest(action_id)))
@@ -47,6 +54,7 @@ class ActionRequestSchemaView(PublicGateView):
         tags=["gate"],
         auth=[],
         summary="An action's request JSON Schema",
+        operation_id="gate_action_request_schema",
     )
     def get(self, request, action_id):
         schema = _manifest(action_id).io.request_schema
