@@ -206,6 +206,7 @@ def revoke(principal: str, actions, *, actor: audit.Actor) -> PrincipalEntry:
     nothing."""
     valid_principal(principal)
     actions = valid_actions(actions)
+    catalogue = registry()  # before the lock: a first load takes it too
     with transaction.atomic():
         state = locked_state()
         entry = PolicyPrincipal.objects.filter(name=principal).first()
@@ -217,7 +218,7 @@ def revoke(principal: str, actions, *, actor: audit.Actor) -> PrincipalEntry:
         entry.grants.filter(action_id__in=removed).delete()
         remaining = sorted(entry.grants.values_list("action_id", flat=True))
         if remaining:
-            entry.sinks = sinks_of(remaining, registry())
+            entry.sinks = sinks_of(remaining, catalogue)
             entry.save()
             result = PrincipalEntry(principal, tuple(remaining), tuple(entry.sinks), entry.inherits_wildcard)
         else:
