@@ -544,3 +544,46 @@ def test_a_registry_entry_can_be_marked_untrusted_without_changing_the_catalogue
     echo = registry().get("echo_wasm")
     assert not replace(echo, trust=Trust.DIGEST_MISMATCH).digest_ok
     assert registry().get("echo_wasm").digest_ok
+
+
+# --- the commands -------------------------------------------------------------------------------------
+
+
+def test_the_reload_command_reloads_and_check_changes_nothing(actions):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = StringIO()
+    call_command("gate_reload", "--check", stdout=out)
+    assert out.getvalue().startswith("ok: 7 manifests")
+    assert not ActionManifest.objects.exists()
+    call_command("gate_reload", stdout=out)
+    assert ActionManifest.objects.filter(active=True).count() == len(SHIPPED_ACTIONS)
+    assert ControlPlaneAuditRecord.objects.get(action="reload").actor == "cli"
+    write_manifest(actions, "broken.yaml", http_manifest("broken", risk_level="extreme"))
+    err = StringIO()
+    with pytest.raises(CommandError, match="nothing was changed"):
+        call_command("gate_reload", "--check", stderr=err)
+    assert "broken.yaml: risk_level: 'extreme' is not one of" in err.getvalue()
+
+
+def test_the_learn_command_records_cli_as_the_source():
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from controlplane.models import LearnedDomain, LearnedPath
+
+    call_command("gate_learn", "domain", "http_fetch", "api.example.com", "--by", "ops-bot", stdout=StringIO())
+    row = LearnedDomain.objects.get()
+    assert (row.source, row.added_by) == ("cli", "ops-bot")
+    call_command("gate_learn", "path", "fs_read", "reports/**", stdout=StringIO())
+    assert LearnedPath.objects.get().source == "cli"
+    with pytest.raises(CommandError, match="invalid_domain"):
+        call_command("gate_learn", "domain", "http_fetch", "127.0.0.1", stdout=StringIO())
+    out = StringIO()
+    call_command("gate_learn", "domain", "http_fetch", "api.example.com", "--forget", stdout=out)
+    assert out.getvalue().startswith("removed") and not LearnedDomain.objects.exists()
