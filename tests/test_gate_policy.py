@@ -541,3 +541,47 @@ def test_denied_paths_win_over_learned_ones():
     assert rules.classify("reports/q1.csv") == "unresolved"
     assert rules.classify("../outside") == "denied"
     assert learned.effective_paths("http_fetch").classify("docs/a.md") == "unresolved"  # no fs section
+
+
+def test_threads_evaluate_the_same_snapshot_each_with_its_own_interpreter():
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = {
+        "acl": {
+            f"agent-{n}": {"actions": ["http_fetch"], "sinks": ["http_read"], "inherits_wildcard": False}
+            for n in range(8)
+        },
+        "allowlist": {},
+        "policy_version": 1,
+    }
+    compiled = CompiledPolicy(read_policy_source(), data)
+    action = {
+        "action_id": "http_fetch",
+        "risk_level": "low",
+        "side_effects": ["http_read"],
+        "required_scopes": [],
+        "trusted": True,
+    }
+
+    def decide_many(n):
+        results = []
+        for i in range(200):
+            principal = f"agent-{(n + i) % 16}"  # agents 8-15 have no entry and no wildcard: denied
+            document = {
+                "principal": principal,
+                "action": action,
+                "scopes": ["tools:call"],
+                "budget": {"limited": False, "exhausted": False},
+                "target": {
+                    "sensitive_path": False,
+                    "denied_paths": [],
+                    "unresolved_paths": [],
+                    "unresolved_domains": [],
+                },
+            }
+            expected = "allow" if (n + i) % 16 < 8 else "deny"
+            results.append(compiled.query(document)["result"] == expected)
+        return all(results)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(decide_many, range(8)))
