@@ -130,3 +130,52 @@ class Kind(models.TextChoices):
 
 APPLY_ORDER = list(Kind.values)
 VERSIONED_KINDS = frozenset({Kind.SURFACE, Kind.PROFILE})
+
+
+# --- The action gate (docs/gate.md) ------------------------------------------------------
+
+
+class ActionRisk(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class SideEffect(models.TextChoices):
+    """What an action may do to the world; a principal's sinks are the side effects of the
+    actions it was granted."""
+
+    HTTP_READ = "http_read"
+    HTTP_WRITE = "http_write"
+    HTTP_DELETE = "http_delete"
+    FS_READ = "fs_read"
+    FS_WRITE = "fs_write"
+    FS_DELETE = "fs_delete"
+
+
+class VerifierKind(models.TextChoices):
+    HTTP_STATUS = "http_status"
+    FS_HASH = "fs_hash"
+    NONE = "none"
+
+
+class EgressProfile(models.TextChoices):
+    NONE = "none"
+    PROXY_ALLOWLIST = "proxy_allowlist"
+
+
+class FsOperation(models.TextChoices):
+    READ = "read"
+    LIST = "list"
+    CREATE = "create"
+    OVERWRITE = "overwrite"
+    DELETE = "delete"
+
+
+class TargetSource(models.TextChoices):
+    """Who taught the gate a domain or a path."""
+
+    APPROVAL = "approval"
+    CLI = "cli"
+    ADMIN = "admin"

@@ -246,6 +246,17 @@ MANDATE_LONGPOLL_RECHECK_SECONDS = env.float("MANDATE_LONGPOLL_RECHECK_SECONDS",
 # and the browser opens a new one.
 MANDATE_INBOX_KEEPALIVE_SECONDS = env.float("MANDATE_INBOX_KEEPALIVE_SECONDS", default=15.0)
 MANDATE_INBOX_STREAM_SECONDS = env.float("MANDATE_INBOX_STREAM_SECONDS", default=600.0)
+# The action gate's catalogue and policy (docs/gate.md): manifests (YAML) and their WASM
+# modules, and the Rego; both are read at the first start and by each reload.
+MANDATE_ACTIONS_DIR = Path(env.str("MANDATE_ACTIONS_DIR", default=str(BASE_DIR / "controlplane" / "gate" / "actions")))
+MANDATE_GATE_POLICY_FILE = Path(
+    env.str("MANDATE_GATE_POLICY_FILE", default=str(BASE_DIR / "controlplane" / "gate" / "policy.rego"))
+)
+# How often (seconds) a process checks whether another one changed the gate's configuration.
+MANDATE_GATE_CONFIG_RECHECK_SECONDS = env.float("MANDATE_GATE_CONFIG_RECHECK_SECONDS", default=1.0)
+# Operator endpoints of the gate: token buckets per process (requests per second).
+MANDATE_GATE_OPERATOR_WRITE_RATE = env.float("MANDATE_GATE_OPERATOR_WRITE_RATE", default=20.0)
+MANDATE_GATE_OPERATOR_READ_RATE = env.float("MANDATE_GATE_OPERATOR_READ_RATE", default=100.0)
 # The organization that open mode and organization-less superusers act in.
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).

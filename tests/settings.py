@@ -19,3 +19,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 MANDATE_WEBHOOK_ALLOW_PRIVATE = True
 # The gate's test targets listen on 127.0.0.1 too (egress refusal tests turn this off).
 MANDATE_EGRESS_ALLOW_PRIVATE = True
+
+# Tests change the gate's configuration and read it back at once; in a rolled-back test the
+# state row moves back, so every read compares stamps.
+MANDATE_GATE_CONFIG_RECHECK_SECONDS = 0
+# Tests call operator endpoints faster than an operator would (the limit has its own test).
+MANDATE_GATE_OPERATOR_WRITE_RATE = 100000.0
+MANDATE_GATE_OPERATOR_READ_RATE = 100000.0

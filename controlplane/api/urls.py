@@ -4,4 +4,5 @@ urlpatterns = [
     path("", include("controlplane.api.bundle_urls")),
     path("", include("controlplane.api.lifecycle_urls")),
     path("", include("controlplane.api.introspection_urls")),
+    path("", include("controlplane.api.gate.urls")),
 ]

@@ -36,10 +36,11 @@ def compile_check(package: str, source: str) -> None:
     try:
         _interpreter("policy.rego", source).query(f"data.{package}")
     except Exception as exc:  # regopy raises RegoError with the compiler's messages
-        raise PolicyError(_first_line(exc)) from exc
+        raise PolicyError(rego_error_message(exc)) from exc
 
 
-def _first_line(exc: Exception) -> str:
+def rego_error_message(exc: Exception) -> str:
+    """The compiler's messages in a RegoError, in one line."""
     text = str(exc).strip()
     messages = re.findall(r"errormsg \d+:([^)]*)\)", text)
     return "; ".join(dict.fromkeys(messages)) if messages else (text.splitlines()[0] if text else type(exc).__name__)
@@ -119,7 +120,7 @@ def _query(package: str, source: str, rule: str, input_document: dict) -> Policy
         interpreter.set_input(input_document)
         output = interpreter.query(f"data.{package}.{rule}")
     except Exception as exc:
-        raise PolicyError(_first_line(exc)) from exc
+        raise PolicyError(rego_error_message(exc)) from exc
     text = str(output).strip()
     if text == "undefined" or not text:
         value = None
