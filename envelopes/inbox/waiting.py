@@ -37,15 +37,21 @@ def pending_envelopes(organization):
 
 
 def with_risk(queryset):
-    """Each envelope's risk (the request's level, or the escalated surface's tier), its rank and
-    whether it is pinned to the top — in the same query."""
+    """Each envelope's risk (the request's or the held action's level, or the escalated
+    surface's tier), its rank and whether it is pinned to the top — in the same query."""
     surface_risk = Subquery(
         Surface.objects.filter(
             organization_id=OuterRef("organization_id"), key=OuterRef("surface_id"), version=OuterRef("surface_version")
         ).values("risk_tier")[:1]
     )
     queryset = queryset.annotate(
-        risk=Coalesce(F("approval_request__risk_level"), surface_risk, Value(""), output_field=CharField()),
+        risk=Coalesce(
+            F("approval_request__risk_level"),
+            F("gate_approval__risk_level"),
+            surface_risk,
+            Value(""),
+            output_field=CharField(),
+        ),
         top=Coalesce(F("approval_request__top_sort"), Value(False), output_field=BooleanField()),
     )
     return queryset.annotate(
@@ -58,11 +64,12 @@ def with_risk(queryset):
 
 
 def decided_envelopes(organization, now):
-    """Envelopes a person decided (or that timed out) in the last week."""
+    """Envelopes a person decided (or that timed out) in the last week: every held action
+    closes that way."""
     waited = Q(kind=EnvelopeKind.APPROVAL_REQUEST) & ~Q(approval_request__route=Route.LOG_ONLY)
     reviewed = Q(kind=EnvelopeKind.EVALUATION) & ~Q(review_decision="")
     return Envelope.objects.filter(
-        waited | reviewed,
+        waited | reviewed | Q(kind=EnvelopeKind.ACTION),
         organization=organization,
         state=EnvelopeState.CLOSED,
         closed_at__gte=now - DECIDED_WINDOW,
