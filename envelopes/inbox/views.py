@@ -4,7 +4,8 @@ acknowledge of FYI cards, and the review page where an escalated evaluation is d
 
 Views parse, authorize and render. Who may do what is ``permissions``; deciding goes through
 ``deciding`` (the services' answer is final: when someone else decided first, the refusal
-becomes a message naming who decided and when). The request page is ``request_page``.
+becomes a message naming who decided and when). The request page is ``request_page``, the
+held-action page ``action_page``.
 """
 
 import json
@@ -22,7 +23,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from envelopes.choices import EnvelopeKind, EnvelopeState, ReviewDecision
-from envelopes.inbox.cards import Declarations, card_for, request_url
+from envelopes.inbox.cards import Declarations, card_for, card_url
 from envelopes.inbox.console import viewer_of
 from envelopes.inbox.deciding import acknowledge_all, review_escalation
 from envelopes.inbox.documents import chain_rows, sections_of
@@ -166,8 +167,8 @@ def review_page(model_admin, request, object_id):
     envelope = model_admin.get_object(request, unquote(object_id))
     if envelope is None:
         return model_admin._get_obj_does_not_exist_redirect(request, model_admin.opts, object_id)
-    if envelope.kind == EnvelopeKind.APPROVAL_REQUEST:
-        return redirect(request_url(envelope.pk))  # an agent's request has its own page
+    if envelope.kind in (EnvelopeKind.APPROVAL_REQUEST, EnvelopeKind.ACTION):
+        return redirect(card_url(envelope))  # an agent's request and a held action have their own pages
     if not model_admin.has_view_permission(request, envelope):
         raise PermissionDenied
     viewer = viewer_of(request)
