@@ -17,7 +17,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
 
 from envelopes.choices import EnvelopeKind
@@ -29,7 +28,7 @@ from envelopes.inbox.documents import chain_rows, tree
 from envelopes.inbox.ids import is_uuid
 from envelopes.inbox.labels import GATE_STATE_LABELS, hold_reason_text
 from envelopes.inbox.permissions import Viewer, may_open_inbox
-from envelopes.inbox.waiting import envelope_version, neighbours
+from envelopes.inbox.waiting import envelope_links, envelope_version
 from envelopes.models import Envelope, GateApproval, GateApprovalState
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
 from evidence.performers import PerformerNames
@@ -183,7 +182,6 @@ def action_context(model_admin, request, viewer: Viewer, envelope: Envelope, for
     refused = held_action_refusal(approval, viewer.actor()) if waiting else None
     card = action_card(envelope, declarations, refused if waiting else ..., now, performers)
     plan = plan_view(approval)
-    previous_url, next_url = neighbours(envelope)
     return {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -208,11 +206,6 @@ def action_context(model_admin, request, viewer: Viewer, envelope: Envelope, for
         "raw_plan": raw_json(approval.plan),
         "chain": chain_rows(events, envelope.organization_id),
         "verdict": assess_chain(events, IntegrityRecord.of(envelope)),
-        "previous_url": previous_url,
-        "next_url": next_url,
-        "inbox_url": reverse("admin:index"),
-        "integrity_api": f"/v1/evidence/envelopes/{envelope.pk}/integrity",
-        "live_url": reverse("admin:envelopes_inbox_live") + f"?envelope={envelope.pk}",
-        "live_version": envelope_version(envelope),
+        **envelope_links(envelope),
         "decision_version": f"{approval.state}.{envelope_version(envelope)}",
     }

@@ -36,20 +36,11 @@ from evidence.admin import ReadOnlyAdmin
 from governance.choices import Role
 
 
-@admin.register(Envelope)
-class EnvelopeAdmin(ReadOnlyAdmin):
-    # Five columns that fit a 1,366 px screen beside the navigation and the filters; an agent's
-    # request fills "what" and "result" with its own title, channel, status and type.
-    list_display = ("short_id", "created_at", "state_badge", "subject", "result")
-    list_select_related = ("approval_request__channel", "gate_approval")
-    list_filter = ("state", "outcome", "reason_code", "agent_id", "surface_id")
-    search_fields = ("id", "request_id")
-    date_hierarchy = "created_at"
-    ordering = ("-created_at", "-id")
-    list_per_page = 50
-    actions = None
+class InboxReaderAdmin(ReadOnlyAdmin):
+    """Open to inbox readers (``permissions.INBOX_ROLES``), scoped to their organization through
+    ``organization_field`` (every organization's rows for superusers)."""
 
-    # --- who sees what ---
+    organization_field = "organization"
 
     def has_module_permission(self, request):
         return may_open_inbox(viewer_of(request))
@@ -62,7 +53,21 @@ class EnvelopeAdmin(ReadOnlyAdmin):
         if request.user.is_superuser:
             return queryset
         organization = viewer_of(request).organization
-        return queryset.filter(organization=organization) if organization else queryset.none()
+        return queryset.filter(**{self.organization_field: organization}) if organization else queryset.none()
+
+
+@admin.register(Envelope)
+class EnvelopeAdmin(InboxReaderAdmin):
+    # Five columns that fit a 1,366 px screen beside the navigation and the filters; an agent's
+    # request fills "what" and "result" with its own title, channel, status and type.
+    list_display = ("short_id", "created_at", "state_badge", "subject", "result")
+    list_select_related = ("approval_request__channel", "gate_approval")
+    list_filter = ("state", "outcome", "reason_code", "agent_id", "surface_id")
+    search_fields = ("id", "request_id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    list_per_page = 50
+    actions = None
 
     def get_list_display(self, request):
         columns = tuple(super().get_list_display(request))
@@ -316,7 +321,7 @@ class ApprovalRequestAdmin(ConsoleReadOnlyAdmin):
 
 
 @admin.register(GateApproval)
-class GateApprovalAdmin(ReadOnlyAdmin):
+class GateApprovalAdmin(InboxReaderAdmin):
     """Held actions (the gate's approvals), kept after they are decided: a read-only list for
     inbox readers of the organization; each row opens the held-action page."""
 
@@ -328,19 +333,7 @@ class GateApprovalAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_per_page = 50
     actions = None
-
-    def has_module_permission(self, request):
-        return may_open_inbox(viewer_of(request))
-
-    def has_view_permission(self, request, obj=None):
-        return may_open_inbox(viewer_of(request))
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        organization = viewer_of(request).organization
-        return queryset.filter(envelope__organization=organization) if organization else queryset.none()
+    organization_field = "envelope__organization"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # The held-action page is its page: the plan, the evidence and the decision.

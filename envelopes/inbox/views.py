@@ -30,7 +30,7 @@ from envelopes.inbox.documents import chain_rows, sections_of
 from envelopes.inbox.ids import is_uuid
 from envelopes.inbox.listing import INBOX_PAGE_SIZE, inbox_for
 from envelopes.inbox.permissions import may_review, may_use_console, why_no_inbox, why_not_review
-from envelopes.inbox.waiting import envelope_version, inbox_version, neighbours, version_of
+from envelopes.inbox.waiting import envelope_links, envelope_version, inbox_version, version_of
 from envelopes.models import ApprovalRequest, Envelope
 from envelopes.representation import envelope_representation
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
@@ -185,7 +185,6 @@ def review_page(model_admin, request, object_id):
     document = envelope_representation(envelope)
     declarations = Declarations.for_envelopes(envelope.organization_id, [envelope])
     card = card_for(envelope, declarations)
-    previous_url, next_url = neighbours(envelope)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -202,12 +201,7 @@ def review_page(model_admin, request, object_id):
         "chain": chain_rows(events, envelope.organization_id),
         "verdict": verdict,
         "raw_envelope": json.dumps(document, indent=2),
-        "previous_url": previous_url,
-        "next_url": next_url,
-        "inbox_url": reverse("admin:index"),
-        "integrity_api": f"/v1/evidence/envelopes/{envelope.id}/integrity",
-        "live_url": reverse("admin:envelopes_inbox_live") + f"?envelope={envelope.pk}",
-        "live_version": envelope_version(envelope),
+        **envelope_links(envelope),
     }
     status = 400 if request.method == "POST" else 200
     return TemplateResponse(request, "admin/envelopes/review.html", context, status=status)
