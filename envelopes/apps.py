@@ -12,6 +12,7 @@ class EnvelopesConfig(AppConfig):
         show for performers."""
         from envelopes.delivery import outbox, tasks
         from envelopes.evaluation.reviews import EvaluationRules
+        from envelopes.gate.rules import ActionRules
         from envelopes.inbox.labels import channel_names, people_names
         from envelopes.requests import bus
         from envelopes.requests.decisions import RequestRules
@@ -23,6 +24,7 @@ class EnvelopesConfig(AppConfig):
         performers.register("channel", channel_names)
         decide.register_kind(EvaluationRules())
         decide.register_kind(RequestRules())
+        decide.register_kind(ActionRules())
         decide.connect_outbox(outbox.enqueue_deliveries)
         decide.connect_notifier(bus.publish_many)
         outbox.use_queue(tasks.queue_delivery)

@@ -68,9 +68,11 @@ class ReviewDecision(models.TextChoices):
 # Events that may end an envelope's chain, by final state (for integrity cross-checks).
 TERMINAL_EVENTS = {
     EnvelopeState.CLOSED: {"ENVELOPE_CLOSED"},
-    # While people work on it, a request's chain may end with their partial steps too.
+    # While people work on it, a request's chain may end with their partial steps too; a held
+    # action's with its claim while the gate runs the approved plan.
     EnvelopeState.AWAITING_REVIEW: {
         "ESCALATION_PENDING",
+        "GATE_APPROVAL_CLAIMED",
         "APPROVAL_RECORDED",
         "REJECTION_RECORDED",
         "TWEAK_REQUESTED",

@@ -1,6 +1,7 @@
 """The inbox in the console: the admin index replaced by the inbox, a read-only envelope list
 whose page is the review page, and read-only pages for agents' channels, invites and requests
-(a request's page is the request page).
+(a request's page is the request page) and held actions (a held action's page is the
+held-action page).
 
 Nothing here writes a row: envelopes change through services only. Keys are rotated and
 channels revoked on the Agents page (``/agents``). Envelope pages open to inbox readers
@@ -15,30 +16,31 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from envelopes.choices import EnvelopeKind
+from envelopes.inbox.action_page import action_page
+from envelopes.inbox.cards import card_url
 from envelopes.inbox.console import viewer_of
-from envelopes.inbox.labels import KIND_LABELS, STATUS_LABELS, TYPE_LABELS, reason_title
+from envelopes.inbox.labels import (
+    GATE_STATE_LABELS,
+    KIND_LABELS,
+    STATUS_LABELS,
+    TYPE_LABELS,
+    action_title,
+    hold_reason_text,
+    reason_title,
+)
 from envelopes.inbox.permissions import may_open_inbox, may_use_console
 from envelopes.inbox.request_page import request_page
 from envelopes.inbox.views import acknowledge_many, inbox_context, live_events, live_state, review_page
-from envelopes.models import ApprovalRequest, Channel, ChannelInvite, Envelope
+from envelopes.models import ApprovalRequest, Channel, ChannelInvite, Envelope, GateApproval
 from evidence.admin import ReadOnlyAdmin
 from governance.choices import Role
 
 
-@admin.register(Envelope)
-class EnvelopeAdmin(ReadOnlyAdmin):
-    # Five columns that fit a 1,366 px screen beside the navigation and the filters; an agent's
-    # request fills "what" and "result" with its own title, channel, status and type.
-    list_display = ("short_id", "created_at", "state_badge", "subject", "result")
-    list_select_related = ("approval_request__channel",)
-    list_filter = ("state", "outcome", "reason_code", "agent_id", "surface_id")
-    search_fields = ("id", "request_id")
-    date_hierarchy = "created_at"
-    ordering = ("-created_at", "-id")
-    list_per_page = 50
-    actions = None
+class InboxReaderAdmin(ReadOnlyAdmin):
+    """Open to inbox readers (``permissions.INBOX_ROLES``), scoped to their organization through
+    ``organization_field`` (every organization's rows for superusers)."""
 
-    # --- who sees what ---
+    organization_field = "organization"
 
     def has_module_permission(self, request):
         return may_open_inbox(viewer_of(request))
@@ -51,7 +53,21 @@ class EnvelopeAdmin(ReadOnlyAdmin):
         if request.user.is_superuser:
             return queryset
         organization = viewer_of(request).organization
-        return queryset.filter(organization=organization) if organization else queryset.none()
+        return queryset.filter(**{self.organization_field: organization}) if organization else queryset.none()
+
+
+@admin.register(Envelope)
+class EnvelopeAdmin(InboxReaderAdmin):
+    # Five columns that fit a 1,366 px screen beside the navigation and the filters; an agent's
+    # request fills "what" and "result" with its own title, channel, status and type.
+    list_display = ("short_id", "created_at", "state_badge", "subject", "result")
+    list_select_related = ("approval_request__channel", "gate_approval")
+    list_filter = ("state", "outcome", "reason_code", "agent_id", "surface_id")
+    search_fields = ("id", "request_id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    list_per_page = 50
+    actions = None
 
     def get_list_display(self, request):
         columns = tuple(super().get_list_display(request))
@@ -64,18 +80,22 @@ class EnvelopeAdmin(ReadOnlyAdmin):
     # --- pages ---
 
     def get_urls(self):
-        review = path(
-            "<path:object_id>/review/",
-            self.admin_site.admin_view(self.review_view),
-            name="envelopes_envelope_review",
-        )
-        return [review, *super().get_urls()]
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/review/", wrap(self.review_view), name="envelopes_envelope_review"),
+            path("<path:object_id>/action/", wrap(self.action_view), name="envelopes_envelope_action"),
+            *super().get_urls(),
+        ]
 
     def review_view(self, request, object_id):
         return review_page(self, request, object_id)
 
+    def action_view(self, request, object_id):
+        return action_page(self, request, object_id)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        # The review page is the envelope's page: it shows every section and the chain.
+        # The review page is the envelope's page: it shows every section and the chain (and
+        # sends an agent's request or a held action on to its own page).
         return redirect("admin:envelopes_envelope_review", object_id)
 
     # --- columns ---
@@ -91,6 +111,14 @@ class EnvelopeAdmin(ReadOnlyAdmin):
     @admin.display(description="What", ordering="kind")
     def subject(self, obj):
         kind = KIND_LABELS.get(obj.kind, obj.kind)
+        held = _held_action_of(obj)
+        if held is not None:
+            return format_html(
+                '<span class="inbox-detail">{}</span><br>{}<br><span class="inbox-detail">by <code>{}</code></span>',
+                kind,
+                action_title(held.action_id, held.action_version),
+                held.agent_id or "—",
+            )
         request = _request_of(obj)
         if request is not None:
             return format_html(
@@ -109,6 +137,13 @@ class EnvelopeAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Result")
     def result(self, obj):
+        held = _held_action_of(obj)
+        if held is not None:
+            return format_html(
+                '{}<br><span class="inbox-detail">{}</span>',
+                GATE_STATE_LABELS.get(held.state, held.state),
+                hold_reason_text(held.hold_reason),
+            )
         request = _request_of(obj)
         if request is not None:
             status = STATUS_LABELS.get(request.status, request.status)
@@ -133,6 +168,15 @@ def _request_of(envelope: Envelope) -> ApprovalRequest | None:
     try:
         return envelope.approval_request
     except ApprovalRequest.DoesNotExist:
+        return None
+
+
+def _held_action_of(envelope: Envelope) -> GateApproval | None:
+    if envelope.kind != EnvelopeKind.ACTION:
+        return None
+    try:
+        return envelope.gate_approval
+    except GateApproval.DoesNotExist:
         return None
 
 
@@ -271,6 +315,48 @@ class ApprovalRequestAdmin(ConsoleReadOnlyAdmin):
     @admin.display(description="Received", ordering="envelope__created_at")
     def received(self, obj):
         return obj.envelope.created_at
+
+    class Media:
+        css = {"all": ["mandate/inbox.css"]}
+
+
+@admin.register(GateApproval)
+class GateApprovalAdmin(InboxReaderAdmin):
+    """Held actions (the gate's approvals), kept after they are decided: a read-only list for
+    inbox readers of the organization; each row opens the held-action page."""
+
+    list_display = ("approval", "action", "agent_id", "state_pill", "risk_pill", "created_at", "decided_by")
+    list_filter = ("state", "risk_level", "action_id")
+    search_fields = ("=approval_id", "=trace_id", "action_id", "agent_id", "=session_id")
+    list_select_related = ("envelope",)
+    ordering = ("-created_at",)
+    date_hierarchy = "created_at"
+    list_per_page = 50
+    actions = None
+    organization_field = "envelope__organization"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The held-action page is its page: the plan, the evidence and the decision.
+        return redirect("admin:envelopes_envelope_action", object_id)
+
+    @admin.display(description="Approval", ordering="approval_id")
+    def approval(self, obj):
+        return format_html('<a href="{}"><code>{}</code></a>', card_url(obj.envelope), obj.approval_id)
+
+    @admin.display(description="Action", ordering="action_id")
+    def action(self, obj):
+        return format_html("<code>{}</code> {}", obj.action_id, obj.action_version)
+
+    @admin.display(description="State", ordering="state")
+    def state_pill(self, obj):
+        label = GATE_STATE_LABELS.get(obj.state, obj.state)
+        return format_html('<span class="inbox-pill inbox-gate-{}">{}</span>', obj.state, label)
+
+    @admin.display(description="Risk", ordering="risk_level")
+    def risk_pill(self, obj):
+        return format_html(
+            '<span class="inbox-pill inbox-risk inbox-risk-{}">{}</span>', obj.risk_level, obj.risk_level
+        )
 
     class Media:
         css = {"all": ["mandate/inbox.css"]}

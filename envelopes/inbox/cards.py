@@ -1,7 +1,7 @@
 """Cards: what one waiting (or decided) envelope looks like in the inbox, whatever its kind.
-``card_for`` builds an escalated evaluation's card, ``request_card`` an agent's request's, and
-``cards_for`` one page of them in a fixed number of queries; one include renders them all
-(``admin/envelopes/inbox/card.html``)."""
+``card_for`` builds an escalated evaluation's card, ``request_card`` an agent's request's,
+``action_card`` a held action's, and ``cards_for`` one page of them in a fixed number of
+queries; one include renders them all (``admin/envelopes/inbox/card.html``)."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,11 +20,15 @@ from envelopes.choices import (
     RequestStatus,
     TweakStatus,
 )
+from envelopes.inbox.action_plans import plan_view
 from envelopes.inbox.labels import (
+    GATE_STATE_LABELS,
     KIND_LABELS,
     STATUS_LABELS,
     Names,
+    action_title,
     consequence_text,
+    hold_reason_text,
     number_text,
     person_label,
     reason_title,
@@ -32,7 +36,7 @@ from envelopes.inbox.labels import (
     type_label,
 )
 from envelopes.inbox.progress import progress_line
-from envelopes.models import ApprovalRequest, Tweak
+from envelopes.models import ApprovalRequest, GateApproval, GateApprovalState, Tweak
 from evidence.performers import PerformerNames
 
 EXPIRES_SOON = timedelta(hours=1)
@@ -46,8 +50,14 @@ def request_url(request_id) -> str:
     return reverse("admin:envelopes_approvalrequest_change", args=[request_id])
 
 
+def action_url(envelope_id) -> str:
+    return reverse("admin:envelopes_envelope_action", args=[envelope_id])
+
+
 def card_url(envelope) -> str:
-    return request_url(envelope.pk) if envelope.kind == EnvelopeKind.APPROVAL_REQUEST else review_url(envelope.pk)
+    """The page of an envelope of any kind."""
+    page = {EnvelopeKind.APPROVAL_REQUEST: request_url, EnvelopeKind.ACTION: action_url}.get(envelope.kind, review_url)
+    return page(envelope.pk)
 
 
 @dataclass
@@ -353,6 +363,73 @@ def request_card(envelope, declarations: Declarations, refused, now: datetime, n
     return card
 
 
+# --- held actions as cards -------------------------------------------------------------------
+
+HELD_ACTION_EXPIRY = "then it expires and never runs"
+
+
+def held_action_clock(approval: GateApproval, now: datetime) -> Clock | None:
+    if approval.state != GateApprovalState.PENDING or approval.expires_at is None:
+        return None
+    left = approval.expires_at - now
+    return Clock(approval.expires_at, left.total_seconds() <= 0, left <= EXPIRES_SOON, HELD_ACTION_EXPIRY)
+
+
+def held_action_outcome(approval: GateApproval, performers: PerformerNames) -> str:
+    """A decided held action in words: "Denied by Ada Lovelace (ada)", "Expired unanswered"."""
+    if approval.state == GateApprovalState.EXPIRED or not approval.decided_by:
+        return "Expired unanswered" if approval.state == GateApprovalState.EXPIRED else ""
+    label = GATE_STATE_LABELS.get(approval.state, approval.state)
+    return f"{label} by {performers.name('user', approval.decided_by)}"
+
+
+def action_card(envelope, declarations: Declarations, refused, now: datetime, performers: PerformerNames) -> InboxCard:
+    """A held action as a card. ``refused``: the viewer's refusal to decide it (None: they
+    may; ``...``: not asked)."""
+    approval = envelope.gate_approval
+    plan = plan_view(approval)
+    agent_name, owner = declarations.agent(envelope)
+    who_detail = " · ".join(part for part in (agent_name, f"owner {owner}" if owner else "") if part)
+    facts = [
+        Fact(
+            "Target",
+            target.value,
+            " · ".join(filter(None, (target.detail, "" if target.known else "not on the allowlist"))),
+            alert=not target.known,
+            code=True,
+        )
+        for target in plan.targets
+    ]
+    card = InboxCard(
+        id=str(envelope.id),
+        url=action_url(envelope.id),
+        kind_label=KIND_LABELS[EnvelopeKind.ACTION],
+        title=action_title(approval.action_id, approval.action_version),
+        summary=hold_reason_text(approval.hold_reason),
+        who=approval.agent_id,
+        who_detail=who_detail,
+        where=plan.target_text,
+        where_detail=plan.provider,
+        risk=approval.risk_level,
+        facts=facts,
+        created_at=envelope.created_at,
+        parties=[
+            Fact("Agent", approval.agent_id or "—", who_detail, code=True),
+            Fact("Session", approval.session_id or "—", code=True),
+        ],
+        type_code="action",
+        clock=held_action_clock(approval, now),
+    )
+    if approval.state == GateApprovalState.CLAIMED:
+        card.note = f"Approved by {performers.name('user', approval.decided_by)}: the stored plan is running"
+    elif approval.state != GateApprovalState.PENDING:
+        card.outcome = held_action_outcome(approval, performers)
+        card.decided_at = approval.decided_at or envelope.closed_at
+    elif refused is not ... and envelope.state == EnvelopeState.AWAITING_REVIEW:
+        _say_who_may_act(card, refused)
+    return card
+
+
 def cards_for(organization, envelopes, refusals: dict, now) -> list[InboxCard]:
     requests = [e.approval_request for e in envelopes if e.kind == EnvelopeKind.APPROVAL_REQUEST]
     names = None
@@ -365,15 +442,20 @@ def cards_for(organization, envelopes, refusals: dict, now) -> list[InboxCard]:
         deciders = [r.decided_by for r in requests if r.status != RequestStatus.PENDING and r.decided_by]
         names = Names.for_rules([], deciders) if deciders else None
     declarations = Declarations.for_envelopes(organization, envelopes)
-    reviewers = [
-        ("user", e.reviewer_id) for e in envelopes if e.kind != EnvelopeKind.APPROVAL_REQUEST and e.reviewer_id
+    reviewers = [("user", e.reviewer_id) for e in envelopes if e.kind == EnvelopeKind.EVALUATION and e.reviewer_id]
+    operators = [
+        ("user", e.gate_approval.decided_by)
+        for e in envelopes
+        if e.kind == EnvelopeKind.ACTION and e.gate_approval.decided_by
     ]
-    performers = PerformerNames.of(getattr(organization, "pk", organization), reviewers)
+    performers = PerformerNames.of(getattr(organization, "pk", organization), reviewers + operators)
     cards = []
     for envelope in envelopes:
         refused = refusals.get(str(envelope.pk), ...)  # ...: not asked (not waiting for this person)
         if envelope.kind == EnvelopeKind.APPROVAL_REQUEST:
             cards.append(request_card(envelope, declarations, refused, now, names))
+        elif envelope.kind == EnvelopeKind.ACTION:
+            cards.append(action_card(envelope, declarations, refused, now, performers))
         else:
             cards.append(card_for(envelope, declarations, refused, performers))
     return cards

@@ -4,7 +4,7 @@ applies the rules of the envelope's kind. This module only builds the actor and 
 decision from what a page knows."""
 
 from envelopes.choices import EnvelopeKind
-from envelopes.models import ApprovalRequest, Envelope
+from envelopes.models import ApprovalRequest, Envelope, GateApproval
 from envelopes.services import decide as core
 from governance.errors import DomainError, NotFound
 
@@ -48,3 +48,23 @@ def acknowledge_all(organization_id, request_ids, person) -> list[core.Outcome]:
     who = actor(person)
     items = [(rid, who, core.Decision("acknowledge")) for rid in request_ids]
     return core.decide_many(organization_id, items, kind=EnvelopeKind.APPROVAL_REQUEST)
+
+
+def held_action_refusal(approval: GateApproval, who: core.Actor) -> DomainError | None:
+    """Why ``who`` may not decide a held action now; None when they may."""
+    return core.refusal(EnvelopeKind.ACTION, approval, who, core.Decision("approve"))
+
+
+def decide_held_action(
+    organization_id, envelope_id, person, action: str, *, reason: str = "", learn_domain: str = "", learn_path: str = ""
+) -> GateApproval:
+    """Approve (optionally learning the domain or path it was held for) or deny a held
+    action; the approval as the core left it (``claimed`` once approved: the gate runs the
+    stored plan after the commit), or a DomainError saying why not."""
+    detail = {"learn_domain": learn_domain, "learn_path": learn_path} if action == "approve" else {}
+    decision = core.Decision(action, comment=reason or "", detail=detail)
+    try:
+        outcome = core.decide(organization_id, envelope_id, actor(person), decision, kind=EnvelopeKind.ACTION)
+    except NotFound:
+        raise NotFound("held action not found") from None
+    return outcome.subject

@@ -2,11 +2,14 @@
 the MIDAS sections of an evaluation as labelled rows, the audit chain as rows."""
 
 import json
+from typing import TYPE_CHECKING
 
-from envelopes.inbox.cards import Fact
 from envelopes.inbox.labels import KIND_LABELS
 from envelopes.representation import submitted_raw
 from evidence.performers import PerformerNames
+
+if TYPE_CHECKING:  # cards builds a held action's plan with ``tree``, from here
+    from envelopes.inbox.cards import Fact
 
 # Nesting the page lays out as a tree; deeper values are shown as their JSON text (input is
 # refused past 32 levels at the edge, docs/input.md, but older envelopes may be deeper).
@@ -34,7 +37,7 @@ def _structure_name(item) -> str:
     return f"{item['name']} ({item.get('id')})" if item.get("name") else str(item.get("id"))
 
 
-def sections_of(envelope, facts: list[Fact]) -> list[dict]:
+def sections_of(envelope, facts: "list[Fact]") -> list[dict]:
     """The five MIDAS sections (and the review), as labelled rows."""
     structure = envelope.structure or {}
     explanation = envelope.explanation or {}

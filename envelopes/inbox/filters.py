@@ -13,12 +13,13 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Coalesce
 
 from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, ReasonCode, RequestType, RiskLevel, TweakStatus
 from envelopes.inbox.ids import is_uuid
-from envelopes.inbox.labels import TYPE_LABELS, reason_title
+from envelopes.inbox.labels import KIND_LABELS, TYPE_LABELS, reason_title
 from envelopes.inbox.permissions import Viewer
-from envelopes.models import Approval, Envelope, Tweak
+from envelopes.models import Approval, Envelope, GateApprovalState, Tweak
 from envelopes.services.queries import NEWEST_FIRST
 from governance.models import TeamMembership
 
@@ -31,7 +32,11 @@ STATES = (
     ("decided", "Decided, last 7 days"),
 )
 SORTS = (("", "Priority"), ("newest", "Newest first"), ("oldest", "Oldest first"), ("expiring", "Expiring soonest"))
-TYPES = (("evaluation", "Escalated evaluation"), *((value, TYPE_LABELS[value]) for value in RequestType.values))
+TYPES = (
+    ("evaluation", KIND_LABELS[EnvelopeKind.EVALUATION]),
+    ("action", KIND_LABELS[EnvelopeKind.ACTION]),
+    *((value, TYPE_LABELS[value]) for value in RequestType.values),
+)
 RISKS = tuple((level, level) for level in RiskLevel.values)
 # The filters that narrow the cards (scope picks whose they are, sort their order).
 NARROWING = ("q", "type", "risk", "channel", "agent", "surface", "reason", "state")
@@ -55,7 +60,8 @@ def team_scope(person) -> Q:
 def text_match(word: str) -> Q:
     """Envelopes one word of the search box finds: in a request's title or summary, its
     channel's name, the agent, the request or envelope id; in an escalation's title (its
-    reason in words), its explanation or its surface."""
+    reason in words), its explanation or its surface; a held action's action id, agent,
+    trace id or approval id."""
     lowered = word.lower()
     reasons = [code for code in ReasonCode.values if lowered in reason_title(code).lower() or lowered in code.lower()]
     return (
@@ -68,6 +74,10 @@ def text_match(word: str) -> Q:
         | Q(kind=EnvelopeKind.EVALUATION, reason_code__in=reasons)
         | Q(kind=EnvelopeKind.EVALUATION, response__explanation__icontains=word)
         | Q(surface_id__icontains=word)
+        | Q(gate_approval__action_id__icontains=word)
+        | Q(gate_approval__agent_id__icontains=word)
+        | Q(gate_approval__trace_id__icontains=word)
+        | Q(gate_approval__approval_id__icontains=word)
     )
 
 
@@ -76,6 +86,7 @@ def decided_by(person) -> Q:
     return (
         Q(approval_request__decided_by=str(person.pk))
         | Q(reviewer_id=person.get_username())
+        | Q(gate_approval__decided_by=person.get_username())
         | Q(pk__in=Approval.objects.filter(person=person).values("request_id"))
         | Q(pk__in=Tweak.objects.filter(requested_by=person).values("request_id"))
     )
@@ -131,7 +142,8 @@ class OrderFilter(LenientChoiceFilter):
         if value == "oldest":
             return qs.order_by("created_at", "id")
         if value == "expiring":
-            return qs.order_by(F("approval_request__expires_at").asc(nulls_last=True), "created_at", "id")
+            expires = Coalesce("approval_request__expires_at", "gate_approval__expires_at")
+            return qs.order_by(expires.asc(nulls_last=True), "created_at", "id")
         return qs.order_by("-top", "-risk_rank", "created_at", "id")
 
 
@@ -139,8 +151,8 @@ class InboxFilterSet(django_filters.FilterSet):
     """Filters the waiting envelopes (or, with ``state=decided``, those decided lately: the
     caller passes which, see ``decided``) annotated by ``waiting.with_risk``.
 
-    ``viewer`` and ``mine`` (the ids of the waiting requests the viewer may act on) say what
-    the "mine" and "team" scopes keep.
+    ``viewer`` and ``mine`` (the ids of the waiting requests and held actions the viewer may
+    act on) say what the "mine" and "team" scopes keep.
     """
 
     scope = LenientChoiceFilter(choices=SCOPES, fallback="all", method="filter_scope")
@@ -182,7 +194,7 @@ class InboxFilterSet(django_filters.FilterSet):
             return queryset.filter(team_scope(self.viewer.person))
         if value == "mine" and self.decided:
             return queryset.filter(decided_by(self.viewer.person))
-        if value == "mine":
+        if value == "mine":  # ``mine``: the requests and held actions the viewer may decide now
             evaluations = Q(kind=EnvelopeKind.EVALUATION) if self.viewer.reviews else Q(pk=None)
             return queryset.filter(Q(pk__in=self.mine) | evaluations)
         return queryset
@@ -193,8 +205,8 @@ class InboxFilterSet(django_filters.FilterSet):
         return queryset
 
     def filter_type(self, queryset, name, value):
-        if value == "evaluation":
-            return queryset.filter(kind=EnvelopeKind.EVALUATION)
+        if value in ("evaluation", "action"):
+            return queryset.filter(kind=value)
         return queryset.filter(approval_request__type=value)
 
     def filter_state(self, queryset, name, value):
@@ -207,7 +219,9 @@ class InboxFilterSet(django_filters.FilterSet):
         if value == "changes":
             return queryset.filter(open_tweak)
         return queryset.filter(
-            Q(kind=EnvelopeKind.EVALUATION) | (Q(kind=EnvelopeKind.APPROVAL_REQUEST) & ~fyi & ~open_tweak)
+            Q(kind=EnvelopeKind.EVALUATION)
+            | Q(kind=EnvelopeKind.ACTION, gate_approval__state=GateApprovalState.PENDING)
+            | (Q(kind=EnvelopeKind.APPROVAL_REQUEST) & ~fyi & ~open_tweak)
         )
 
     # --- links -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from django.db import models
 from envelopes.approval_rules import ApprovalRule
 from envelopes.choices import NO_DECISION_ROUTES, EnvelopeKind, ReasonCode, RequestStatus, RequestType, Route
 from envelopes.inbox.ids import is_uuid
-from envelopes.models import ApprovalRequest, Channel
+from envelopes.models import ApprovalRequest, Channel, GateApprovalState
 from governance.models import Person, Team
 
 REASON_TITLES = {
@@ -55,6 +55,36 @@ STATUS_LABELS = {
     RequestStatus.ACKNOWLEDGED: "Acknowledged",
     RequestStatus.EXPIRED: "Expired",
 }
+
+
+# Why the gate held an action (its policy's ``hold_reason``), as a person reads it.
+HOLD_REASONS = {
+    "risk_level_high": "High or critical risk: a person approves every call of this action",
+    "sensitive_path": "It touches a sensitive path (.env, secrets/, .ssh/, cloud credentials)",
+    "unresolved_domain": "It calls a domain that is not on the action's allowlist",
+    "unresolved_path": "It reaches a path that is not among the action's allowed paths",
+}
+
+GATE_STATE_LABELS = {
+    GateApprovalState.PENDING: "Waiting",
+    GateApprovalState.CLAIMED: "Approved, running",
+    GateApprovalState.APPROVED: "Approved and executed",
+    GateApprovalState.DENIED: "Denied",
+    GateApprovalState.EXPIRED: "Expired",
+    GateApprovalState.FAILED: "Approved, execution failed",
+}
+
+
+def hold_reason_text(reason: str) -> str:
+    """A held action's reason in words; a reason the gate wrote as a sentence stays as it is."""
+    return HOLD_REASONS.get(reason, reason) or "Held for a person"
+
+
+def action_title(action_id: str, version: str) -> str:
+    """ "Held action: http_delete v1.2.0", as cards, pages and notifications name it."""
+    if not version:
+        return f"Held action: {action_id}"
+    return f"Held action: {action_id} {version if version[:1] in 'vV' else f'v{version}'}"
 
 
 def amount_text(amount) -> str:

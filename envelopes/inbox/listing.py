@@ -2,7 +2,8 @@
 the values the filters can take, and one page of cards.
 
 Escalations alone read in five queries however many there are; agents' requests add a few
-(``permissions.actionable``: who may act on each, for "mine"), whatever their number too.
+(``permissions.actionable``: who may act on each, for "mine"), held actions one
+(``permissions.held_action_refusals``), whatever their number too.
 """
 
 from django.db.models import Count, Max
@@ -15,6 +16,7 @@ from envelopes.inbox.permissions import (
     Viewer,
     actionable,
     escalation_refusals,
+    held_action_refusals,
     involving,
     readable,
     why_limited,
@@ -101,6 +103,8 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
     if refusals is None and has_requests:
         refusals = actionable(viewer)
     refusals = refusals or {}
+    if any(g["kind"] == EnvelopeKind.ACTION for g in groups):
+        refusals = {**refusals, **held_action_refusals(viewer)}
     mine_ids = [pk for pk, refused in refusals.items() if refused is None]
     evaluations = sum(g["n"] for g in groups if g["kind"] == EnvelopeKind.EVALUATION)
     counts = {"all": total, "mine": len(mine_ids) + (evaluations if viewer.reviews else 0)}
@@ -117,9 +121,9 @@ def inbox_for(viewer: Viewer, query, now) -> dict:
             base = base.filter(involving(person))
     matching_queryset = filters.narrow(base)
     envelopes = list(
-        matching_queryset.select_related("approval_request__channel__owner", "approval_request__channel__agent")[
-            :INBOX_PAGE_SIZE
-        ]
+        matching_queryset.select_related(
+            "approval_request__channel__owner", "approval_request__channel__agent", "gate_approval"
+        )[:INBOX_PAGE_SIZE]
     )
     matching = len(envelopes)
     if matching == INBOX_PAGE_SIZE:

@@ -18,8 +18,8 @@ from envelopes.choices import (
     RequestType,
     Route,
 )
-from envelopes.inbox.deciding import actor, escalation_refusal, request_refusal
-from envelopes.models import Approval, ApprovalRequest, Tweak
+from envelopes.inbox.deciding import actor, escalation_refusal, held_action_refusal, request_refusal
+from envelopes.models import Approval, ApprovalRequest, GateApproval, GateApprovalState, Tweak
 from governance.choices import Role
 from governance.errors import DomainError
 from governance.models import Organization, Person
@@ -179,6 +179,26 @@ def escalation_refusals(viewer: Viewer, envelopes) -> dict[str, DomainError | No
         for envelope in envelopes
         if envelope.kind == EnvelopeKind.EVALUATION
     }
+
+
+def held_action_refusals(viewer: Viewer) -> dict[str, DomainError | None]:
+    """For each held action waiting for a person (the oldest ``CANDIDATE_LIMIT``): why the
+    viewer may not decide it now, or None when they may (the core's ``refusal``: operators
+    decide). One query however many wait; inbox readers only (nobody else sees them)."""
+    organization = viewer.organization
+    if organization is None or not viewer.reads_all:
+        return {}
+    candidates = (
+        GateApproval.objects.filter(
+            envelope__organization=organization,
+            envelope__state=EnvelopeState.AWAITING_REVIEW,
+            state=GateApprovalState.PENDING,
+        )
+        .only("envelope_id", "approval_id", "state")
+        .order_by("created_at")[:CANDIDATE_LIMIT]
+    )
+    who = viewer.actor()
+    return {str(approval.envelope_id): held_action_refusal(approval, who) for approval in candidates}
 
 
 def involving(person) -> Q:

@@ -15,7 +15,6 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
 
 from envelopes.choices import RequestStatus, Route, TweakStatus
@@ -29,7 +28,7 @@ from envelopes.inbox.labels import ROUTE_TEXTS, STATUS_LABELS, Names, person_lab
 from envelopes.inbox.payloads import Option, payload_view
 from envelopes.inbox.permissions import Viewer, card_actions, may_see_request
 from envelopes.inbox.progress import progress_line, progress_of
-from envelopes.inbox.waiting import envelope_version, neighbours
+from envelopes.inbox.waiting import envelope_links
 from envelopes.models import ApprovalRequest, Tweak
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
 from governance.api.errors import domain_status
@@ -222,7 +221,6 @@ def request_context(model_admin, request, viewer: Viewer, approval: ApprovalRequ
     buttons = action_buttons(viewer, approval, open_tweak) if waiting else []
     reasons = list(dict.fromkeys(b.why for b in buttons if not b.enabled))
     events = envelope_events(envelope)
-    previous_url, next_url = neighbours(envelope) if viewer.reads_all else ("", "")
     thread = thread_of(approval)
     route_text = ROUTE_TEXTS.get(approval.route, approval.route)
     if approval.route in (Route.APPROVE_TEAM, Route.NOTIFY_TEAM_OWNER) and approval.team_id:
@@ -258,11 +256,6 @@ def request_context(model_admin, request, viewer: Viewer, approval: ApprovalRequ
         "verdict": assess_chain(events, IntegrityRecord.of(envelope)),
         "raw_submitted": envelope.submitted_raw,
         "raw_payload": json.dumps(approval.payload, indent=2, ensure_ascii=False),
-        "previous_url": previous_url,
-        "next_url": next_url,
-        "inbox_url": reverse("admin:index"),
-        "integrity_api": f"/v1/evidence/envelopes/{envelope.pk}/integrity",
-        "live_url": reverse("admin:envelopes_inbox_live") + f"?envelope={envelope.pk}",
-        "live_version": envelope_version(envelope),
+        **envelope_links(envelope, with_neighbours=viewer.reads_all),
         "decision_version": f"{approval.status}.{len(votes)}.{len(tweaks)}.{open_tweak is not None}",
     }

@@ -20,12 +20,13 @@ from django.utils.crypto import constant_time_compare
 from envelopes.choices import EnvelopeKind
 from envelopes.inbox.cards import card_url
 from envelopes.inbox.console import viewer_of
-from envelopes.inbox.labels import KIND_LABELS, reason_title, type_label
+from envelopes.inbox.labels import KIND_LABELS, action_title, hold_reason_text, reason_title, type_label
 from envelopes.inbox.permissions import (
     CANDIDATE_LIMIT,
     Viewer,
     actionable,
     escalation_refusals,
+    held_action_refusals,
     may_use_console,
     readable,
 )
@@ -93,7 +94,7 @@ def _totals(organization) -> tuple[int, str]:
 
 def inbox_state(viewer: Viewer, totals: tuple[int, str] | None = None) -> InboxState:
     """How many cards the viewer may read, and which they may decide: the requests by the
-    core's ``refusal`` (``actionable``), the escalations too."""
+    core's ``refusal`` (``actionable``), the escalations and held actions too."""
     organization = viewer.organization
     count, version = totals or _totals(organization)
     refusals = actionable(viewer)
@@ -104,6 +105,7 @@ def inbox_state(viewer: Viewer, totals: tuple[int, str] | None = None) -> InboxS
         .only("id", "kind", "state")[:CANDIDATE_LIMIT]
     )
     refusals.update(escalation_refusals(viewer, escalations))
+    refusals.update(held_action_refusals(viewer))
     decidable = frozenset(pk for pk, refused in refusals.items() if refused is None)
     return InboxState(version, waiting, decidable)
 
@@ -113,6 +115,10 @@ def heading(envelope) -> dict:
     if envelope.kind == EnvelopeKind.APPROVAL_REQUEST:
         approval = envelope.approval_request
         kind, title, summary = type_label(approval), approval.title, approval.summary
+    elif envelope.kind == EnvelopeKind.ACTION:
+        held = envelope.gate_approval
+        kind, title = KIND_LABELS[envelope.kind], action_title(held.action_id, held.action_version)
+        summary = hold_reason_text(held.hold_reason)
     else:
         kind = KIND_LABELS.get(envelope.kind, envelope.kind)
         title, summary = reason_title(envelope.reason_code), (envelope.response or {}).get("explanation", "")
@@ -133,7 +139,11 @@ def event_of(state: InboxState, previous: InboxState | None) -> dict:
     if previous is not None:
         new = state.decidable - previous.decidable
         if new:
-            rows = Envelope.objects.filter(pk__in=list(new)).select_related("approval_request").order_by("-created_at")
+            rows = (
+                Envelope.objects.filter(pk__in=list(new))
+                .select_related("approval_request", "gate_approval")
+                .order_by("-created_at")
+            )
             arrived = [heading(envelope) for envelope in rows[:ARRIVED_LIMIT]]
         left = sorted(previous.decidable - state.decidable)[:LEFT_LIMIT]
     return {

@@ -4,7 +4,8 @@ acknowledge of FYI cards, and the review page where an escalated evaluation is d
 
 Views parse, authorize and render. Who may do what is ``permissions``; deciding goes through
 ``deciding`` (the services' answer is final: when someone else decided first, the refusal
-becomes a message naming who decided and when). The request page is ``request_page``.
+becomes a message naming who decided and when). The request page is ``request_page``, the
+held-action page ``action_page``.
 """
 
 import json
@@ -22,14 +23,14 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from envelopes.choices import EnvelopeKind, EnvelopeState, ReviewDecision
-from envelopes.inbox.cards import Declarations, card_for, request_url
+from envelopes.inbox.cards import Declarations, card_for, card_url
 from envelopes.inbox.console import viewer_of
 from envelopes.inbox.deciding import acknowledge_all, review_escalation
 from envelopes.inbox.documents import chain_rows, sections_of
 from envelopes.inbox.ids import is_uuid
 from envelopes.inbox.listing import INBOX_PAGE_SIZE, inbox_for
 from envelopes.inbox.permissions import may_review, may_use_console, why_no_inbox, why_not_review
-from envelopes.inbox.waiting import envelope_version, inbox_version, neighbours, version_of
+from envelopes.inbox.waiting import envelope_links, envelope_version, inbox_version, version_of
 from envelopes.models import ApprovalRequest, Envelope
 from envelopes.representation import envelope_representation
 from envelopes.services.integrity import IntegrityRecord, assess_chain, envelope_events
@@ -166,8 +167,8 @@ def review_page(model_admin, request, object_id):
     envelope = model_admin.get_object(request, unquote(object_id))
     if envelope is None:
         return model_admin._get_obj_does_not_exist_redirect(request, model_admin.opts, object_id)
-    if envelope.kind == EnvelopeKind.APPROVAL_REQUEST:
-        return redirect(request_url(envelope.pk))  # an agent's request has its own page
+    if envelope.kind in (EnvelopeKind.APPROVAL_REQUEST, EnvelopeKind.ACTION):
+        return redirect(card_url(envelope))  # an agent's request and a held action have their own pages
     if not model_admin.has_view_permission(request, envelope):
         raise PermissionDenied
     viewer = viewer_of(request)
@@ -184,7 +185,6 @@ def review_page(model_admin, request, object_id):
     document = envelope_representation(envelope)
     declarations = Declarations.for_envelopes(envelope.organization_id, [envelope])
     card = card_for(envelope, declarations)
-    previous_url, next_url = neighbours(envelope)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -201,12 +201,7 @@ def review_page(model_admin, request, object_id):
         "chain": chain_rows(events, envelope.organization_id),
         "verdict": verdict,
         "raw_envelope": json.dumps(document, indent=2),
-        "previous_url": previous_url,
-        "next_url": next_url,
-        "inbox_url": reverse("admin:index"),
-        "integrity_api": f"/v1/evidence/envelopes/{envelope.id}/integrity",
-        "live_url": reverse("admin:envelopes_inbox_live") + f"?envelope={envelope.pk}",
-        "live_version": envelope_version(envelope),
+        **envelope_links(envelope),
     }
     status = 400 if request.method == "POST" else 200
     return TemplateResponse(request, "admin/envelopes/review.html", context, status=status)

@@ -1,5 +1,6 @@
 """The envelopes waiting for a person (and those decided lately), with each one's risk in the
-same query; the versions pages poll to learn that something changed; a page's neighbours."""
+same query; the versions pages poll to learn that something changed; a page's neighbours and
+the links every envelope page carries."""
 
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 
 from controlplane.models import Surface
 from envelopes.choices import EnvelopeKind, EnvelopeState, RiskLevel, Route
@@ -37,15 +39,21 @@ def pending_envelopes(organization):
 
 
 def with_risk(queryset):
-    """Each envelope's risk (the request's level, or the escalated surface's tier), its rank and
-    whether it is pinned to the top — in the same query."""
+    """Each envelope's risk (the request's or the held action's level, or the escalated
+    surface's tier), its rank and whether it is pinned to the top — in the same query."""
     surface_risk = Subquery(
         Surface.objects.filter(
             organization_id=OuterRef("organization_id"), key=OuterRef("surface_id"), version=OuterRef("surface_version")
         ).values("risk_tier")[:1]
     )
     queryset = queryset.annotate(
-        risk=Coalesce(F("approval_request__risk_level"), surface_risk, Value(""), output_field=CharField()),
+        risk=Coalesce(
+            F("approval_request__risk_level"),
+            F("gate_approval__risk_level"),
+            surface_risk,
+            Value(""),
+            output_field=CharField(),
+        ),
         top=Coalesce(F("approval_request__top_sort"), Value(False), output_field=BooleanField()),
     )
     return queryset.annotate(
@@ -58,11 +66,12 @@ def with_risk(queryset):
 
 
 def decided_envelopes(organization, now):
-    """Envelopes a person decided (or that timed out) in the last week."""
+    """Envelopes a person decided (or that timed out) in the last week: every held action
+    closes that way."""
     waited = Q(kind=EnvelopeKind.APPROVAL_REQUEST) & ~Q(approval_request__route=Route.LOG_ONLY)
     reviewed = Q(kind=EnvelopeKind.EVALUATION) & ~Q(review_decision="")
     return Envelope.objects.filter(
-        waited | reviewed,
+        waited | reviewed | Q(kind=EnvelopeKind.ACTION),
         organization=organization,
         state=EnvelopeState.CLOSED,
         closed_at__gte=now - DECIDED_WINDOW,
@@ -89,3 +98,17 @@ def neighbours(envelope) -> tuple[str, str]:
     newer = pending.filter(created_at__gt=envelope.created_at).order_by("created_at", "id").first()
     older = pending.filter(created_at__lte=envelope.created_at).first() or (pending.first() if not newer else None)
     return (card_url(newer) if newer else "", card_url(older) if older else "")
+
+
+def envelope_links(envelope, *, with_neighbours: bool = True) -> dict:
+    """What every envelope page links to: the inbox, the waiting envelopes around it, its
+    integrity API, and the live version it polls."""
+    previous_url, next_url = neighbours(envelope) if with_neighbours else ("", "")
+    return {
+        "previous_url": previous_url,
+        "next_url": next_url,
+        "inbox_url": reverse("admin:index"),
+        "integrity_api": f"/v1/evidence/envelopes/{envelope.pk}/integrity",
+        "live_url": reverse("admin:envelopes_inbox_live") + f"?envelope={envelope.pk}",
+        "live_version": envelope_version(envelope),
+    }

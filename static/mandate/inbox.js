@@ -109,7 +109,9 @@
   /* --- deciding: reject and request changes need a reason ------------------------------ */
   var armed = null;
 
-  function decisionForm() { return document.getElementById("review-form") || document.getElementById("request-form"); }
+  function decisionForm() {
+    return document.getElementById("review-form") || document.getElementById("request-form") || document.getElementById("action-form");
+  }
 
   function notesField() { return document.getElementById("id_notes") || document.getElementById("id_comment"); }
 
