@@ -11,6 +11,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from envelopes.evaluation.fastroute import EVALUATE  # noqa: E402
+from envelopes.gate.api.execute import EXECUTE  # noqa: E402
 from envelopes.inbox.stream_route import InboxStreamRouter  # noqa: E402
 from envelopes.requests import bus  # noqa: E402
 from envelopes.requests.longpoll_route import LongPollRouter  # noqa: E402
@@ -25,7 +26,7 @@ http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_
 # live streams (envelopes/inbox/stream_route.py), on the same notification bus. The hot
 # endpoints' plain requests are too (governance/hotpath.py): POST /v1/evaluate
 # (envelopes/evaluation/fastroute.py). Everything else is Django.
-hot_path = HotPath(http_application, [EVALUATE], threads=settings.MANDATE_EVALUATE_THREADS)
+hot_path = HotPath(http_application, [EVALUATE, EXECUTE], threads=settings.MANDATE_EVALUATE_THREADS)
 application = InboxStreamRouter(LongPollRouter(hot_path), bus)
 
 # A server process holds many long-lived objects (10,000 parked long-poll waiters are a few

@@ -268,6 +268,12 @@ MANDATE_GATE_OPEN_LEASES = env.bool("MANDATE_GATE_OPEN_LEASES", default=False)
 MANDATE_GATE_LEASE_TTL_SECONDS = env.int("MANDATE_GATE_LEASE_TTL_SECONDS", default=300)
 # POST /v1/leases per server process and second (a token bucket with a one-second burst).
 MANDATE_GATE_LEASE_RATE_PER_SECOND = env.float("MANDATE_GATE_LEASE_RATE_PER_SECOND", default=50.0)
+# Action executions per server process and second (a token bucket); beyond: 429.
+MANDATE_GATE_EXECUTE_RATE_PER_SECOND = env.float("MANDATE_GATE_EXECUTE_RATE_PER_SECOND", default=5000.0)
+# Where builtin:fs works: one directory per organization below this.
+MANDATE_GATE_FS_ROOT = env.str("MANDATE_GATE_FS_ROOT", default=str(VAR_DIR / "gate-fs"))
+# How long a held action waits for a person before it expires.
+MANDATE_GATE_APPROVAL_TTL_SECONDS = env.int("MANDATE_GATE_APPROVAL_TTL_SECONDS", default=3600)
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")

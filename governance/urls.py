@@ -66,6 +66,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("v1/leases", LeaseView.as_view(), name="gate-leases"),
+    path("", include("envelopes.gate.api.urls")),
     path("v1/", include("evidence.api.urls")),
     path("v1/", include("controlplane.api.urls")),
     path("v1/", include("envelopes.evaluation.api.urls")),

@@ -35,6 +35,7 @@ class GateApproval(models.Model):
     agent_id = models.CharField(max_length=255, db_index=True)
     session_id = models.CharField(max_length=64, db_index=True)
     lease_jti = models.CharField(max_length=64)
+    epoch = models.PositiveIntegerField(default=0)  # the revocation epoch it was held in
     hold_reason = models.CharField(max_length=500)
     plan = models.JSONField()
     plan_hash = models.CharField(max_length=80)
@@ -57,6 +58,7 @@ class GateApproval(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["state", "-created_at"], name="gate_approval_state_new")]
+        verbose_name = "held action"
 
 
 class GateExecution(models.Model):
@@ -77,6 +79,7 @@ class GateExecution(models.Model):
     epoch = models.PositiveIntegerField()
     verification_outcome = models.CharField(max_length=40)
     duration_ms = models.PositiveIntegerField()
+    runtime = models.JSONField(default=dict)  # duration_ms, exit_code, fuel_consumed
     created_at = models.DateTimeField()
 
 

@@ -9,12 +9,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from evidence.choices import GateDecision, SignatureStatus
 from evidence.models import GATE_EVENT_PREFIX, AuditEvent
 from evidence.services.gate_events import MAX_LIMIT, GateEventFilter, gate_events
 from evidence.services.receipts import GATE_ID, find_receipt, receipt_document, receipt_keys, verify_receipt
+from governance.api.authentication import LeaseAuthentication
 from governance.api.errors import APIError
 from governance.api.permissions import HasRole, credential_of
 from governance.choices import Role
@@ -95,12 +97,14 @@ class ReceiptSerializer(serializers.Serializer):
 
 
 class ReceiptView(APIView):
-    """One stored receipt, with what its signature says against the published keys now."""
+    """One stored receipt, with what its signature says against the published keys now: for an
+    agent with any valid lease (DPoP, bound to GET and this URL) or an operator."""
 
+    authentication_classes = [*api_settings.DEFAULT_AUTHENTICATION_CLASSES, LeaseAuthentication]
     permission_classes = [GateReader]
     required_roles = GATE_READERS
     required_permission = "receipts:read"
-    credential_kinds: tuple[str, ...] = ()
+    credential_kinds: tuple[str, ...] = ("lease",)
 
     @extend_schema(
         summary="A receipt",

@@ -35,11 +35,13 @@ class Verification:
     reason: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """The receipt's tagged ``verification_outcome``."""
+        """The receipt's tagged ``verification_outcome``: ``verified`` carries its evidence,
+        ``verification_failed`` its reason, the others their status alone (the reference's
+        variants; a reason for the rest stays in the logs)."""
         wire: dict[str, Any] = {"status": self.outcome}
-        if self.evidence is not None:
+        if self.outcome == VERIFIED and self.evidence is not None:
             wire["evidence"] = self.evidence
-        if self.reason is not None:
+        if self.outcome == VERIFICATION_FAILED and self.reason is not None:
             wire["reason"] = self.reason
         return wire
 

@@ -1,0 +1,62 @@
+"""``POST /v1/actions/{action_id}/execute``: the gate's pipeline, as named steps, in order.
+
+    1. rate_limit        429 rate_limit_exceeded
+    2. drain             503 draining                               (no ledger event)
+    3. authenticate      401 missing_auth_header | invalid_lease | lease_expired | invalid_dpop | replay_detected
+    4. look_up           404 action_not_found
+    5. trust             403 action_not_registered | action_digest_mismatch
+    6. read_body         413 | 400 invalid_request | 422 schema_violation; request_hash
+    7. resolve_targets   which domains / paths the call reaches, and whether each is known
+    8. budget_snapshot   403 budget_session_not_found
+    9. policy            403 policy_denied (deny_reason) | hold | allow
+   10. hold              202 pending_approval (a held action: an Envelope in the inbox)
+   11. debit             403 budget_exhausted (given back if nothing is dispatched)
+   12. grant             the execution grant, signed, stamped with the revocation epoch
+   13. dispatch          502 action_execution_failed
+   14. check_response    the response schema
+   15. verify            the verifier's outcome
+   16. record            receipt, ledger event and execution row in one transaction
+                         (500 evidence_persistence_failed otherwise) → 200
+
+Every refusal from step 3 on writes a ledger event first (``GATE_ACTION_CALL``, decision
+``deny``). The service is a generator of hot-path steps (``governance.hotpath``): the hot
+path drives it on the event loop for plain requests, Django's view drives the same generator
+synchronously for everything else, so both answer alike. Each step is a function in
+``envelopes/gate/steps/``; this module only says their order.
+"""
+
+from envelopes.gate.steps import admission, dispatching, recording, request, targets
+from envelopes.gate.steps.call import Call
+from governance.errors import GateError
+from governance.hotpath import HotRequest, InThread
+
+
+def execute(request_: HotRequest):
+    """The whole pipeline for one request; returns ``(status, body)``."""
+    admission.rate_limit()  # 1 and 2: no ledger event (the reference's drain writes none)
+    yield InThread(admission.drain)
+    call = Call.start(request_)
+    try:
+        call.lease = yield InThread(admission.authenticate, call)
+        call.manifest = yield InThread(admission.look_up, call)
+        admission.trust(call)
+        request.read_body(call)
+        yield InThread(targets.resolve_targets, call)
+        call.budget = yield InThread(dispatching.budget_snapshot, call)
+        call.policy = yield InThread(dispatching.policy, call)
+        if call.policy.result == "hold":
+            return (yield InThread(dispatching.hold, call))
+        yield InThread(dispatching.debit, call)
+        try:
+            yield InThread(dispatching.grant, call)
+            call.result = yield InThread(dispatching.dispatch, call)
+        except Exception:
+            yield InThread(dispatching.give_back, call)
+            raise
+        dispatching.check_response(call)
+        dispatching.verify(call)
+        return (yield InThread(recording.record, call))
+    except GateError as refusal:
+        if not getattr(refusal, "recorded", False):
+            yield InThread(recording.record_refusal, call, refusal)
+        raise

@@ -1,0 +1,27 @@
+"""Step 6: the body — strict UTF-8 JSON, within the action's size limit, valid against its
+request schema — and the request's hash (RFC 8785, as LatchGate's clients compute it)."""
+
+import hashlib
+
+import rfc8785
+from rest_framework.exceptions import ParseError
+
+from envelopes.gate.steps.call import Call
+from governance.api.parsers import parse_strict_json
+from governance.errors import GateError
+
+
+def read_body(call: Call) -> None:
+    manifest = call.manifest
+    raw = call.request.body
+    if len(raw) > manifest.io.max_request_bytes:
+        raise GateError(413, "request_too_large")
+    try:
+        body = parse_strict_json(raw)
+    except ParseError as exc:
+        raise GateError(400, "invalid_request", reason=str(exc.detail)) from exc
+    problem = manifest.request_problem(body)
+    if problem:
+        raise GateError(422, "schema_violation", reason=problem)
+    call.body = body
+    call.request_hash = "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
