@@ -12,7 +12,7 @@ class EnvelopesConfig(AppConfig):
         show for performers."""
         from envelopes.delivery import outbox, tasks
         from envelopes.evaluation.reviews import EvaluationRules
-        from envelopes.gate import approvals, ledger
+        from envelopes.gate import approvals, budgets, ledger
         from envelopes.gate.rules import ActionRules
         from envelopes.inbox.labels import channel_names, people_names
         from envelopes.requests import bus
@@ -29,6 +29,7 @@ class EnvelopesConfig(AppConfig):
         ActionRules.run_claimed = staticmethod(approvals.run_claimed)
         ActionRules.record_result = staticmethod(approvals.record_result)
         ledger.connect()
+        budgets.connect()
         decide.connect_outbox(outbox.enqueue_deliveries)
         decide.connect_notifier(bus.publish_many)
         outbox.use_queue(tasks.queue_delivery)

@@ -1,7 +1,9 @@
 """A lease session's budget: the counters its lease's ``budgets`` set (``max_calls``, and
-``max_cost_usd_cents`` which the SDK may send and nothing debits yet), debited atomically
-before dispatch — one conditional UPDATE, so concurrent calls can never take the balance below
-zero — and credited back when the call fails before anything was dispatched."""
+``max_cost_usd_cents`` which the SDK may send and nothing debits yet), opened when the lease is
+issued (in its transaction), debited atomically before dispatch — one conditional UPDATE, so
+concurrent calls can never take the balance below zero — and credited back when the call
+fails before anything was dispatched. A lease with budgets whose counters are gone is refused
+(``budget_session_not_found``), never given fresh ones."""
 
 from dataclasses import dataclass
 
@@ -9,6 +11,7 @@ from django.db.models import F
 
 from envelopes.models import SessionBudget
 from governance.errors import GateError
+from governance.gate.signals import lease_issued
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,11 @@ def debit(session_id: str, budgets: dict | None) -> bool:
 def credit(session_id: str) -> None:
     """Give back a call debited for a dispatch that never happened."""
     SessionBudget.objects.filter(session_id=session_id, calls_used__gt=0).update(calls_used=F("calls_used") - 1)
+
+
+def on_lease_issued(sender, lease, **kwargs) -> None:
+    open_budget(lease.session_id, lease.budgets)
+
+
+def connect() -> None:
+    lease_issued.connect(on_lease_issued, dispatch_uid="mandate-gate-lease-budget")

@@ -27,7 +27,6 @@ synchronously for everything else, so both answer alike. Each step is a function
 
 from envelopes.gate.steps import admission, dispatching, recording, request, targets
 from envelopes.gate.steps.call import Call
-from governance.errors import GateError
 from governance.hotpath import HotRequest, InThread
 
 
@@ -56,7 +55,7 @@ def execute(request_: HotRequest):
         dispatching.check_response(call)
         dispatching.verify(call)
         return (yield InThread(recording.record, call))
-    except GateError as refusal:
-        if not getattr(refusal, "recorded", False):
-            yield InThread(recording.record_refusal, call, refusal)
+    except Exception as failure:  # a refusal, or a bug: either way the ledger says so
+        if not getattr(failure, "recorded", False):
+            yield InThread(recording.record_refusal, call, recording.as_refusal(failure))
         raise

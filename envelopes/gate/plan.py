@@ -64,10 +64,12 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
     return items
 
 
-def _number(value: Any, name: str, *, integer: bool = True) -> int | float:
+def _number(value: Any, name: str, *, integer: bool = True, zero: bool = False) -> int | float:
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}")
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (value == 0 and not zero):
+        raise ValueError(
+            f"{name} must be a {'non-negative' if zero else 'positive'} {'integer' if integer else 'number'}"
+        )
     return value
 
 
@@ -174,7 +176,8 @@ class ResourceLimits:
             _number(data.get("fuel", DEFAULT_FUEL), "resource_limits.fuel"),
             _number(data.get("memory_mb", DEFAULT_MEMORY_MB), "resource_limits.memory_mb"),
             _number(data.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS), "timeout_seconds", integer=False),
-            _number(data.get("max_io_calls", DEFAULT_MAX_IO_CALLS), "resource_limits.max_io_calls"),
+            # 0: a module that makes no host I/O call (the catalogue allows it; echo_wasm says so)
+            _number(data.get("max_io_calls", DEFAULT_MAX_IO_CALLS), "resource_limits.max_io_calls", zero=True),
         )
 
     def to_dict(self) -> dict:

@@ -47,8 +47,13 @@ class RenderedRequest:
     secret_values: tuple[str, ...] = field(default=(), repr=False)
 
 
+# ``{{secret.NAME}}`` is the catalogue's spelling (manifest_rules.py); ``{{secret:NAME}}`` is
+# accepted too.
+SECRET_PREFIXES = ("secret.", "secret:")
+
+
 def _field(body: Mapping, name: str):
-    if name.startswith("secret:"):
+    if name.startswith(SECRET_PREFIXES):
         raise TemplateError("secrets may only be used in headers")
     if name not in body:
         raise TemplateError(f"the request body has no field '{name}' for the template")
@@ -149,8 +154,8 @@ def render(plan, body: Mapping, secrets=None) -> RenderedRequest:
         def one(match):
             nonlocal missing_optional
             key = match.group(1)
-            if key.startswith("secret:"):
-                secret_name = key.removeprefix("secret:").strip()
+            if key.startswith(SECRET_PREFIXES):
+                secret_name = key[len("secret:") :].strip()
                 if secret_name not in declared:
                     raise TemplateError(f"secret {secret_name} is not declared by the action")
                 value = secrets(secret_name) if secrets else None

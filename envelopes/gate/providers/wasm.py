@@ -218,8 +218,8 @@ def _write(caller, data: bytes) -> int:
 
 
 def host_log(caller, ptr: int, length: int) -> None:
+    # Not an I/O call (max_io_calls counts http): lines are capped, and fuel bounds the calls.
     state: CallState = _local.state
-    state.count_io()
     line = _read(caller, ptr, min(length, MAX_LOG_CHARS * 4)).decode("utf-8", "replace")[:MAX_LOG_CHARS]
     if len(state.logs) < MAX_LOG_LINES:
         state.logs.append(line)

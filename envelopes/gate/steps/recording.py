@@ -4,7 +4,7 @@ gets 500 ``evidence_persistence_failed`` and nothing half-written stays."""
 
 import logging
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
 from envelopes.gate.steps.call import Call
 from envelopes.models import GateExecution
@@ -68,7 +68,8 @@ def write_evidence(call: Call, receipt_id: str):
         epoch=call.lease.epoch,
         **({"approval_id": call.approval.approval_id} if call.approval is not None else {}),
     )
-    append_events(call.trace_id, [event], new_chain=True)
+    # An approved plan's trace already holds its pending_approval event: append after it.
+    append_events(call.trace_id, [event], new_chain=call.approval is None)
     return receipt
 
 
@@ -111,6 +112,16 @@ def answer(call: Call, receipt_id: str) -> dict:
         if call.learned_domain:
             body["learned_domain"] = call.learned_domain
     return body
+
+
+def as_refusal(failure: Exception) -> GateError:
+    """Anything the pipeline raised, as the refusal it answers: a GateError is its own; the
+    database away is 503 ``store_unavailable``; anything else (a bug) 500 ``internal_error``."""
+    if isinstance(failure, GateError):
+        return failure
+    if isinstance(failure, OperationalError | InterfaceError):
+        return GateError(503, "store_unavailable")
+    return GateError(500, "internal_error")
 
 
 def record_refusal(call: Call, refusal: GateError) -> None:

@@ -24,4 +24,9 @@ def read_body(call: Call) -> None:
     if problem:
         raise GateError(422, "schema_violation", reason=problem)
     call.body = body
-    call.request_hash = "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    call.request_hash = request_hash(body)
+
+
+def request_hash(body) -> str:
+    """``sha256:`` + hex SHA-256 of the body's RFC 8785 form (approval re-checks it too)."""
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
