@@ -4,16 +4,15 @@ this Django view, driving the same steps, for everything else."""
 
 import logging
 
-from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
+from envelopes.gate import metrics
 from envelopes.gate.pipeline import execute
-from governance.api.errors import GATE_REASON_MAX_CHARS
-from governance.control_characters import CONTROL_CHARACTERS
-from governance.errors import GateError
+from envelopes.gate.steps.recording import as_refusal
+from governance.api.errors import gate_api_error
 from governance.hotpath import HotRequest, HotRoute, drive
 
 logger = logging.getLogger("mandate.gate")
@@ -24,25 +23,38 @@ TRANSPORT_LIMIT = 1024 * 1024  # the reference's 1 MB; beyond: 413
 def gate_answer(exc: Exception) -> tuple[int, dict]:
     """The wire form of anything the pipeline raised: ``{"error": code}`` (plus a sanitized
     ``deny_reason`` or ``reason`` below 500); 5xx carry only the code, details go to the log."""
-    if isinstance(exc, GateError):
-        body = {"error": exc.code}
-        if exc.status < 500:
-            for name in ("deny_reason", "reason"):
-                value = getattr(exc, name)
-                if value:
-                    body[name] = CONTROL_CHARACTERS.sub("", value)[:GATE_REASON_MAX_CHARS]
-        return exc.status, body
-    if isinstance(exc, OperationalError | InterfaceError):
-        logger.warning("gate: database unavailable", extra={"error": str(exc)})
-        return 503, {"error": "store_unavailable"}
-    logger.error("gate: internal error", exc_info=exc)
-    return 500, {"error": "internal_error"}
+    refusal = as_refusal(exc)
+    if refusal is not exc:
+        if refusal.code == "store_unavailable":
+            logger.warning("gate: database unavailable", extra={"error": str(exc)})
+        else:
+            logger.error("gate: internal error", exc_info=exc)
+    rendered = gate_api_error(refusal)
+    return refusal.status, {"error": rendered.error, **rendered.extra}
+
+
+def measured(request: HotRequest):
+    """The pipeline, counted: executions in flight while it runs, and its answer or failure
+    in the metrics (``envelopes/gate/metrics.py``). Steps and failures pass through untouched."""
+    metrics.execution_started()
+    try:
+        status, body = yield from execute(request)
+    except Exception as exc:
+        refusal = as_refusal(exc)
+        action_id = metrics.action_label(request.params.get("action_id", ""), refusal.code)
+        metrics.failed(action_id, refusal.status, refusal.code)
+        raise
+    else:
+        metrics.answered(request.params.get("action_id", ""), status, body)
+        return status, body
+    finally:
+        metrics.execution_ended()
 
 
 EXECUTE = HotRoute(
     path="/v1/actions/{action_id}/execute",
     method="POST",
-    service=execute,
+    service=measured,
     errors=gate_answer,
     max_body_bytes=TRANSPORT_LIMIT,
 )
@@ -78,7 +90,7 @@ def execute_view(request, action_id: str):
     """Django's answer: the same pipeline, driven synchronously (``governance.hotpath.drive``)."""
     raw = request._request.body if len(request._request.body) <= TRANSPORT_LIMIT else None
     if raw is None:
-        return JsonResponse({"error": "payload_too_large"}, status=413)
+        return JsonResponse({"error": "request_too_large"}, status=413)
     headers = {name.lower(): value for name, value in request._request.headers.items()}
     status, body = drive(EXECUTE, HotRequest("POST", request._request.path, {"action_id": action_id}, headers, raw))
     return JsonResponse(body, status=status)
