@@ -63,12 +63,15 @@ def redis_process():
 class Server:
     """``governance.asgi:application`` under uvicorn in a child process, on a free port."""
 
-    def __init__(self, database_url: str, **env):
+    def __init__(self, database_url: str, *, public_url: bool = False, **env):
+        """``public_url``: the server's PUBLIC_BASE_URL is its own URL (DPoP proofs name it)."""
         import os
         import sys
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if public_url:
+            env["PUBLIC_BASE_URL"] = self.url
         environment = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings", **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "governance.asgi:application", "--port", str(self.port)]
@@ -90,8 +93,8 @@ class Server:
 
 
 @contextmanager
-def server(database_url: str, **env):
-    running = Server(database_url, **env)
+def server(database_url: str, *, public_url: bool = False, **env):
+    running = Server(database_url, public_url=public_url, **env)
     try:
         yield running
     finally:

@@ -1,40 +1,46 @@
 """Held actions: holding a call for a person, and executing it once approved.
 
 A held call becomes an Envelope of kind ``action`` (awaiting review, in the one inbox) with a
-``GateApproval`` row holding the plan exactly as it was built (``plan_hash`` over it). Any
-entry that approves — the inbox, ``POST /v1/approvals/{id}/approve`` — decides through the
-core (``ActionRules``): the claim commits, then ``run_claimed`` executes the *stored* plan
-(never the live manifest), re-verifying its hash, and records how it ended with a ``complete``
-or ``fail`` decision whose transaction also writes the receipt, the execution row and the
-ledger event. Concurrent approvals of one id: the first claims it, the others get 409.
+``GateApproval`` row holding the plan exactly as it was built (``plan_hash`` over it; the
+hashes, the lease's session and epoch are also in the envelope's first ledger event, which
+nobody can change). Any entry that approves — the inbox, ``POST /v1/approvals/{id}/approve``
+— decides through the core (``ActionRules``): the claim commits, then ``run_claimed`` checks
+the stored plan against the ledger, the epoch, the trust and the budget, executes the
+*stored* plan (never the live manifest) and records how it ended with a ``complete`` or
+``fail`` decision whose transaction also writes the receipt, the execution row and the
+ledger event. Concurrent approvals of one id: the first claims it, the others are refused.
 """
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from controlplane.gate.learned import learn_domain, learn_path
 from controlplane.gate.registry import registry
+from controlplane.gate.targets import TargetError, validate_glob, validate_learned_domain
 from envelopes.choices import EnvelopeKind, EnvelopeState
+from envelopes.gate import budgets, metrics
 from envelopes.gate.plan import ExecutionPlan
 from envelopes.gate.steps import dispatching, recording
 from envelopes.gate.steps.call import Call
+from envelopes.gate.steps.request import request_hash
 from envelopes.models import Envelope, GateApproval, GateApprovalState
 from envelopes.services.decide import SYSTEM, Actor, Decision, announce_on_commit, decide
 from envelopes.state import StateWalk
 from evidence.canonical import canonical_hash
+from evidence.models import AuditEvent
 from evidence.services.chain import EventDraft, append_events, json_native
 from evidence.services.gate_events import gate_event
-from governance.errors import Conflict, GateError, Refused
+from governance.errors import Conflict, GateError, NotFound, Refused, Unavailable
 from governance.gate.ids import new_id
 from governance.gate.state import gate_state
 from governance.hotpath import HotRequest
+from governance.models import GateLease
 
 logger = logging.getLogger("mandate.gate")
 
@@ -72,6 +78,8 @@ def hold_call(call: Call) -> GateApproval:
         "request_hash": call.request_hash,
         "plan_hash": plan_hash,
         "hold_reason": reason,
+        "epoch": lease.epoch,
+        "lease_jti": lease.lease_jti,
     }
     events = [
         EventDraft("ENVELOPE_CREATED", created, "agent", lease.agent_id, now),
@@ -136,6 +144,20 @@ def hold_call(call: Call) -> GateApproval:
 
 # --- executing an approved plan ------------------------------------------------------------
 
+# Why a claimed plan did not run (the first word of the approval's ``failure``), as the approve
+# endpoint answers it; any other failure is the provider's (502) or ours (500).
+REFUSAL_STATUS = {
+    "plan_tampered": 409,
+    "revoked": 409,
+    "action_not_found": 409,
+    "action_not_registered": 403,
+    "action_digest_mismatch": 403,
+    "budget_exhausted": 403,
+    "budget_session_not_found": 403,
+}
+# What the held action's first ledger event says, compared with its row before it runs.
+ANCHORED_FIELDS = ("approval_id", "trace_id", "action_id", "agent_id", "session_id", "plan_hash", "request_hash")
+
 
 @dataclass(frozen=True)
 class HeldLease:
@@ -146,55 +168,123 @@ class HeldLease:
     organization_id: object
     epoch: int
     lease_jti: str
-    budgets: None = None
+    budgets: dict | None = None
+    found: bool = True  # its GateLease row is there (deleting it revokes the lease)
 
 
 def run_claimed(approval_id: str) -> None:
     """Execute a claimed approval's stored plan, then decide ``complete`` or ``fail`` (with the
-    receipt, in that decision's transaction). Runs after the claim commits, once."""
+    receipt, in that decision's transaction). Runs after the claim commits, once; whatever
+    happens, the held action does not stay claimed unless the database itself is away."""
     approval = GateApproval.objects.select_related("envelope").get(approval_id=approval_id)
-    organization_id = approval.envelope.organization_id
-    call = _call_of(approval)
-    failure = _refusal_to_run(approval, call)
-    if failure:
-        decide(
-            organization_id, approval.envelope_id, SYSTEM, Decision("fail", comment=failure), kind=EnvelopeKind.ACTION
-        )
+    if approval.state != GateApprovalState.CLAIMED:
         return
-    dispatching.grant(call)
-    call.result = dispatching.dispatch(call)
+    metrics.execution_started()
+    try:
+        _run(approval)
+    except Exception:  # noqa: BLE001 (a bug or the database: record it as the failure it is)
+        logger.exception("gate: approved plan not recorded [%s]", approval.approval_id)
+        _close_failed(approval, GateError(500, "internal_error"), "the stored plan could not be run")
+    finally:
+        metrics.execution_ended()
+
+
+def _run(approval: GateApproval) -> None:
+    call = _call_of(approval)
+    refusal = _refusal_to_run(approval, call)
+    if refusal is None:
+        try:
+            budgets.snapshot(approval.session_id, call.lease.budgets)
+            dispatching.debit(call)
+        except GateError as exc:
+            refusal = exc
+    if refusal is not None:
+        metrics.failed(approval.action_id, refusal.status, refusal.code)
+        _decide(approval, Decision("fail", comment=_failure_text(refusal), detail={"result": call, "refusal": refusal}))
+        return
+    try:
+        dispatching.grant(call)
+        call.result = dispatching.dispatch(call)
+    except Exception:
+        dispatching.give_back(call)
+        raise
     dispatching.check_response(call)
     dispatching.verify(call)
-    receipt_id = new_id("rcpt")
-    if call.result.ok:
-        call.learned_domain = _learn(approval)
-    decision = Decision(
-        "complete" if call.result.ok else "fail",
-        comment="" if call.result.ok else call.result.failure.reason,
-        detail={"receipt_id": receipt_id, "result": call},
-    )
-    decide(organization_id, approval.envelope_id, SYSTEM, decision, kind=EnvelopeKind.ACTION)
+    succeeded = call.verification.is_fully_successful(call.result)
+    learned = _learn(approval) if succeeded else ("", "")
+    call.learned_domain = learned[0]
+    failure = call.result.failure
+    detail = {"receipt_id": new_id("rcpt"), "result": call, "learned_domain": learned[0], "learned_path": learned[1]}
+    comment = "" if failure is None else f"{failure.failure_class}: {failure.reason}"
+    try:
+        _decide(approval, Decision("complete" if failure is None else "fail", comment=comment, detail=detail))
+    except DatabaseError:
+        logger.exception("gate: evidence of an approved plan not written [%s]", approval.approval_id)
+        metrics.failed(approval.action_id, 500, "evidence_persistence_failed")
+        _close_failed(approval, GateError(500, "evidence_persistence_failed"), "receipt or ledger write failed")
+        return
+    duration = call.result.duration_ms / 1000
+    metrics.call_finished(approval.action_id, "allow" if failure is None else "error", duration)
+
+
+def _decide(approval: GateApproval, decision: Decision) -> None:
+    decide(approval.envelope.organization_id, approval.envelope_id, SYSTEM, decision, kind=EnvelopeKind.ACTION)
+
+
+def _failure_text(refusal: GateError) -> str:
+    return f"{refusal.code}: {refusal.deny_reason or refusal.reason or refusal.code}"
+
+
+def _close_failed(approval: GateApproval, refusal: GateError, text: str) -> None:
+    """The last resort: fail the claim with ``refusal``'s code; logged if even that fails."""
+    try:
+        _decide(approval, Decision("fail", comment=f"{refusal.code}: {text}"))
+    except Exception:  # noqa: BLE001
+        logger.exception("gate: held action %s stays claimed (unresolved)", approval.approval_id)
 
 
 def record_result(approval: GateApproval, call: Call) -> None:
-    """``ActionRules.save``'s hook: the receipt, execution row and ledger event of the approved
-    plan's execution, in the ``complete``/``fail`` decision's transaction."""
-    recording.write_evidence(call, approval.receipt_id)
+    """``ActionRules.save``'s hook, in the ``complete``/``fail`` decision's transaction: the
+    receipt, execution row and ledger event of the approved plan's execution; or, when it was
+    refused before running, the ``GATE_ACTION_CALL`` event saying why (on the call's trace)."""
+    refusal = getattr(approval, "refusal", None)
+    if refusal is None:
+        recording.write_evidence(call, approval.receipt_id)
+        return
+    event = gate_event(
+        "GATE_ACTION_CALL",
+        trace_id=approval.trace_id,
+        action_id=approval.action_id,
+        principal=approval.agent_id,
+        session_id=approval.session_id,
+        decision="error" if refusal.status >= 500 else "deny",
+        error=refusal.code,
+        status=refusal.status,
+        reason=approval.failure,
+        approval_id=approval.approval_id,
+    )
+    append_events(approval.trace_id, [event])
 
 
 def _call_of(approval: GateApproval) -> Call:
-    body = approval.request_body
     request = HotRequest(
         "POST", f"/v1/actions/{approval.action_id}/execute", {"action_id": approval.action_id}, {}, b""
     )
     call = Call.start(request)
     call.trace_id = approval.trace_id
-    call.body = body
+    call.body = approval.request_body
     call.request_hash = approval.request_hash
     call.approval = approval
     call.manifest = registry().get(approval.action_id)
+    lease = GateLease.objects.filter(lease_jti=approval.lease_jti).values("budgets").first()
     call.lease = HeldLease(
-        approval.agent_id, approval.session_id, approval.envelope.organization_id, approval.epoch, approval.lease_jti
+        approval.agent_id,
+        approval.session_id,
+        approval.envelope.organization_id,
+        approval.epoch,
+        approval.lease_jti,
+        (lease or {}).get("budgets") or None,
+        lease is not None,
     )
     try:
         call.plan = ExecutionPlan.from_dict(approval.plan)
@@ -203,44 +293,97 @@ def _call_of(approval: GateApproval) -> Call:
     return call
 
 
-def _refusal_to_run(approval: GateApproval, call: Call) -> str:
-    """Why the stored plan must not run: it was changed since it was held, the gate's epoch
-    moved on (revoke-all), or the gate is draining."""
-    if call.plan is None or call.plan.plan_hash() != approval.plan_hash:
-        return "plan_tampered: the stored plan no longer matches its plan_hash"
-    if gate_state().epoch != approval.epoch:
-        return "revoked: the revocation epoch advanced after the action was held"
+def _refusal_to_run(approval: GateApproval, call: Call) -> GateError | None:
+    """Why the stored plan must not run: it (or the request, or what the row says about them)
+    changed since it was held, its lease was revoked (revoke-all, or its row deleted), the
+    action left the catalogue or its module is no longer the trusted one."""
+    tampered = _tampering(approval, call)
+    if tampered:
+        return GateError(409, "plan_tampered", reason=tampered)
+    if gate_state(max_age=0).epoch != approval.epoch:
+        return GateError(409, "revoked", reason="the revocation epoch advanced after the action was held")
+    if not call.lease.found:
+        return GateError(409, "revoked", reason="the lease the action was held under was revoked")
     if call.manifest is None:
-        return "action_not_found: the action left the catalogue"
+        return GateError(409, "action_not_found", reason="the action left the catalogue")
+    return _untrusted(call.plan)
+
+
+def _tampering(approval: GateApproval, call: Call) -> str:
+    if call.plan is None or call.plan.plan_hash() != approval.plan_hash:
+        return "the stored plan no longer matches its plan_hash"
+    try:
+        body_hash = request_hash(approval.request_body)
+    except Exception:  # noqa: BLE001 (not canonical JSON any more)
+        body_hash = ""
+    if body_hash != approval.request_hash:
+        return "the stored request no longer matches its request_hash"
+    if call.plan.action_id != approval.action_id:
+        return "the stored plan is another action's"
+    created = _held_event(approval)
+    if created is None:
+        return "the held action's ledger record is missing"
+    for name in ANCHORED_FIELDS:
+        if created.get(name) != getattr(approval, name):
+            return f"{name} differs from the ledger's record of the hold"
+    for name in ("epoch", "lease_jti"):  # held actions recorded before these were anchored lack them
+        if name in created and created[name] != getattr(approval, name):
+            return f"{name} differs from the ledger's record of the hold"
     return ""
 
 
-def _learn(approval: GateApproval) -> str:
-    """What the approver asked to learn, now that the call succeeded."""
-    learned = ""
-    if approval.learn_domain:
-        learn_domain(
-            approval.action_id,
-            approval.learn_domain,
-            "approval",
-            approval.decided_by,
-            approval.approval_id,
-            exist_ok=True,
-        )
-        learned = approval.learn_domain
-    if approval.learn_path:
-        learn_path(
-            approval.action_id,
-            approval.learn_path,
-            "approval",
-            approval.decided_by,
-            approval.approval_id,
-            exist_ok=True,
-        )
-    return learned
+def _held_event(approval: GateApproval) -> dict | None:
+    """The payload of the held action's ``ENVELOPE_CREATED`` event (the ledger refuses changes)."""
+    first = (approval.envelope.audit_event_ids or [None])[0]
+    row = AuditEvent.objects.filter(pk=first, chain_id=approval.envelope.chain_id).values("event_type", "payload")
+    row = row.first()
+    return row["payload"] if row and row["event_type"] == "ENVELOPE_CREATED" else None
 
 
-# --- what the API answers ------------------------------------------------------------------
+def _untrusted(plan: ExecutionPlan) -> GateError | None:
+    """A WASM plan runs only a module the catalogue trusts now (the plan's digest)."""
+    digest = plan.provider_module_digest
+    if not digest.startswith("sha256:"):
+        return None
+    modules = [m for m in registry().all() if m.provider_module_digest == digest]
+    if any(m.digest_ok for m in modules):
+        return None
+    if modules:
+        return GateError(403, "action_digest_mismatch", reason="the held plan's module no longer has its digest")
+    return GateError(403, "action_not_registered", reason="the held plan's module is no longer in the catalogue")
+
+
+def _learn(approval: GateApproval) -> tuple[str, str]:
+    """What the approver asked to learn, now that the call succeeded: (domain, path) learned."""
+    learned = ["", ""]
+    lessons = ((0, learn_domain, approval.learn_domain), (1, learn_path, approval.learn_path))
+    for index, learn, value in lessons:
+        if not value:
+            continue
+        try:
+            row = learn(approval.action_id, value, "approval", approval.decided_by, approval.approval_id, exist_ok=True)
+        except GateError as exc:
+            logger.warning("gate: approval %s could not learn %r: %s", approval.approval_id, value, exc.code)
+            continue
+        learned[index] = row.domain if index == 0 else row.path
+    return learned[0], learned[1]
+
+
+def checked_lessons(learn_domain: str, learn_path: str) -> tuple[str, str]:
+    """The domain and path an approver asks to learn, normalized; 400 ``invalid_domain`` or
+    ``invalid_path`` before anything is claimed (they are learned after a successful run)."""
+    try:
+        domain = validate_learned_domain(learn_domain) if learn_domain else ""
+    except TargetError as exc:
+        raise GateError(400, "invalid_domain", reason=str(exc)) from exc
+    try:
+        path = validate_glob(learn_path, learned=True) if learn_path else ""
+    except TargetError as exc:
+        raise GateError(400, "invalid_path", reason=str(exc)) from exc
+    return domain, path
+
+
+# --- deciding and expiring -------------------------------------------------------------------
 
 
 def find(approval_id: str, organization_id=None) -> GateApproval:
@@ -254,96 +397,69 @@ def find(approval_id: str, organization_id=None) -> GateApproval:
 
 
 def operator_decide(organization_id, approval_id: str, actor: Actor, action: str, **options) -> GateApproval:
-    """Approve or deny through the core; an approval that is not pending answers 404 (as
-    LatchGate: consumed or expired), an operator without the role 403."""
+    """Approve or deny through the core. An approval that is not pending (or past its expiry)
+    answers 404 (as LatchGate: consumed or expired), an operator without the role 403,
+    approving while the gate drains 503 ``draining``."""
     approval = find(approval_id, organization_id)
     if approval.state != GateApprovalState.PENDING or approval.expires_at <= timezone.now():
-        raise GateError(404, "approval_not_found", reason=f"approval is {approval.state}")
+        raise GateError(404, "approval_not_found", reason=f"approval is {effective_state(approval)}")
     try:
         decide(organization_id, approval.envelope_id, actor, Decision(action, **options), kind=EnvelopeKind.ACTION)
-    except Conflict as exc:
+    except (Conflict, NotFound) as exc:
         raise GateError(404, "approval_not_found", reason=str(exc)) from exc
     except Refused as exc:
         raise GateError(403, "forbidden", reason=str(exc)) from exc
+    except Unavailable as exc:
+        raise GateError(503, "draining") from exc
     approval.refresh_from_db()
     return approval
 
 
-def summary(approval: GateApproval) -> dict:
-    return {
-        "approval_id": approval.approval_id,
-        "action_id": approval.action_id,
-        "state": approval.state,
-        "status": approval.state,
-        "agent_id": approval.agent_id,
-        "session_id": approval.session_id,
-        "trace_id": approval.trace_id,
-        "risk_level": approval.risk_level,
-        "hold_reason": approval.hold_reason,
-        "created_at": approval.created_at,
-        "expires_at": approval.expires_at,
-        "decided_by": approval.decided_by or None,
-    }
+def effective_state(approval: GateApproval, now=None) -> str:
+    """The state, with a pending held action past its expiry already ``expired`` (the sweeper
+    records it within its interval)."""
+    if approval.state == GateApprovalState.PENDING and approval.expires_at <= (now or timezone.now()):
+        return GateApprovalState.EXPIRED
+    return approval.state
 
 
-def detail(approval: GateApproval) -> dict:
-    """The full plan review: what would run, and nothing secret (secret names only)."""
-    plan = approval.plan
-    return {
-        **summary(approval),
-        "action_version": approval.action_version,
-        "provider_module_digest": plan.get("provider_module_digest"),
-        "plan_hash": approval.plan_hash,
-        "request_hash": approval.request_hash,
-        "request_body": approval.request_body,
-        "approved_targets": {
-            "template": plan.get("template"),
-            "fs": plan.get("fs"),
-        },
-        "secret_names": [s["name"] if isinstance(s, dict) else s for s in plan.get("secrets") or []],
-        "egress": plan.get("egress"),
-        "resource_limits": plan.get("resource_limits"),
-        "verifier_kind": plan.get("verifier_kind"),
-        "policy_version": approval.policy_version,
-        "budget_snapshot": approval.budget_snapshot,
-        "deny_reason": approval.deny_reason or None,
-        "receipt_id": approval.receipt_id or None,
-        "failure": approval.failure or None,
-    }
+def _claim_due(now, skipped: set) -> GateApproval | None:
+    """Lock one pending held action past its expiry, skipping rows others hold."""
+    return (
+        GateApproval.objects.select_for_update(skip_locked=True, of=("self", "envelope"))
+        .select_related("envelope")
+        .filter(state=GateApprovalState.PENDING, expires_at__lte=now)
+        .exclude(pk__in=skipped)
+        .order_by("expires_at")
+        .first()
+    )
 
 
-def execution_answer(approval: GateApproval) -> tuple[int, dict]:
-    """What ``approve`` answers once the plan ran: the execute body (with ``approval``), or
-    502 when it failed."""
-    if approval.state != GateApprovalState.APPROVED:
-        if approval.failure.startswith(("plan_tampered", "revoked", "action_not_found")):
-            raise GateError(409, approval.failure.split(":", 1)[0])
-        raise GateError(502, "action_execution_failed")
-    from envelopes.models import GateExecution
-    from evidence.models import Receipt
-
-    execution = GateExecution.objects.get(trace_id=approval.trace_id)
-    receipt = Receipt.objects.get(receipt_id=execution.receipt_id)
-    outcome = receipt.verification_outcome.get("status")
-    kind = receipt.normalized_result.get("kind")
-    body = {
-        "trace_id": approval.trace_id,
-        "action_id": approval.action_id,
-        "grant_id": execution.grant_id,
-        "receipt_id": receipt.receipt_id,
-        "output": receipt.provider_receipt,
-        "verification_outcome": outcome,
-        "verification": {
-            "outcome": outcome,
-            "is_fully_successful": kind == "success" and outcome in ("verified", "unverifiable_declared"),
-        },
-        "runtime": execution.runtime,
-        "approval": {
-            "approval_id": approval.approval_id,
-            "approved_by": approval.decided_by,
-            "operator_binding": approval.operator_binding or None,
-        },
-    }
-    if approval.learn_domain:
-        body["learned_domain"] = approval.learn_domain
-    return 200, json.loads(json.dumps(body, default=str))
+def expire_due(now=None) -> list[str]:
+    """Expire every pending held action past ``expires_at`` through the core (``timeout`` by
+    the system), one per transaction; returns their approval ids. One that fails is logged and
+    left for the next sweep; an operator deciding at that moment wins (the row is skipped)."""
+    now = now or timezone.now()
+    expired, skipped = [], set()
+    while True:
+        claimed = None
+        try:
+            with transaction.atomic():
+                approval = _claim_due(now, skipped)
+                if approval is None:
+                    return expired
+                claimed = approval.pk
+                decide(
+                    approval.envelope.organization_id,
+                    approval.envelope_id,
+                    SYSTEM,
+                    Decision("timeout"),
+                    kind=EnvelopeKind.ACTION,
+                    now=now,
+                )
+                expired.append(approval.approval_id)
+        except Exception:
+            if claimed is None:
+                raise
+            logger.exception("gate: expiring a held action failed", extra={"envelope_id": str(claimed)})
+            skipped.add(claimed)

@@ -5,20 +5,27 @@ nobody else may approve or deny it, so concurrent approvals execute it exactly o
 approving entry then executes the stored plan and the system records how that ended
 (``complete``: approved, or ``fail``: failed), closing the envelope with the receipt in the
 same transaction. ``deny`` closes it as denied; ``timeout`` (the sweeper) as expired.
-Approving and denying need ``platform.operator`` (or ``platform.admin``, which implies it).
+Approving and denying need ``platform.operator`` (or ``platform.admin``, which implies it),
+and a held action past its ``expires_at`` is decided by nobody but the sweeper; a draining
+gate starts no execution, so approving waits for the drain to end (denying does not).
 """
 
 from functools import partial
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from envelopes.choices import EnvelopeKind
 from envelopes.models import GateApproval, GateApprovalState
 from envelopes.services.decide import Actor, Decision, Verdict
 from evidence.services.chain import EventDraft
 from governance.choices import Role, expand_roles
-from governance.errors import Conflict, DomainError, Invalid, Refused
+from governance.control_characters import CONTROL_CHARACTERS
+from governance.errors import Conflict, DomainError, Invalid, Refused, Unavailable
+from governance.gate.state import gate_state
+
+MAX_REASON_CHARS = 500
 
 OPERATOR_ACTIONS = ("approve", "deny")
 SYSTEM_ACTIONS = ("complete", "fail", "timeout")
@@ -57,6 +64,10 @@ class ActionRules:
                 "deciding held actions needs platform.operator or platform.admin",
                 required_permission="approvals:write",
             )
+        if approval.expires_at <= timezone.now():
+            return Conflict(f"approval {approval.approval_id} expired at {approval.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+        if action == "approve" and gate_state().draining:
+            return Unavailable("the gate is draining: approving waits until the drain ends", code="draining")
         return None
 
     def apply(self, approval: GateApproval, actor: Actor, decision: Decision, now) -> Verdict:
@@ -74,7 +85,7 @@ class ActionRules:
             return Verdict("claimed", [EventDraft("GATE_APPROVAL_CLAIMED", body, *actor.performer, now)])
         if decision.action == "deny":
             approval.state, approval.decided_by, approval.decided_at = GateApprovalState.DENIED, actor.id, now
-            approval.deny_reason = (decision.comment or "")[:500]
+            approval.deny_reason = CONTROL_CHARACTERS.sub("", decision.comment or "")[:MAX_REASON_CHARS]
             body = {**base, "denied_by": actor.id, "deny_reason": approval.deny_reason}
             return Verdict("denied", [EventDraft("GATE_APPROVAL_DENIED", body, *actor.performer, now)], closes=True)
         if decision.action == "timeout":
@@ -83,8 +94,11 @@ class ActionRules:
         # complete | fail: how the claimed plan's execution ended
         approval.state = GateApprovalState.APPROVED if decision.action == "complete" else GateApprovalState.FAILED
         approval.receipt_id = detail.get("receipt_id", "")
-        approval.failure = (decision.comment or "")[:500]
-        approval.result = detail.get("result")  # handed to save() for the receipt and execution rows
+        approval.failure = CONTROL_CHARACTERS.sub("", decision.comment or "")[:MAX_REASON_CHARS]
+        if "learned_domain" in detail:  # what was learned, now that it ran ("" when nothing)
+            approval.learn_domain, approval.learn_path = detail["learned_domain"], detail.get("learned_path", "")
+        # handed to save(): the run's receipt and execution rows, or the refusal's ledger event
+        approval.result, approval.refusal = detail.get("result"), detail.get("refusal")
         event = "GATE_APPROVAL_EXECUTED" if decision.action == "complete" else "GATE_APPROVAL_FAILED"
         body = {**base, "receipt_id": approval.receipt_id, "state": approval.state}
         if approval.failure:

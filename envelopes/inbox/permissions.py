@@ -194,7 +194,7 @@ def held_action_refusals(viewer: Viewer) -> dict[str, DomainError | None]:
             envelope__state=EnvelopeState.AWAITING_REVIEW,
             state=GateApprovalState.PENDING,
         )
-        .only("envelope_id", "approval_id", "state")
+        .only("envelope_id", "approval_id", "state", "expires_at")
         .order_by("created_at")[:CANDIDATE_LIMIT]
     )
     who = viewer.actor()

@@ -2,19 +2,21 @@
 own. Approving goes through the core's decision path (as the inbox's button does) and answers
 the execution of the stored plan."""
 
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
 from controlplane.api.gate.base import GateView, OperatorView
 from envelopes.gate import approvals
+from envelopes.gate.api import answers
 from envelopes.models import GateApproval, GateApprovalState
 from envelopes.services.decide import Actor
 from governance.api.authentication import LeaseAuthentication, lease_of, operator_of
 from governance.api.permissions import credential_of
-from governance.choices import Role
 from governance.errors import GateError
 
+DEFAULT_LIST = 50
 MAX_LIST = 200
 STATES = {s.value for s in GateApprovalState}
 
@@ -25,14 +27,17 @@ def _organization(request):
 
 
 def _actor(request) -> Actor:
-    """The approving operator, as the core's decision path names its actors."""
-    operator = operator_of(request)
+    """The deciding operator, as the core's decision path names its actors, with the roles of
+    the credential presented (a token may carry fewer than its person holds)."""
+    credential = credential_of(request)
+    roles = frozenset(credential.roles) if credential is not None else frozenset()
     user = request.user
     if getattr(user, "is_authenticated", False):
-        return Actor.of_person(user)
-    credential = credential_of(request)
-    name = operator.name if operator is not None else (credential.subject_id if credential else "operator")
-    return Actor("user", name, roles=frozenset({Role.PLATFORM_OPERATOR}))
+        return Actor.of_person(user, roles=roles)
+    operator = operator_of(request)
+    if operator is not None:
+        return Actor("operator", operator.name, roles=roles)
+    return Actor("user", credential.subject_id if credential else "operator", roles=roles)
 
 
 class ApprovalListView(OperatorView):
@@ -41,7 +46,7 @@ class ApprovalListView(OperatorView):
         operation_id="v1_approvals_list",
         parameters=[
             OpenApiParameter("status", str, description="pending, claimed, approved, denied, expired, failed"),
-            OpenApiParameter("limit", int, description=f"Default 50, at most {MAX_LIST}"),
+            OpenApiParameter("limit", int, description=f"Default {DEFAULT_LIST}, at most {MAX_LIST}"),
         ],
         tags=["gate"],
         responses={200: OpenApiTypes.OBJECT},
@@ -52,19 +57,30 @@ class ApprovalListView(OperatorView):
         if status:
             if status not in STATES:
                 raise GateError(400, "invalid_request", reason=f"status must be one of {', '.join(sorted(STATES))}")
-            rows = rows.filter(state=status)
+            rows = _in_state(rows, status)
         try:
-            limit = max(1, min(MAX_LIST, int(request.query_params.get("limit", 50))))
+            limit = max(1, min(MAX_LIST, int(request.query_params.get("limit", DEFAULT_LIST))))
         except ValueError:
             raise GateError(400, "invalid_request", reason="limit must be an integer") from None
-        items = [approvals.summary(a) for a in rows.order_by("-created_at")[:limit]]
+        items = [answers.summary(a) for a in rows.order_by("-created_at", "-approval_id")[:limit]]
         return Response({"approvals": items, "count": len(items)})
+
+
+def _in_state(rows, status: str):
+    """Held actions whose state (as answered: pending past its expiry is expired) is ``status``."""
+    now = timezone.now()
+    pending = {"state": GateApprovalState.PENDING}
+    if status == GateApprovalState.PENDING:
+        return rows.filter(**pending, expires_at__gt=now)
+    if status == GateApprovalState.EXPIRED:
+        return rows.filter(state=GateApprovalState.EXPIRED) | rows.filter(**pending, expires_at__lte=now)
+    return rows.filter(state=status)
 
 
 class ApprovalDetailView(OperatorView):
     @extend_schema(summary="A held action's full plan review", tags=["gate"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request, approval_id: str):
-        return Response(approvals.detail(approvals.find(approval_id, _organization(request))))
+        return Response(answers.detail(approvals.find(approval_id, _organization(request))))
 
 
 class ApproveView(OperatorView):
@@ -79,23 +95,25 @@ class ApproveView(OperatorView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def post(self, request, approval_id: str):
+        domain, path = approvals.checked_lessons(
+            request.query_params.get("learn_domain", ""), request.query_params.get("learn_path", "")
+        )
         operator = operator_of(request)
         detail = {
-            "learn_domain": request.query_params.get("learn_domain", "")[:255],
-            "learn_path": request.query_params.get("learn_path", "")[:1024],
+            "learn_domain": domain,
+            "learn_path": path,
             "operator_binding": operator.jkt if operator is not None else "",
         }
         approval = approvals.operator_decide(
             _organization(request), approval_id, _actor(request), "approve", detail=detail
         )
-        status, body = approvals.execution_answer(approval)
-        return Response(body, status=status)
+        return Response(answers.executed(approval))
 
 
 class DenyView(OperatorView):
     @extend_schema(
         summary="Deny a held action",
-        request={"application/json": {"type": "object"}},
+        request={"application/json": {"type": "object", "properties": {"reason": {"type": "string"}}}},
         tags=["gate"],
         responses={200: OpenApiTypes.OBJECT},
     )
@@ -104,18 +122,10 @@ class DenyView(OperatorView):
         reason = data.get("reason") or ""
         if not isinstance(reason, str):
             raise GateError(400, "invalid_request", reason="reason must be a string")
-        actor = _actor(request)
-        approval = approvals.operator_decide(_organization(request), approval_id, actor, "deny", comment=reason)
-        return Response(
-            {
-                "decision": "deny",
-                "trace_id": approval.trace_id,
-                "action_id": approval.action_id,
-                "approval_id": approval.approval_id,
-                "denied_by": approval.decided_by,
-                "deny_reason": approval.deny_reason,
-            }
+        approval = approvals.operator_decide(
+            _organization(request), approval_id, _actor(request), "deny", comment=reason
         )
+        return Response(answers.denied(approval))
 
 
 class PollView(GateView):
@@ -134,4 +144,4 @@ class PollView(GateView):
         approval = approvals.find(approval_id, lease.organization_id)
         if approval.session_id != lease.session_id:
             raise GateError(403, "session_mismatch")
-        return Response({"approval_id": approval.approval_id, "state": approval.state, "status": approval.state})
+        return Response(answers.poll(approval))
