@@ -11,7 +11,7 @@ app = Celery("mandate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # envelopes keeps its tasks in its capability packages.
-app.autodiscover_tasks(["envelopes.delivery", "envelopes.requests"])
+app.autodiscover_tasks(["envelopes.delivery", "envelopes.requests", "envelopes.gate"])
 
 
 @app.on_configure.connect

@@ -192,6 +192,12 @@ CELERY_BEAT_SCHEDULE = {
     # Applies agents' request timeouts (on_timeout) within 60 s of expires_at; a tick not run
     # within its interval is dropped (the next one does the same work).
     "envelopes-apply-timeouts": {"task": "envelopes.apply_timeouts", "schedule": 15.0, "options": {"expires": 15}},
+    # Expires held actions (the gate's approvals) past their expires_at, as the timeouts above.
+    "envelopes-gate-expire-approvals": {
+        "task": "envelopes.gate_expire_approvals",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
 }
 
 # --- Auth ------------------------------------------------------------------------------
