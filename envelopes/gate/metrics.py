@@ -73,21 +73,23 @@ def in_flight() -> int:
 
 # Refusals that come before the action is found in the catalogue (or at an unknown step): their
 # calls are counted without the action id the caller sent, so nobody can grow the label set.
-BEFORE_LOOKUP = frozenset(
+DPOP_CODES = frozenset(
     {
-        "rate_limit_exceeded",
-        "draining",
         "missing_auth_header",
         "invalid_lease",
         "lease_expired",
         "invalid_dpop",
         "replay_detected",
         "replay_cache_unavailable",
-        "action_not_found",
-        "internal_error",
-        "store_unavailable",
     }
 )
+BEFORE_LOOKUP = DPOP_CODES | {
+    "rate_limit_exceeded",
+    "draining",
+    "action_not_found",
+    "internal_error",
+    "store_unavailable",
+}
 
 
 def action_label(action_id: str, code: str) -> str:
@@ -175,15 +177,3 @@ def exposition() -> str:
     lines.append(f"mandate_gate_webhook_outbox_pending {outbox}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
-
-
-DPOP_CODES = frozenset(
-    {
-        "missing_auth_header",
-        "invalid_lease",
-        "lease_expired",
-        "invalid_dpop",
-        "replay_detected",
-        "replay_cache_unavailable",
-    }
-)
