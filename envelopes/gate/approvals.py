@@ -22,6 +22,7 @@ from django.utils import timezone
 from controlplane.gate.learned import learn_domain, learn_path
 from controlplane.gate.registry import registry
 from envelopes.choices import EnvelopeKind, EnvelopeState
+from envelopes.gate import budgets
 from envelopes.gate.plan import ExecutionPlan
 from envelopes.gate.steps import dispatching, recording
 from envelopes.gate.steps.call import Call
@@ -159,6 +160,17 @@ def run_claimed(approval_id: str) -> None:
     if failure:
         decide(
             organization_id, approval.envelope_id, SYSTEM, Decision("fail", comment=failure), kind=EnvelopeKind.ACTION
+        )
+        return
+    try:
+        budgets.debit_if_counted(approval.session_id)  # the held call was not counted yet
+    except GateError as exhausted:
+        decide(
+            organization_id,
+            approval.envelope_id,
+            SYSTEM,
+            Decision("fail", comment=exhausted.code),
+            kind=EnvelopeKind.ACTION,
         )
         return
     dispatching.grant(call)

@@ -63,3 +63,12 @@ def debit(session_id: str, budgets: dict | None) -> bool:
 def credit(session_id: str) -> None:
     """Give back a call debited for a dispatch that never happened."""
     SessionBudget.objects.filter(session_id=session_id, calls_used__gt=0).update(calls_used=F("calls_used") - 1)
+
+
+def debit_if_counted(session_id: str) -> bool:
+    """``debit`` for a session whose counters exist (an approved held call: its lease is not
+    at hand, its session's counters are); True when one call was taken."""
+    row = SessionBudget.objects.filter(session_id=session_id).values_list("max_calls", flat=True).first()
+    if row is None:
+        return False
+    return debit(session_id, {"max_calls": row})
