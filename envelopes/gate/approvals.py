@@ -12,8 +12,9 @@ ledger event. Concurrent approvals of one id: the first claims it, the others ge
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -23,7 +24,8 @@ from controlplane.gate.learned import learn_domain, learn_path
 from controlplane.gate.registry import registry
 from envelopes.choices import EnvelopeKind, EnvelopeState
 from envelopes.gate import budgets
-from envelopes.gate.plan import ExecutionPlan
+from envelopes.gate.plan import BUILTIN_FS, BUILTIN_HTTP, ExecutionPlan
+from envelopes.gate.providers import http_api
 from envelopes.gate.steps import dispatching, recording
 from envelopes.gate.steps.call import Call
 from envelopes.models import Envelope, GateApproval, GateApprovalState
@@ -173,6 +175,7 @@ def run_claimed(approval_id: str) -> None:
             kind=EnvelopeKind.ACTION,
         )
         return
+    call.plan = _approved_plan(call.plan, call.body)
     dispatching.grant(call)
     call.result = dispatching.dispatch(call)
     dispatching.check_response(call)
@@ -227,8 +230,40 @@ def _refusal_to_run(approval: GateApproval, call: Call) -> str:
     return ""
 
 
+def _approved_plan(plan: ExecutionPlan, body) -> ExecutionPlan:
+    """The stored plan plus the one target the person saw and approved: the request's host (an
+    HTTP action) or path (a file action). A call held because its domain or path was not known
+    yet could otherwise never run (the egress guard and the fs rules would refuse it); denied
+    paths still win in the provider."""
+    try:
+        if plan.provider_module_digest == BUILTIN_HTTP and plan.template is not None:
+            host = (urlsplit(http_api.target_url(plan, body)).hostname or "").lower()
+            if host and host not in plan.egress.allowed_domains:
+                return replace(plan, egress=replace(plan.egress, allowed_domains=(*plan.egress.allowed_domains, host)))
+        elif plan.provider_module_digest == BUILTIN_FS:
+            path = str(body.get("path", "."))
+            if path not in plan.fs.allowed_paths:
+                return replace(plan, fs=replace(plan.fs, allowed_paths=(*plan.fs.allowed_paths, path)))
+    except http_api.TemplateError:
+        pass  # the provider reports it
+    return plan
+
+
 def _learn(approval: GateApproval) -> str:
-    """What the approver asked to learn, now that the call succeeded."""
+    """What the approver asked to learn, now that the call succeeded. A value the gate will not
+    learn (an IP address, ``localhost``...) is logged and skipped: the call already ran, and its
+    receipt must still be recorded."""
+    try:
+        return _learn_targets(approval)
+    except GateError as refused:
+        logger.warning(
+            "gate: not learned after approval",
+            extra={"approval_id": approval.approval_id, "error": refused.code, "reason": refused.reason},
+        )
+        return ""
+
+
+def _learn_targets(approval: GateApproval) -> str:
     learned = ""
     if approval.learn_domain:
         learn_domain(

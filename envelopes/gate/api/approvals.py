@@ -134,4 +134,25 @@ class PollView(GateView):
         approval = approvals.find(approval_id, lease.organization_id)
         if approval.session_id != lease.session_id:
             raise GateError(403, "session_mismatch")
-        return Response({"approval_id": approval.approval_id, "state": approval.state, "status": approval.state})
+        return Response(poll_answer(approval))
+
+
+FAILURE_CODES = ("plan_tampered", "revoked", "action_not_found", "budget_exhausted")
+
+
+def poll_answer(approval: GateApproval) -> dict:
+    """``state`` as the reference names it; ``status`` and the rest as LatchGate's SDKs read them:
+    a claimed approval is still ``pending`` to them (their poll loops stop on anything else), an
+    approved one names the receipt of the operator's execution, a denied or failed one why."""
+    state = approval.state
+    body = {"approval_id": approval.approval_id, "state": state, "status": state}
+    if state in (GateApprovalState.PENDING, GateApprovalState.CLAIMED):
+        body.update(status="pending", retry_after_seconds=2 if state == GateApprovalState.PENDING else 1)
+    elif state == GateApprovalState.APPROVED and approval.receipt_id:
+        body["receipt_id"] = approval.receipt_id
+    elif state == GateApprovalState.DENIED:
+        body["reason"] = approval.deny_reason or "no reason provided"
+    elif state == GateApprovalState.FAILED:
+        code = approval.failure.split(":", 1)[0]
+        body["reason"] = code if code in FAILURE_CODES else "execution_failed"
+    return body
