@@ -63,11 +63,11 @@ def redis_process():
 class Server:
     """``governance.asgi:application`` under uvicorn in a child process, on a free port."""
 
-    def __init__(self, database_url: str, **env):
+    def __init__(self, database_url: str, port: int | None = None, **env):
         import os
         import sys
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings", **env}
         self.process = subprocess.Popen(
@@ -90,8 +90,10 @@ class Server:
 
 
 @contextmanager
-def server(database_url: str, **env):
-    running = Server(database_url, **env)
+def server(database_url: str, port: int | None = None, **env):
+    """``port``: a port chosen beforehand (``free_port()``), when ``env`` must name it, e.g.
+    ``PUBLIC_BASE_URL``."""
+    running = Server(database_url, port, **env)
     try:
         yield running
     finally:
