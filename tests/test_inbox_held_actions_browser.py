@@ -74,12 +74,14 @@ def test_an_operator_approves_a_held_action_from_the_inbox_learning_its_domain(p
     page.check("#id_learn_domain_on")
     page.click("#action-approve")
     page.wait_for_selector("#action-outcome")
-    assert "Approved, running by Otto Tester (otto)" in page.locator("#action-outcome").inner_text()
+    # The stored plan ran as the approval committed (the gate's hook): its target does not
+    # resolve here, so it failed — the page says so, and who approved.
+    assert "Approved, execution failed by Otto Tester (otto)" in page.locator("#action-outcome").inner_text()
     assert page.locator("#action-learned-domain").inner_text() == "api.newvendor.io"
     assert page.locator("#action-form").count() == 0
     assert "Chain intact." in page.locator("#integrity-verdict").inner_text()
     stored = GateApproval.objects.get(pk=held.pk)
-    assert (stored.state, stored.decided_by, stored.learn_domain) == ("claimed", "otto", "api.newvendor.io")
+    assert (stored.state, stored.decided_by, stored.learn_domain) == ("failed", "otto", "api.newvendor.io")
     assert verify_chain(str(held.pk)).valid
     page.screenshot(path=DECIDED_SCREENSHOT, full_page=True)
 
