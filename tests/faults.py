@@ -63,15 +63,12 @@ def redis_process():
 class Server:
     """``governance.asgi:application`` under uvicorn in a child process, on a free port."""
 
-    def __init__(self, database_url: str, *, public_url: bool = False, **env):
-        """``public_url``: the server's PUBLIC_BASE_URL is its own URL (DPoP proofs name it)."""
+    def __init__(self, database_url: str, port: int | None = None, **env):
         import os
         import sys
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if public_url:
-            env["PUBLIC_BASE_URL"] = self.url
         environment = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings", **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "governance.asgi:application", "--port", str(self.port)]
@@ -93,8 +90,10 @@ class Server:
 
 
 @contextmanager
-def server(database_url: str, *, public_url: bool = False, **env):
-    running = Server(database_url, public_url=public_url, **env)
+def server(database_url: str, port: int | None = None, **env):
+    """``port``: a port chosen beforehand (``free_port()``), when ``env`` must name it, e.g.
+    ``PUBLIC_BASE_URL``."""
+    running = Server(database_url, port, **env)
     try:
         yield running
     finally:

@@ -267,7 +267,7 @@ def test_a_failed_run_learns_nothing_and_answers_502(api_client, gate):
     row = approval_row(approval_id)
     assert row.state == "failed" and row.failure.startswith("provider_error:") and row.receipt_id
     assert Receipt.objects.get(receipt_id=row.receipt_id).failure_class == "provider_error"
-    assert poll_state(row) == ("failed", "provider_error")
+    assert poll_state(row) == ("failed", "execution_failed")
 
 
 def poll_state(row: GateApproval) -> tuple[str, str]:
@@ -448,7 +448,6 @@ def test_the_agent_polls_its_own_held_action_by_state_and_status(api_client, gat
     assert response.status_code == 200
     assert response.json() == {
         "approval_id": approval_id,
-        "action_id": "local_delete",
         "state": "pending",
         "status": "pending",
         "retry_after_seconds": 2,
@@ -582,10 +581,11 @@ def test_twenty_approvals_at_once_run_the_plan_exactly_once(gate, target, make_t
             answers = await asyncio.gather(*calls)
             return [answer.status_code for answer in answers], approval_id
 
-    with server(database, public_url=True) as first:
-        settings.PUBLIC_BASE_URL = first.url  # the proofs name the deployment's URL
-        with server(database, PUBLIC_BASE_URL=first.url) as second:
-            statuses, approval_id = asyncio.run(run(first, second))
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"  # the deployment's URL, which the proofs name
+    settings.PUBLIC_BASE_URL = public
+    with server(database, port, PUBLIC_BASE_URL=public) as first, server(database, PUBLIC_BASE_URL=public) as second:
+        statuses, approval_id = asyncio.run(run(first, second))
     assert sorted(statuses) == [200] + [404] * 19, statuses
     assert [method for method, _, _ in Target.seen] == ["DELETE"]
     row = approval_row(approval_id)

@@ -121,3 +121,21 @@ def test_draining_refuses_new_calls(api_client, gate, target):
 
 
 __all__ = ["gate", "gate_client", "target"]
+
+
+@pytest.mark.django_db(transaction=True)  # the plan runs after the claim commits, in the request
+def test_an_operator_approves_a_held_call_and_its_stored_plan_runs_once(api_client, gate, target):
+    lease = gate.lease(budgets={"max_calls": 5})
+    held = execute(api_client, lease, "local_delete", {"url": f"{target}/thing/1"}).json()
+    response = gate.operator_client.post(
+        f"/v1/approvals/{held['approval_id']}/approve", content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["approval"]["approval_id"] == held["approval_id"] and body["trace_id"] == held["trace_id"]
+    assert body["verification"]["is_fully_successful"] is True
+    assert Target.seen == [("DELETE", "/thing/1", b"")]
+    assert GateApproval.objects.get(approval_id=held["approval_id"]).state == "approved"
+    assert SessionBudget.objects.get(session_id=lease.session_id).calls_used == 1
+    again = gate.operator_client.post(f"/v1/approvals/{held['approval_id']}/approve", content_type="application/json")
+    assert again.status_code == 404 and len(Target.seen) == 1

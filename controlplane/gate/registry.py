@@ -9,6 +9,7 @@ WASM modules it will run at that moment (``Manifest.trust``), so a module swappe
 refused as ``action_digest_mismatch`` rather than run.
 """
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, replace
@@ -67,7 +68,14 @@ def actions_dir() -> Path:
 
 # --- modules -------------------------------------------------------------------------------
 
-_engine = wasmtime.Engine()
+
+@functools.cache
+def _engine() -> wasmtime.Engine:
+    """Created at first use, not at import: creating an engine installs wasmtime's signal
+    handlers, and a ``faulthandler.enable()`` after them (pytest's, once Django has set up and
+    imported this module) would take the traps of every module run (``unreachable``) and
+    abort the process."""
+    return wasmtime.Engine()
 
 
 def _sha256(data: bytes) -> str:
@@ -83,7 +91,7 @@ def _module_candidates(directory: Path, manifest: Manifest) -> list[Path]:
 def _module_problem(manifest: Manifest, data: bytes) -> str | None:
     """Why the module breaks the convention (docs/gate.md), or None."""
     try:
-        module = wasmtime.Module(_engine, data)
+        module = wasmtime.Module(_engine(), data)
     except Exception as exc:  # wasmtime raises WasmtimeError for bytes that are not a module
         return f"is not a valid WebAssembly module ({str(exc).splitlines()[0]})"
     declared = set(manifest.required_imports)

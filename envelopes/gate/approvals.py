@@ -13,8 +13,9 @@ ledger event. Concurrent approvals of one id: the first claims it, the others ar
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -25,7 +26,8 @@ from controlplane.gate.registry import registry
 from controlplane.gate.targets import TargetError, validate_glob, validate_learned_domain
 from envelopes.choices import EnvelopeKind, EnvelopeState
 from envelopes.gate import budgets, metrics
-from envelopes.gate.plan import ExecutionPlan
+from envelopes.gate.plan import BUILTIN_FS, BUILTIN_HTTP, ExecutionPlan
+from envelopes.gate.providers import http_api
 from envelopes.gate.steps import dispatching, recording
 from envelopes.gate.steps.call import Call
 from envelopes.gate.steps.request import request_hash
@@ -202,6 +204,7 @@ def _run(approval: GateApproval) -> None:
         metrics.failed(approval.action_id, refusal.status, refusal.code)
         _decide(approval, Decision("fail", comment=_failure_text(refusal), detail={"result": call, "refusal": refusal}))
         return
+    call.plan = _approved_plan(call.plan, call.body)
     try:
         dispatching.grant(call)
         call.result = dispatching.dispatch(call)
@@ -338,6 +341,25 @@ def _held_event(approval: GateApproval) -> dict | None:
     row = AuditEvent.objects.filter(pk=first, chain_id=approval.envelope.chain_id).values("event_type", "payload")
     row = row.first()
     return row["payload"] if row and row["event_type"] == "ENVELOPE_CREATED" else None
+
+
+def _approved_plan(plan: ExecutionPlan, body) -> ExecutionPlan:
+    """The stored plan plus the one target the person saw and approved: the request's host (an
+    HTTP action) or path (a file action). A call held because its domain or path was not known
+    yet could otherwise never run (the egress guard and the fs rules would refuse it); denied
+    paths still win in the provider."""
+    try:
+        if plan.provider_module_digest == BUILTIN_HTTP and plan.template is not None:
+            host = (urlsplit(http_api.target_url(plan, body)).hostname or "").lower()
+            if host and host not in plan.egress.allowed_domains:
+                return replace(plan, egress=replace(plan.egress, allowed_domains=(*plan.egress.allowed_domains, host)))
+        elif plan.provider_module_digest == BUILTIN_FS:
+            path = str(body.get("path", "."))
+            if path not in plan.fs.allowed_paths:
+                return replace(plan, fs=replace(plan.fs, allowed_paths=(*plan.fs.allowed_paths, path)))
+    except http_api.TemplateError:
+        pass  # the provider reports it
+    return plan
 
 
 def _untrusted(plan: ExecutionPlan) -> GateError | None:

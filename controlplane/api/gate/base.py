@@ -1,10 +1,6 @@
 """What every gate endpoint of the control plane shares: LatchGate's error bodies, the
 operator role and the operators' rate limits, and who the acting operator is."""
 
-import threading
-import time
-
-from django.conf import settings
 from rest_framework import exceptions, permissions
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
@@ -14,6 +10,7 @@ from controlplane.gate.audit import Actor
 from governance.api.errors import APIError, flatten_validation
 from governance.api.permissions import HasRole, credential_of
 from governance.errors import GateError
+from governance.gate.rate_limit import SettingBucket
 
 
 def gate_error(exc: GateError) -> APIError:
@@ -51,28 +48,9 @@ class PublicGateView(GateView):
     permission_classes = [permissions.AllowAny]
 
 
-class TokenBucket:
-    """``rate`` requests per second on average, bursts of up to ``rate``; per process."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._tokens: float | None = None
-        self._at = 0.0
-
-    def take(self, rate: float) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            tokens = rate if self._tokens is None else min(rate, self._tokens + (now - self._at) * rate)
-            self._at = now
-            if tokens < 1:
-                self._tokens = tokens
-                return False
-            self._tokens = tokens - 1
-            return True
-
-
-WRITE_BUCKET = TokenBucket()
-READ_BUCKET = TokenBucket()
+# One bucket each for every operator endpoint of the process (governance.gate.rate_limit).
+WRITE_BUCKET = SettingBucket("MANDATE_GATE_OPERATOR_WRITE_RATE")
+READ_BUCKET = SettingBucket("MANDATE_GATE_OPERATOR_READ_RATE")
 
 
 class OperatorRateLimit(BaseThrottle):
@@ -81,9 +59,7 @@ class OperatorRateLimit(BaseThrottle):
     every operator endpoint of the process (429 ``rate_limit_exceeded``)."""
 
     def allow_request(self, request, view):
-        if request.method in permissions.SAFE_METHODS:
-            return READ_BUCKET.take(settings.MANDATE_GATE_OPERATOR_READ_RATE)
-        return WRITE_BUCKET.take(settings.MANDATE_GATE_OPERATOR_WRITE_RATE)
+        return (READ_BUCKET if request.method in permissions.SAFE_METHODS else WRITE_BUCKET).take()
 
 
 class OperatorView(GateView):

@@ -76,23 +76,24 @@ def targets(plan: dict, approval: GateApproval) -> dict:
 
 
 def poll(approval: GateApproval) -> dict:
-    """The agent's view (LatchGate's poll): ``state`` is the held action's own; ``status`` what
-    the SDKs read, ``pending`` while the approved plan runs (so their loop waits for the end)."""
+    """The agent's view (LatchGate's poll; no plan detail): ``state`` is the held action's own;
+    ``status`` what the SDKs read, ``pending`` while the approved plan runs (their poll loops stop
+    on anything else); an approved one names the receipt, a denied or failed one says why."""
     state = effective_state(approval)
     body = {
         "approval_id": approval.approval_id,
-        "action_id": approval.action_id,
         "state": state,
         "status": GateApprovalState.PENDING if state == GateApprovalState.CLAIMED else state,
     }
     if state in RETRY_AFTER_SECONDS:
         body["retry_after_seconds"] = RETRY_AFTER_SECONDS[state]
-    if state == GateApprovalState.APPROVED:
+    if state == GateApprovalState.APPROVED and approval.receipt_id:
         body["receipt_id"] = approval.receipt_id
     elif state == GateApprovalState.DENIED:
         body["reason"] = approval.deny_reason or "no reason provided"
-    elif state == GateApprovalState.FAILED:
-        body["reason"] = approval.failure.split(":", 1)[0] or "execution_failed"
+    elif state == GateApprovalState.FAILED:  # a refusal's code; any other failure, LatchGate's word
+        code = approval.failure.split(":", 1)[0]
+        body["reason"] = code if code in REFUSAL_STATUS else "execution_failed"
     return body
 
 

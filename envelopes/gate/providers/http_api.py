@@ -7,7 +7,7 @@ fragment); a template that is one placeholder takes the whole URL as given (the 
 guard vets it); a value in the host part may only hold host characters. In
 ``body_template`` values are JSON-encoded: a string leaf that is one placeholder becomes the
 field's JSON value, embedded placeholders become text. Headers may name secrets,
-``{{secret:NAME}}``; their values are asked of the context's secrets provider, never logged,
+``{{secret:NAME}}`` or ``{{secret.NAME}}``; their values are asked of the context's secrets provider, never logged,
 and redacted from the answer should the target echo them.
 """
 
@@ -47,13 +47,17 @@ class RenderedRequest:
     secret_values: tuple[str, ...] = field(default=(), repr=False)
 
 
-# ``{{secret.NAME}}`` is the catalogue's spelling (manifest_rules.py); ``{{secret:NAME}}`` is
-# accepted too.
-SECRET_PREFIXES = ("secret.", "secret:")
+def _secret_name(key: str) -> str | None:
+    """The secret a placeholder names: ``{{secret:NAME}}`` or, as the manifests write it,
+    ``{{secret.NAME}}``; None for a request field."""
+    for prefix in ("secret:", "secret."):
+        if key.startswith(prefix):
+            return key.removeprefix(prefix).strip()
+    return None
 
 
 def _field(body: Mapping, name: str):
-    if name.startswith(SECRET_PREFIXES):
+    if _secret_name(name) is not None:
         raise TemplateError("secrets may only be used in headers")
     if name not in body:
         raise TemplateError(f"the request body has no field '{name}' for the template")
@@ -154,8 +158,8 @@ def render(plan, body: Mapping, secrets=None) -> RenderedRequest:
         def one(match):
             nonlocal missing_optional
             key = match.group(1)
-            if key.startswith(SECRET_PREFIXES):
-                secret_name = key[len("secret:") :].strip()
+            secret_name = _secret_name(key)
+            if secret_name is not None:
                 if secret_name not in declared:
                     raise TemplateError(f"secret {secret_name} is not declared by the action")
                 value = secrets(secret_name) if secrets else None

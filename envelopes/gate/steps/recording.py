@@ -68,7 +68,7 @@ def write_evidence(call: Call, receipt_id: str):
         epoch=call.lease.epoch,
         **({"approval_id": call.approval.approval_id} if call.approval is not None else {}),
     )
-    # An approved plan's trace already holds its pending_approval event: append after it.
+    # A direct call's trace is a new chain; an approved call's already holds its hold event.
     append_events(call.trace_id, [event], new_chain=call.approval is None)
     return receipt
 
