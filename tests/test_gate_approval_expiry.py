@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.db import connections
 from django.utils import timezone
 
-from envelopes.gate import approvals
+from envelopes.gate import expiry
 from envelopes.models import Envelope, GateApproval
 from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain
@@ -31,7 +31,7 @@ def events(approval: GateApproval) -> list[tuple[str, str]]:
 
 def test_a_held_action_past_its_expiry_is_expired_by_the_system(organization):
     late = expired_held(organization)
-    assert approvals.expire_due() == [late.approval_id]
+    assert expiry.expire_due() == [late.approval_id]
     late.refresh_from_db()
     assert late.state == "expired" and late.decided_by == ""
     assert Envelope.objects.get(pk=late.pk).state == "closed"
@@ -48,7 +48,7 @@ def test_only_pending_held_actions_past_their_expiry_are_expired(organization, m
     GateApproval.objects.filter(pk=denied.pk).update(expires_at=timezone.now() + timedelta(minutes=1))
     core.decide(organization.pk, denied.pk, core.Actor.of_person(operator), core.Decision("deny"), kind="action")
     GateApproval.objects.filter(pk=denied.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
-    assert approvals.expire_due() == []
+    assert expiry.expire_due() == []
     assert GateApproval.objects.get(pk=waiting.pk).state == "pending"
     assert GateApproval.objects.get(pk=denied.pk).state == "denied"
 
@@ -56,24 +56,24 @@ def test_only_pending_held_actions_past_their_expiry_are_expired(organization, m
 def test_a_second_sweep_finds_nothing_left(organization):
     expired_held(organization)
     expired_held(organization)
-    assert len(approvals.expire_due()) == 2
-    assert approvals.expire_due() == []
+    assert len(expiry.expire_due()) == 2
+    assert expiry.expire_due() == []
 
 
 def test_one_that_fails_is_left_for_the_next_sweep(organization, monkeypatch):
     broken, fine = expired_held(organization, seconds_ago=20), expired_held(organization, seconds_ago=10)
-    real = approvals.decide
+    real = expiry.decide
 
     def flaky(organization_id, envelope_id, *args, **kwargs):
         if envelope_id == broken.pk:
             raise RuntimeError("boom")
         return real(organization_id, envelope_id, *args, **kwargs)
 
-    monkeypatch.setattr(approvals, "decide", flaky)
-    assert approvals.expire_due() == [fine.approval_id]
+    monkeypatch.setattr(expiry, "decide", flaky)
+    assert expiry.expire_due() == [fine.approval_id]
     assert GateApproval.objects.get(pk=broken.pk).state == "pending"
-    monkeypatch.setattr(approvals, "decide", real)
-    assert approvals.expire_due() == [broken.approval_id]
+    monkeypatch.setattr(expiry, "decide", real)
+    assert expiry.expire_due() == [broken.approval_id]
 
 
 def test_once_expired_nobody_decides_it_and_it_reads_expired(organization, client_with):
@@ -82,7 +82,7 @@ def test_once_expired_nobody_decides_it_and_it_reads_expired(organization, clien
     # before the sweep: already answered as expired, and nobody may decide it
     assert operator.get(f"/v1/approvals/{late.approval_id}").json()["state"] == "expired"
     assert operator.post(f"/v1/approvals/{late.approval_id}/approve").status_code == 404
-    approvals.expire_due()
+    expiry.expire_due()
     listed = operator.get("/v1/approvals", {"status": "expired"}).json()["approvals"]
     assert [(a["approval_id"], a["state"], a["status"]) for a in listed] == [(late.approval_id, "expired", "expired")]
     assert operator.post(f"/v1/approvals/{late.approval_id}/deny").status_code == 404
@@ -128,7 +128,7 @@ def test_two_sweeps_at_once_expire_each_held_action_exactly_once(organization):
     def sweep():
         try:
             barrier.wait()
-            results.append(approvals.expire_due())
+            results.append(expiry.expire_due())
         except Exception as exc:  # collected and asserted
             errors.append(exc)
         finally:
