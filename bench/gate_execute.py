@@ -59,6 +59,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from contextlib import suppress
 from pathlib import Path
 
@@ -523,8 +524,10 @@ def stage_breakdown(count: int, target: str) -> None:
             "dpop": agent.proof("POST", htu),
             "content-type": "application/json",
         }
-        return drive(EXECUTE, HotRequest("POST", EXECUTE_PATH, {"action_id": ACTION}, headers, body))
+        return drive(ROUTE, HotRequest("POST", EXECUTE_PATH, {"action_id": ACTION}, headers, body))
 
+    # the route's recorder, looked up when called (so the timer below sees it)
+    ROUTE = replace(EXECUTE, record=lambda items: recording.record_evidence(items))
     for n in range(50):
         status, answer = call(n)
         assert status == 200, answer
@@ -544,7 +547,8 @@ def stage_breakdown(count: int, target: str) -> None:
         (dispatching, "dispatch", "13 dispatch (HTTP to the target)"),
         (dispatching, "check_response", "14 response schema"),
         (dispatching, "verify", "15 verifier"),
-        (recording, "record", "16 evidence (one transaction) and the answer"),
+        (recording, "execution_evidence", "16 evidence prepared (receipt signed, event hashed)"),
+        (recording, "record_evidence", "16 evidence written (one transaction)"),
     ]
     for owner, attribute, label in stages:
         timer.wrap(owner, attribute, label)
@@ -570,6 +574,63 @@ def stage_breakdown(count: int, target: str) -> None:
     )
     for label, (stage_wall, stage_cpu, _calls) in timer.totals.items():
         print(f"| {label} | {stage_wall / count * 1000:.2f} | {stage_cpu / count * 1000:.2f} |")
+
+
+# --- py-spy: where the server's time goes -------------------------------------------------
+
+# Functions whose inclusive share of the server's samples says what each part costs.
+PARTS = [
+    ("uvicorn: HTTP parsing, ASGI, responses (outside the hot path)", None),
+    ("hot path: admission, body, answer (HotPath._route)", "HotPath._route"),
+    ("  the pipeline on the event loop (drive_async, Cached steps included)", "drive_async"),
+    ("  3 lease + DPoP + replay check (thread)", "authenticate"),
+    ("  13 dispatch (thread)", "dispatch (envelopes/gate/steps/dispatching.py)"),
+    ("  16 evidence prepared (receipt signed, event hashed)", "execution_evidence"),
+    ("  16 evidence written (group commit's writer thread)", "record_evidence"),
+    ("  handing steps to threads (ThreadPoolExecutor.submit)", "ThreadPoolExecutor.submit"),
+    ("pool threads, all (steps and the executor's own code)", "_worker"),
+    ("the group commit's writer thread, all", "GroupCommit._run"),
+]
+
+
+def report_py_spy(recorders) -> None:
+    """Inclusive shares of the pipeline's parts, then the hottest functions (self)."""
+    own: Counter = Counter()
+    inclusive: Counter = Counter()
+    total = 0
+    for process, output in recorders:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if not output.exists():
+            print(f"py-spy wrote nothing for {output.name} (ptrace not permitted?)")
+            continue
+        for line in output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            samples = int(count)
+            total += samples
+            frames = [shared._function_of(frame) for frame in stack.split(";")]
+            own[frames[-1]] += samples
+            for frame in set(frames):
+                inclusive[frame] += samples
+        output.unlink()
+    if not total:
+        return
+
+    def share(name: str) -> float:
+        return sum(n for frame, n in inclusive.items() if frame == name or frame.startswith(name + " (")) / total
+
+    print(f"\npy-spy (GIL holder only): {total:,} samples of busy server threads")
+    print("\n| Part | Share of server samples |\n|---|---:|")
+    for label, name in PARTS:
+        value = 1.0 - share("HotPath._route") - share("_worker") - share("GroupCommit._run") if name is None else share(name)
+        print(f"| {label} | {value * 100:.1f}% |")
+    print("\nTop 25 functions by self samples:")
+    for frame, samples in own.most_common(25):
+        print(f"  {samples / total * 100:5.1f}%  {frame}")
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -604,7 +665,7 @@ def measure_configuration(args, token: str, workers: int, target: str, target_pi
             rows.append(result)
             print_run(result)
             if recorders:
-                shared.report_py_spy(recorders)
+                report_py_spy(recorders)
     finally:
         server.stop()
         server.log.close()
