@@ -59,8 +59,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import replace
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -626,7 +626,8 @@ def report_py_spy(recorders) -> None:
     print(f"\npy-spy (GIL holder only): {total:,} samples of busy server threads")
     print("\n| Part | Share of server samples |\n|---|---:|")
     for label, name in PARTS:
-        value = 1.0 - share("HotPath._route") - share("_worker") - share("GroupCommit._run") if name is None else share(name)
+        outside = 1.0 - share("HotPath._route") - share("_worker") - share("GroupCommit._run")
+        value = outside if name is None else share(name)
         print(f"| {label} | {value * 100:.1f}% |")
     print("\nTop 25 functions by self samples:")
     for frame, samples in own.most_common(25):
