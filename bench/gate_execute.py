@@ -76,6 +76,7 @@ AGENT = "agent-bench-{:02d}"
 EXECUTE_PATH = f"/v1/actions/{ACTION}/execute"
 ACTIONS_DIR = ROOT / "var" / "gate_execute-actions"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/5"
+CONNECT_STAGGER = 0.02  # seconds between the agents' connects
 
 
 # --- the local target (its own process) ---------------------------------------------------
@@ -285,11 +286,12 @@ def issue_leases(url: str, token: str, count: int) -> list[tuple[bytes, str]]:
 # --- the load clients (their own processes) -------------------------------------------------
 
 
-async def _agent_loop(agent, host, port, htu, target, tag, window, latencies, outcomes):
+async def _agent_loop(agent, host, port, htu, target, tag, connect_at, window, latencies, outcomes):
     head = (
         f"POST {EXECUTE_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: DPoP {agent.lease}\r\n"
         "Content-Type: application/json\r\nConnection: keep-alive\r\n"
     ).encode()
+    await asyncio.sleep(max(0.0, connect_at - time.time()))
     reader, writer = await asyncio.open_connection(host, port)
     await window["go"].wait()
     sequence = 0
@@ -336,7 +338,7 @@ async def _agent_loop(agent, host, port, htu, target, tag, window, latencies, ou
         writer.close()
 
 
-async def _drive(agents, server_url, target, seconds, run_tag, start_at):
+async def _drive(agents, server_url, target, seconds, run_tag, connect_at, start_at):
     from urllib.parse import urlparse
 
     parsed = urlparse(server_url)
@@ -346,9 +348,11 @@ async def _drive(agents, server_url, target, seconds, run_tag, start_at):
     outcomes: Counter = Counter()
     tasks = [
         asyncio.create_task(
-            _agent_loop(agent, parsed.hostname, parsed.port, htu, target, f"{run_tag}-{i}", window, latencies, outcomes)
+            _agent_loop(
+                agent, parsed.hostname, parsed.port, htu, target, f"{run_tag}-{i}", at, window, latencies, outcomes
+            )
         )
-        for i, agent in enumerate(agents)
+        for i, (agent, at) in enumerate(zip(agents, connect_at, strict=True))
     ]
     await asyncio.sleep(max(0.0, start_at - time.time()))
     began = time.perf_counter()
@@ -370,12 +374,14 @@ def client_process(leases, server_url, target, seconds, run_tag, start_at, queue
     except ImportError:
         pass
     agents = []
-    for pem, lease in leases:
+    for pem, lease, _ in leases:
         agent = Agent(pem)
         agent.lease = lease
         agents.append(agent)
     cpu_start = time.process_time()
-    latencies, outcomes, began, ended = asyncio.run(_drive(agents, server_url, target, seconds, run_tag, start_at))
+    latencies, outcomes, began, ended = asyncio.run(
+        _drive(agents, server_url, target, seconds, run_tag, [at for _, _, at in leases], start_at)
+    )
     queue.put(
         {
             "latencies": latencies,
@@ -387,13 +393,18 @@ def client_process(leases, server_url, target, seconds, run_tag, start_at, queue
 
 
 def run_load(leases, server_url, target, seconds, processes, run_tag, meter=None, target_pid=None) -> dict:
+    """The agents in ``processes`` processes; they connect ``CONNECT_STAGGER`` s apart (a burst of
+    connects lands on one uvicorn worker), then load together for ``seconds``."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    shares = [leases[i::processes] for i in range(processes)]
-    start_at = time.time() + 2.0  # spawned interpreters import and connect first
+    connect_base = time.time() + 2.0  # spawned interpreters import first
+    timed = [(pem, lease, connect_base + i * CONNECT_STAGGER) for i, (pem, lease) in enumerate(leases)]
+    shares = [timed[i::processes] for i in range(processes)]
+    start_at = connect_base + len(leases) * CONNECT_STAGGER + 0.3
     workers = [
         context.Process(
-            target=client_process, args=(share, server_url, target, seconds, f"{run_tag}-p{i}", start_at, queue)
+            target=client_process,
+            args=(share, server_url, target, seconds, f"{run_tag}-p{i}", start_at, queue),
         )
         for i, share in enumerate(shares)
         if share
@@ -403,9 +414,11 @@ def run_load(leases, server_url, target, seconds, processes, run_tag, meter=None
     try:
         time.sleep(max(0.0, start_at - time.time()))
         before = meter.snapshot() if meter else None
+        system_before = system_cpu(meter.server.pids()) if meter else {}
         target_before = shared.process_cpu(target_pid) if target_pid else 0.0
         results = [queue.get(timeout=seconds + 120) for _ in workers]
         after = meter.snapshot() if meter else None
+        system_after = system_cpu(meter.server.pids()) if meter else {}
         target_after = shared.process_cpu(target_pid) if target_pid else 0.0
     finally:
         for worker in workers:
@@ -433,6 +446,9 @@ def run_load(leases, server_url, target, seconds, processes, run_tag, meter=None
             server_cpu=server_seconds / span,
             server_ms_per_call=server_seconds / row["requests"] * 1000 if row["requests"] else 0.0,
             per_process=sorted((cpu - before["server"].get(pid, 0.0)) / span for pid, cpu in after["server"].items()),
+            server_system_share=sum(v - system_before.get(pid, 0.0) for pid, v in system_after.items()) / server_seconds
+            if server_seconds
+            else 0.0,
             postgres_cpu=shared.CpuMeter.used(before, after, "postgres") / span,
             postgres_ms_per_call=shared.CpuMeter.used(before, after, "postgres") / row["requests"] * 1000
             if row["requests"]
@@ -443,6 +459,16 @@ def run_load(leases, server_url, target, seconds, processes, run_tag, meter=None
             commits=after["commits"] - before["commits"],
         )
     return row
+
+
+def system_cpu(pids: list[int]) -> dict[int, float]:
+    """Kernel CPU seconds of each process (thread hand-offs and sockets show up here)."""
+    seconds = {}
+    for pid in pids:
+        fields = shared._stat_fields(pid)
+        if fields:
+            seconds[pid] = int(fields[12]) / shared.CLOCK_TICKS
+    return seconds
 
 
 def percentiles(latencies: list[float]) -> dict:
@@ -493,7 +519,7 @@ def check_evidence(before: dict, after: dict, ok: int, sample: int = 20) -> list
 # --- in-process: the pipeline's steps -------------------------------------------------------
 
 
-def stage_breakdown(count: int, target: str) -> None:
+def stage_breakdown(count: int, target: str, profile: bool = False) -> None:
     """Where one execution's time goes, step by step: ``count`` calls driven in this process
     through ``governance.hotpath.drive`` (the Django view's way: each call committing alone)."""
     from django.conf import settings
@@ -560,6 +586,20 @@ def stage_breakdown(count: int, target: str) -> None:
     finally:
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
         timer.unwrap()
+    if profile:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for n in range(count):
+            call(5000 + n)
+        profiler.disable()
+        for order in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(40)
+            print(f"\ncProfile of {count} in-process calls, by {order}:\n```\n{out.getvalue().strip()}\n```")
     proof_cost = time.perf_counter()
     for _ in range(count):
         agent.proof("POST", htu)
@@ -616,7 +656,7 @@ def report_py_spy(recorders) -> None:
             own[frames[-1]] += samples
             for frame in set(frames):
                 inclusive[frame] += samples
-        output.unlink()
+        print(f"py-spy's raw stacks: {output}")
     if not total:
         return
 
@@ -689,7 +729,8 @@ def print_run(r: dict) -> None:
     print(
         f"    CPU (cores busy): clients {r['client_cpu']:.2f}, target {r['target_cpu']:.2f}, server "
         f"{r['server_cpu']:.2f} ({r['server_ms_per_call']:.2f} ms per call; per process "
-        f"{' '.join(f'{c:.2f}' for c in r['per_process'])}), postgres {r['postgres_cpu']:.2f} "
+        f"{' '.join(f'{c:.2f}' for c in r['per_process'])}; "
+        f"{r['server_system_share'] * 100:.0f}% in the kernel), postgres {r['postgres_cpu']:.2f} "
         f"({r['postgres_ms_per_call']:.2f} ms per call), machine {r['machine_cpu']:.2f} of {os.cpu_count()}; "
         f"executions per commit {r['requests'] / r['commits'] if r['commits'] else 0:.1f}"
     )
@@ -733,6 +774,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeat", type=int, default=1, help="measured runs per configuration (default 1)")
     parser.add_argument("--client-processes", type=int, default=1, help="processes the agents are split over")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N", help="time the steps of N in-process calls")
+    parser.add_argument("--profile", action="store_true", help="with --breakdown: cProfile the same calls too")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample the workers in the first run")
     parser.add_argument("--no-load", action="store_true", help="skip the HTTP load (breakdown only)")
     parser.add_argument("--fresh", action="store_true", help="drop and recreate the database first")
@@ -795,7 +837,7 @@ def main(argv=None) -> int:
             if args.strict and not meets_target(best):
                 ok = False
         if args.breakdown:
-            stage_breakdown(args.breakdown, target)
+            stage_breakdown(args.breakdown, target, args.profile)
     except (TimeLimitExceeded, KeyboardInterrupt) as exc:
         print(f"aborted: {str(exc) or 'interrupted'}", file=sys.stderr)
         if rows:
