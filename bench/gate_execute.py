@@ -199,15 +199,20 @@ def prepare_database(agents: int) -> str:
 
 
 class Server(shared.Server):
-    """The real server with ``PUBLIC_BASE_URL`` set to its own URL."""
+    """The real server with ``PUBLIC_BASE_URL`` set to its own URL, run from ``root`` (another
+    checkout of the code, to compare before and after on one database)."""
+
+    def __init__(self, workers: int, root: Path = ROOT):
+        super().__init__(workers)
+        self.root = root
 
     def start(self, timeout: float = 60.0) -> None:
-        original = shared.server_env
-        shared.server_env = lambda: server_env(self.url)
+        original_env, original_root = shared.server_env, shared.ROOT
+        shared.server_env, shared.ROOT = (lambda: server_env(self.url)), self.root
         try:
             super().start(timeout)
         finally:
-            shared.server_env = original
+            shared.server_env, shared.ROOT = original_env, original_root
 
 
 # --- DPoP keys and proofs (the clients' side) ----------------------------------------------
@@ -263,8 +268,9 @@ class Agent:
         return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
-def issue_leases(url: str, token: str, count: int) -> list[tuple[bytes, str]]:
-    """One lease per agent from ``POST /v1/leases`` (at most 50/s: the issuance rate limit)."""
+def issue_leases(url: str, token: str, count: int, max_calls: int = 0) -> list[tuple[bytes, str]]:
+    """One lease per agent from ``POST /v1/leases`` (at most 50/s: the issuance rate limit),
+    with a call budget when ``max_calls`` (as LatchGate's SDKs send)."""
     import httpx
 
     leases = []
@@ -272,6 +278,8 @@ def issue_leases(url: str, token: str, count: int) -> list[tuple[bytes, str]]:
         for index in range(count):
             agent = Agent()
             body = {"scopes": ["tools:call"], "dpop_jwk": agent.jwk, "agent_id": AGENT.format(index)}
+            if max_calls:
+                body["budgets"] = {"max_calls": max_calls, "max_cost_usd_cents": 0}
             for _ in range(20):
                 response = client.post("/v1/leases", json=body, headers={"Authorization": f"Bearer {token}"})
                 if response.status_code != 429:
@@ -679,11 +687,11 @@ def report_py_spy(recorders) -> None:
 
 def measure_configuration(args, token: str, workers: int, target: str, target_pid: int) -> list[dict]:
     database_url = os.environ["DATABASE_URL"]
-    server = Server(workers)
+    server = Server(workers, Path(args.server_root).resolve() if args.server_root else ROOT)
     rows = []
     try:
         server.start()
-        leases = issue_leases(server.url, token, args.concurrency)
+        leases = issue_leases(server.url, token, args.concurrency, args.budget)
         meter = shared.CpuMeter(server, database_url)
         for run in range(1, args.repeat + 1):
             load = os.getloadavg()[0]
@@ -773,6 +781,18 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each run (default 3)")
     parser.add_argument("--repeat", type=int, default=1, help="measured runs per configuration (default 1)")
     parser.add_argument("--client-processes", type=int, default=1, help="processes the agents are split over")
+    parser.add_argument(
+        "--server-root",
+        metavar="DIR",
+        help="run the server from another checkout of the code (same database schema): before/after comparisons",
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leases with budgets {max_calls: N} (debited per call, as LatchGate's SDKs ask); default none",
+    )
     parser.add_argument("--breakdown", type=int, default=0, metavar="N", help="time the steps of N in-process calls")
     parser.add_argument("--profile", action="store_true", help="with --breakdown: cProfile the same calls too")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample the workers in the first run")

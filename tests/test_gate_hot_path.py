@@ -15,7 +15,7 @@ from django.db import connections
 
 from envelopes.gate.api.execute import EXECUTE
 from envelopes.gate.steps import recording
-from envelopes.models import GateExecution
+from envelopes.models import GateExecution, SessionBudget
 from evidence.models import AuditEvent, Receipt
 from evidence.services.receipts import verify_receipt
 from evidence.services.verification import verify_ledger
@@ -111,3 +111,13 @@ def test_a_call_whose_evidence_cannot_be_written_is_500_and_leaves_nothing_half_
     assert failed.payload["decision"] == "error" and "receipt_id" not in failed.payload
     assert AuditEvent.objects.filter(event_type="GATE_ACTION_CALL", payload__decision="allow").count() == 5
     assert verify_ledger().valid
+
+
+def test_parallel_calls_of_one_budgeted_session_never_overspend_it(gate, target):
+    lease = gate.lease(budgets={"max_calls": 5})
+    with serving() as app:
+        responses = post_all(app, [(lease, {"url": f"{target}/item/{n}"}) for n in range(9)])
+    statuses = sorted((r.status_code, r.json().get("error")) for r in responses)
+    assert statuses == [(200, None)] * 5 + [(403, "budget_exhausted")] * 4
+    assert SessionBudget.objects.get(session_id=lease.session_id).calls_used == 5
+    assert Receipt.objects.count() == 5

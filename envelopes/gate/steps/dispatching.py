@@ -23,11 +23,7 @@ from governance.gate.ids import new_id
 def budget_snapshot(call: Call):
     """8. The session's counters (``budget_session_not_found`` when its lease has budgets but
     the session has no counters)."""
-    lease = call.lease
-    limits = _budgets(lease)
-    if limits:
-        budgets.open_budget(lease.session_id, limits)
-    return budgets.snapshot(lease.session_id, limits)
+    return budgets.opened_snapshot(call.lease.session_id, _budgets(call.lease))
 
 
 def policy(call: Call):
