@@ -25,8 +25,9 @@ synchronously for everything else, so both answer alike. Each step is a function
 ``envelopes/gate/steps/``; this module only says their order, and where each runs on the hot
 path: ``Cached`` steps read what this process keeps in memory (gate state, catalogue, learned
 targets, policy snapshot, signing key) or nothing at all (the budget steps of a lease without
-budgets) and run on the event loop unless they need the database; ``InThread`` steps block (the replay check in Redis, the provider's call, a held
-action's writes); the evidence is a ``Write``, group-committed with other calls'.
+budgets) and run on the event loop unless they need the database; ``InThread`` steps block
+(the replay check in Redis, the provider's call, a held action's writes); the evidence is a
+``Write``, group-committed with other calls'.
 """
 
 from envelopes.gate.steps import admission, dispatching, recording, request, targets
