@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
 from envelopes.gate.pipeline import execute
+from envelopes.gate.steps.recording import record_evidence
 from governance.api.errors import GATE_REASON_MAX_CHARS
 from governance.control_characters import CONTROL_CHARACTERS
 from governance.errors import GateError
@@ -44,6 +45,7 @@ EXECUTE = HotRoute(
     method="POST",
     service=execute,
     errors=gate_answer,
+    record=record_evidence,  # the calls' evidence, group-committed
     max_body_bytes=TRANSPORT_LIMIT,
 )
 

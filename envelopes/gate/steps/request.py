@@ -3,10 +3,10 @@ request schema — and the request's hash (RFC 8785, as LatchGate's clients comp
 
 import hashlib
 
-import rfc8785
 from rest_framework.exceptions import ParseError
 
 from envelopes.gate.steps.call import Call
+from evidence.canonical import canonical_json
 from governance.api.parsers import parse_strict_json
 from governance.errors import GateError
 
@@ -24,4 +24,4 @@ def read_body(call: Call) -> None:
     if problem:
         raise GateError(422, "schema_violation", reason=problem)
     call.body = body
-    call.request_hash = "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    call.request_hash = "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()  # RFC 8785
