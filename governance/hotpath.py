@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import DatabaseError, connection
 from rest_framework.exceptions import ParseError
 
@@ -51,6 +52,18 @@ class InThread:
         self.function, self.args = function, args
 
 
+class Cached(InThread):
+    """A step that usually finds what it needs in this process's memory (the gate's state,
+    the catalogue, the policy snapshot: caches re-checked at most every second). The hot
+    path runs it on the event loop, without a thread hop; when it turns out to need the
+    database after all, Django refuses the query on the loop before any I/O
+    (``SynchronousOnlyOperation``) and the step runs again in a pool thread. So a Cached
+    step must do no other I/O (Redis, HTTP, files: those are InThread steps) and nothing
+    before its first query that it could not do twice."""
+
+    __slots__ = ()
+
+
 class Write:
     """A service's write: ``item`` goes to the endpoint's recorder with the next group
     commit, and the recorder's result for it is sent back into the service."""
@@ -61,8 +74,8 @@ class Write:
         self.item = item
 
 
-# The service of a hot endpoint: a generator that does no I/O itself. It yields InThread
-# and Write steps, gets their results back, and returns the response body (a dict).
+# The service of a hot endpoint: a generator that does no I/O itself. It yields InThread,
+# Cached and Write steps, gets their results back, and returns the response body (a dict).
 Service = Callable[[CachedToken, object], Generator[InThread | Write, object, dict]]
 
 # The headers Django and our middleware put on a DRF JSON answer, in Django's order
@@ -159,6 +172,14 @@ def _in_thread(function, *args):
         raise
 
 
+async def _cached(step: Cached, loop, executor):
+    """A Cached step's result: on the loop when what it reads is in memory, else in a thread."""
+    try:
+        return step.function(*step.args)
+    except SynchronousOnlyOperation:
+        return await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
+
+
 def _record_alone(endpoint: HotEndpoint, item):
     return endpoint.record([item])[0]
 
@@ -209,7 +230,9 @@ async def answer_async(endpoint: HotEndpoint, secret: str, body: bytes, executor
                 step = steps.send(reply)
             except StopIteration as finished:
                 return render(finished.value)
-            if type(step) is not Write:
+            if type(step) is Cached:
+                reply = await _cached(step, loop, executor)
+            elif type(step) is not Write:
                 reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
             elif endpoint.group.max_batch > 1:
                 reply = await endpoint.group.record_async(step.item)
@@ -520,7 +543,9 @@ async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[i
                 return finished.value
             reply, failure = None, None
             try:
-                if type(step) is not Write:
+                if type(step) is Cached:
+                    reply = await _cached(step, loop, executor)
+                elif type(step) is not Write:
                     reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
                 elif route.group.max_batch > 1:
                     reply = await route.group.record_async(step.item)

@@ -184,3 +184,9 @@ def test_rules_come_from_the_plan():
     assert egress.EgressRules.for_plan(plan) == egress.EgressRules(
         "proxy_allowlist", ("api.example.com", "learned.example.org"), ("GET", "HEAD"), 2048, 3.0
     )
+
+
+def test_a_cookie_one_call_received_is_never_sent_on_another(target):
+    egress.send(rules(), "GET", f"{target.base}/json")  # answers with a Set-Cookie
+    egress.send(rules(), "GET", f"{target.base}/json")
+    assert [seen["headers"].get("Cookie") for seen in target.seen] == [None, None]

@@ -352,10 +352,11 @@ def test_over_the_rate_the_call_is_429_without_a_ledger_event(api_client, gate, 
 def test_when_the_evidence_cannot_be_written_the_call_is_500_evidence_persistence_failed(
     api_client, gate, target, monkeypatch
 ):
-    def broken(**kwargs):
-        raise DatabaseError("disk full")
+    def broken(receipts):  # the receipt insert fails (a refusal's event stores no receipt)
+        if receipts:
+            raise DatabaseError("disk full")
 
-    monkeypatch.setattr(recording, "issue_receipt", broken)
+    monkeypatch.setattr(recording, "store_receipts", broken)
     response = execute(api_client, gate.lease(), "local_fetch", {"url": f"{target}/"})
     refused_with(response, 500, "evidence_persistence_failed")
     assert len(Target.seen) == 1  # it ran: the ledger says the evidence is missing

@@ -295,10 +295,11 @@ def test_metrics_count_exhausted_budgets_and_evidence_write_failures(api_client,
     assert execute(api_client, lease, {"url": f"{target}/"}).status_code == 200
     assert execute(api_client, lease, {"url": f"{target}/"}).status_code == 403
 
-    def broken(**kwargs):
-        raise DatabaseError("disk full")
+    def broken(receipts):  # the receipt insert fails (a refusal's event stores no receipt)
+        if receipts:
+            raise DatabaseError("disk full")
 
-    monkeypatch.setattr(recording, "issue_receipt", broken)
+    monkeypatch.setattr(recording, "store_receipts", broken)
     assert execute(api_client, gate.lease(), {"url": f"{target}/"}).status_code == 500
     change = moved(before, scrape(gate))
     assert change["mandate_gate_budget_exhausted_total"] == 1

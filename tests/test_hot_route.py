@@ -3,10 +3,12 @@ admission, errors answered by the route itself, and the same service driven sync
 
 import asyncio
 import json
+import threading
 
 import pytest
+from django.utils.asyncio import async_unsafe
 
-from governance.hotpath import HotPath, HotRequest, HotRoute, InThread, drive
+from governance.hotpath import Cached, HotPath, HotRequest, HotRoute, InThread, drive
 
 pytestmark = pytest.mark.postgres
 
@@ -87,3 +89,23 @@ def test_a_failed_step_is_thrown_back_into_the_service():
     assert drive(route, HotRequest("POST", "/v1/r", {}, {}, b"{}")) == (409, {"recovered": True})
     app_route = HotRoute(path="/v1/things/{name}/do", method="POST", service=recovering, errors=errors)
     assert call("/v1/things/x/do", route=app_route) == (409, {"recovered": True})  # on the event loop too
+
+
+@async_unsafe
+def guarded_by_django():
+    """What a database read looks like to the hot path: Django refuses it on the event loop."""
+    return threading.get_ident()
+
+
+def where_steps_run(request: HotRequest):
+    here = threading.get_ident()
+    in_memory = yield Cached(threading.get_ident)
+    needs_database = yield Cached(guarded_by_django)
+    return 200, {"cached_on_the_loop": in_memory == here, "database_in_a_thread": needs_database != here}
+
+
+def test_a_cached_step_runs_on_the_loop_unless_it_needs_the_database():
+    route = HotRoute(path="/v1/things/{name}/do", method="POST", service=where_steps_run, errors=errors)
+    assert call("/v1/things/x/do", route=route) == (200, {"cached_on_the_loop": True, "database_in_a_thread": True})
+    synchronous = drive(route, HotRequest("POST", "/v1/things/x/do", {"name": "x"}, {}, b"{}"))
+    assert synchronous == (200, {"cached_on_the_loop": True, "database_in_a_thread": False})  # drive: one thread

@@ -22,40 +22,45 @@ Every refusal from step 3 on writes a ledger event first (``GATE_ACTION_CALL``, 
 ``deny``). The service is a generator of hot-path steps (``governance.hotpath``): the hot
 path drives it on the event loop for plain requests, Django's view drives the same generator
 synchronously for everything else, so both answer alike. Each step is a function in
-``envelopes/gate/steps/``; this module only says their order.
+``envelopes/gate/steps/``; this module only says their order, and where each runs on the hot
+path: ``Cached`` steps read what this process keeps in memory (gate state, catalogue, learned
+targets, policy snapshot, signing key) or nothing at all (the budget steps of a lease without
+budgets) and run on the event loop unless they need the database; ``InThread`` steps block
+(the replay check in Redis, the provider's call, a held action's writes); the evidence is a
+``Write``, group-committed with other calls'.
 """
 
 from envelopes.gate.steps import admission, dispatching, recording, request, targets
 from envelopes.gate.steps.call import Call
-from governance.hotpath import HotRequest, InThread
+from governance.hotpath import Cached, HotRequest, InThread
 
 
 def execute(request_: HotRequest):
     """The whole pipeline for one request; returns ``(status, body)``."""
     admission.rate_limit()  # 1 and 2: no ledger event (the reference's drain writes none)
-    yield InThread(admission.drain)
+    yield Cached(admission.drain)
     call = Call.start(request_)
     try:
         call.lease = yield InThread(admission.authenticate, call)
-        call.manifest = yield InThread(admission.look_up, call)
+        call.manifest = yield Cached(admission.look_up, call)
         admission.trust(call)
         request.read_body(call)
-        yield InThread(targets.resolve_targets, call)
-        call.budget = yield InThread(dispatching.budget_snapshot, call)
-        call.policy = yield InThread(dispatching.policy, call)
+        yield Cached(targets.resolve_targets, call)
+        call.budget = yield Cached(dispatching.budget_snapshot, call)
+        call.policy = yield Cached(dispatching.policy, call)
         if call.policy.result == "hold":
             return (yield InThread(dispatching.hold, call))
-        yield InThread(dispatching.debit, call)
+        yield Cached(dispatching.debit, call)
         try:
-            yield InThread(dispatching.grant, call)
+            yield Cached(dispatching.grant, call)
             call.result = yield InThread(dispatching.dispatch, call)
         except Exception:
-            yield InThread(dispatching.give_back, call)
+            yield Cached(dispatching.give_back, call)
             raise
         dispatching.check_response(call)
         dispatching.verify(call)
-        return (yield InThread(recording.record, call))
+        return (yield from recording.record(call))
     except Exception as failure:  # a refusal, or a bug: either way the ledger says so
         if not getattr(failure, "recorded", False):
-            yield InThread(recording.record_refusal, call, recording.as_refusal(failure))
+            yield from recording.record_refusal(call, recording.as_refusal(failure))
         raise

@@ -29,7 +29,7 @@ from evidence.choices import (
 )
 from evidence.ids import uuid7_hex
 from evidence.models import GATE_EVENTS, AuditEvent, Receipt, SigningKey
-from evidence.services.chain import json_native
+from evidence.services.chain import json_native, rows_json
 from evidence.services.keys import (
     active_signer,
     b64url,
@@ -79,7 +79,15 @@ class InvalidReceipt(ValueError):
     """The caller passed something a receipt cannot hold (a bug in the caller, not input)."""
 
 
-def issue_receipt(
+def issue_receipt(**fields) -> Receipt:
+    """Hash, sign and store one receipt, in the caller's transaction; return it as stored.
+    The arguments are ``draft_receipt``'s."""
+    receipt = draft_receipt(**fields)
+    store_receipts([receipt])
+    return receipt
+
+
+def draft_receipt(
     *,
     grant_id: str,
     provider_module_digest: str,
@@ -95,7 +103,8 @@ def issue_receipt(
     session_id: str | None = None,
     receipt_id: str | None = None,
 ) -> Receipt:
-    """Hash, sign and store one receipt, in the caller's transaction; return it as stored."""
+    """One receipt, checked, hashed and signed by the active key, not yet stored (the gate
+    prepares its receipts outside the group commit that stores many at once)."""
     document = {
         "receipt_id": _gate_id("receipt_id", receipt_id) if receipt_id is not None else f"rcpt_{uuid7_hex()}",
         "grant_id": _gate_id("grant_id", grant_id),
@@ -111,21 +120,33 @@ def issue_receipt(
         "finished_at": _moment("finished_at", finished_at),
         "failure_class": _failure_class(failure_class),
     }
-    result_hash = result_hash_of(document)
-    message = result_hash.encode("ascii")
-    fields = {
-        **document,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "result_hash": result_hash,
-    }
+    receipt = Receipt(**document, result_hash=result_hash_of(document))
+    receipt.started_at, receipt.finished_at = started_at, finished_at
+    _sign(receipt, *active_signer(KeyAlgorithm.ED25519))
+    return receipt
+
+
+def _sign(receipt: Receipt, kid: str, private) -> None:
+    receipt.receipt_signature = private.sign(receipt.result_hash.encode("ascii")).hex()
+    receipt.signing_key_id = kid
+
+
+def store_receipts(receipts: list[Receipt]) -> None:
+    """Store drafted receipts in the caller's transaction, all signed by the active key (one
+    statement on Postgres). Receipts signed by a key that is no longer the active one (rotated
+    elsewhere, or one a rolled-back transaction never kept) are signed again first."""
+    if not receipts:
+        return
     for _ in range(2):
         kid, private = active_signer(KeyAlgorithm.ED25519)
-        receipt = Receipt(**fields, receipt_signature=private.sign(message).hex(), signing_key_id=kid)
-        if _insert_while_key_active(receipt):
-            receipt._state.adding, receipt._state.db = False, connection.alias
-            return receipt
-        forget_active_signers()  # rotated elsewhere, or never committed: read the active key again
+        for receipt in receipts:
+            if receipt.signing_key_id != kid:
+                _sign(receipt, kid, private)
+        if _insert_while_key_active(receipts, kid):
+            for receipt in receipts:
+                receipt._state.adding, receipt._state.db = False, connection.alias
+            return
+        forget_active_signers()  # read the active key again
     raise RuntimeError("no active Ed25519 key to sign the receipt with")
 
 
@@ -310,22 +331,35 @@ def _failure_class(value) -> str | None:
     return None if value is None else str(value)
 
 
-def _insert_while_key_active(receipt: Receipt) -> bool:
-    """Insert ``receipt`` if its signing key is the active one, in one statement (no query
-    of its own for the key): False, nothing written, if it is not."""
+def _insert_while_key_active(receipts: list[Receipt], kid: str) -> bool:
+    """Insert ``receipts`` if ``kid`` is the active key, with no query of its own for the key:
+    False, nothing written, if it is not. Postgres: one statement for all of them."""
     meta = Receipt._meta
     quote = connection.ops.quote_name
     fields = meta.concrete_fields
-    values = [field.get_db_prep_save(getattr(receipt, field.attname), connection) for field in fields]
     table, keys_table = quote(meta.db_table), quote(SigningKey._meta.db_table)
-    columns, placeholders = ", ".join(quote(field.column) for field in fields), ", ".join(["%s"] * len(fields))
-    sql = (
-        f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608 - quoted names; values are parameters
-        f"WHERE EXISTS (SELECT 1 FROM {keys_table} WHERE kid = %s AND status = %s)"
-    )
+    columns = ", ".join(quote(field.column) for field in fields)
+    active = f"WHERE EXISTS (SELECT 1 FROM {keys_table} WHERE kid = %s AND status = %s)"  # noqa: S608
+    if connection.vendor == "postgresql":
+        rows = [{field.column: getattr(receipt, field.attname) for field in fields} for receipt in receipts]
+        sql = (
+            f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608 - quoted names; values are parameters
+            f"FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) {active}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [rows_json(rows), kid, KeyStatus.ACTIVE])
+            return cursor.rowcount == len(receipts)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {table} ({columns}) SELECT {placeholders} {active}"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, receipt.signing_key_id, KeyStatus.ACTIVE])
-        return cursor.rowcount == 1
+        for index, receipt in enumerate(receipts):
+            values = [field.get_db_prep_save(getattr(receipt, field.attname), connection) for field in fields]
+            cursor.execute(sql, [*values, kid, KeyStatus.ACTIVE])
+            if cursor.rowcount != 1:
+                if index:  # the key changed mid-way (SQLite: no concurrent writer can do that)
+                    raise RuntimeError("the active Ed25519 key changed while receipts were stored")
+                return False
+    return True
 
 
 # Public keys by kid, once read: a kid names one key forever (kids are random).

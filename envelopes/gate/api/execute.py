@@ -11,7 +11,7 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 
 from envelopes.gate import metrics
 from envelopes.gate.pipeline import execute
-from envelopes.gate.steps.recording import as_refusal
+from envelopes.gate.steps.recording import as_refusal, record_evidence
 from governance.api.errors import gate_api_error
 from governance.hotpath import HotRequest, HotRoute, drive
 
@@ -56,6 +56,7 @@ EXECUTE = HotRoute(
     method="POST",
     service=measured,
     errors=gate_answer,
+    record=record_evidence,  # the calls' evidence, group-committed
     max_body_bytes=TRANSPORT_LIMIT,
 )
 

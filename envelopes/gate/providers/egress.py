@@ -12,6 +12,7 @@ deadline, so a server that trickles bytes cannot hold the call past ``timeout_se
 Redirects are returned as they are, except a same-origin redirect of a GET or HEAD.
 """
 
+import http.cookiejar
 import os
 import ssl
 import threading
@@ -295,6 +296,11 @@ class _PinnedTransport(httpx.HTTPTransport):
         )
 
 
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that stores no cookie (no domain is allowed)."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 _clients: dict[int, httpx.Client] = {}
 _clients_lock = threading.Lock()
 
@@ -307,7 +313,11 @@ def _client() -> httpx.Client:
         with _clients_lock:
             client = _clients.get(pid)
             if client is None:
-                client = httpx.Client(transport=_PinnedTransport(), trust_env=False, follow_redirects=False)
+                # cookies=: the client is shared by every agent, so it must keep no cookie a
+                # target sets (it would send it on other agents' calls)
+                client = httpx.Client(
+                    transport=_PinnedTransport(), trust_env=False, follow_redirects=False, cookies=_no_cookies()
+                )
                 _clients.clear()
                 _clients[pid] = client
     return client

@@ -23,6 +23,7 @@ class Call:
     body: Any = None
     request_hash: str = ""
     plan: Any = None  # envelopes.gate.plan.ExecutionPlan
+    plan_hash: str = ""  # the plan's, once known (steps.targets.plan_for keeps it with the plan)
     domains: tuple = ()  # the hosts the call reaches
     paths: tuple = ()  # the fs paths it touches
     unresolved_domains: tuple = ()
@@ -50,6 +51,12 @@ class Call:
             time.perf_counter(),
             timezone.now(),
         )
+
+    def digest_of_plan(self) -> str:
+        """``plan.plan_hash()``, computed once per call."""
+        if not self.plan_hash:
+            self.plan_hash = self.plan.plan_hash()
+        return self.plan_hash
 
     @property
     def principal(self) -> str | None:

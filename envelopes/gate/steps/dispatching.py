@@ -86,7 +86,7 @@ def grant(call: Call) -> None:
         "action_id": call.action_id,
         "session_id": call.lease.session_id,
         "agent_id": call.lease.agent_id,
-        "plan_hash": call.plan.plan_hash(),
+        "plan_hash": call.digest_of_plan(),
         "request_hash": call.request_hash,
         "epoch": call.lease.epoch,
     }
@@ -146,10 +146,16 @@ def _budgets(lease) -> dict | None:
 
 
 def fs_root(organization_id) -> str:
-    """The directory ``builtin:fs`` works under for an organization's agents."""
+    """The directory ``builtin:fs`` works under for an organization's agents (created once
+    per process, and again if it went away)."""
     root = os.path.join(settings.MANDATE_GATE_FS_ROOT, str(organization_id))
-    os.makedirs(root, exist_ok=True)
+    if root not in _roots or not os.path.isdir(root):
+        os.makedirs(root, exist_ok=True)
+        _roots.add(root)
     return root
+
+
+_roots: set[str] = set()
 
 
 def secret_value(name: str) -> str | None:

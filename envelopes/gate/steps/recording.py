@@ -1,27 +1,51 @@
 """Step 16, and the ledger event of every refusal: what happened is written once, in one
 transaction — the ledger event, the signed receipt and the execution row — or the caller
-gets 500 ``evidence_persistence_failed`` and nothing half-written stays."""
+gets 500 ``evidence_persistence_failed`` and nothing half-written stays.
+
+A call's evidence is prepared where the call runs (the receipt checked, hashed and signed,
+the event hashed) and handed over as a ``Write``. On the hot path the route's group commit
+gives ``record_evidence`` the evidence of every call waiting at that moment: one
+transaction, the receipts in one statement, the execution rows in one, the ledger events
+last in one (the ledger's lock is held only until the commit). When that transaction fails,
+the group commit writes each call's evidence alone, so one call's failure is its own.
+Django's view (``drive``) writes each call's evidence alone with the same function."""
 
 import logging
+from dataclasses import dataclass
 
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from envelopes.gate.steps.call import Call
 from envelopes.models import GateExecution
-from evidence.services.chain import append_events
+from evidence.models import Receipt
+from evidence.services.chain import append_events, draft_rows, rows_json, store_rows
 from evidence.services.gate_events import gate_event
-from evidence.services.receipts import issue_receipt
+from evidence.services.receipts import draft_receipt, store_receipts
 from governance.errors import GateError
 from governance.gate.ids import new_id
+from governance.hotpath import Cached, Write
 
 logger = logging.getLogger("mandate.gate")
 
 
-def write_evidence(call: Call, receipt_id: str):
-    """The receipt, the execution row and the ``GATE_ACTION_CALL`` event, in the caller's
-    transaction (the ledger event last: it holds the ledger's lock until the commit)."""
+@dataclass
+class Evidence:
+    """One call's evidence, ready to store: its ledger event (hashed; linked into the ledger
+    when stored) and, for an execution, its signed receipt and its execution row."""
+
+    trace_id: str
+    events: list  # evidence.services.chain.draft_rows
+    receipt: Receipt | None = None
+    execution: dict | None = None  # the GateExecution row, by column
+    # An approved call's event: its trace already holds the hold's event, so it is appended
+    # after the chain's tail (read under the ledger lock) rather than drafted as a new chain.
+    appended: list = None
+
+
+def execution_evidence(call: Call, receipt_id: str) -> Evidence:
+    """The receipt, the execution row and the ``GATE_ACTION_CALL`` event of an execution."""
     result, verification = call.result, call.verification
-    receipt = issue_receipt(
+    receipt = draft_receipt(
         receipt_id=receipt_id,
         grant_id=call.grant_id,
         provider_module_digest=call.plan.provider_module_digest,
@@ -36,23 +60,23 @@ def write_evidence(call: Call, receipt_id: str):
         action_id=call.action_id,
         session_id=call.lease.session_id,
     )
-    GateExecution.objects.create(
-        trace_id=call.trace_id,
-        organization_id=call.lease.organization_id,
-        grant_id=call.grant_id,
-        receipt_id=receipt.receipt_id,
-        approval_id=call.approval.approval_id if call.approval is not None else "",
-        action_id=call.action_id,
-        agent_id=call.lease.agent_id,
-        session_id=call.lease.session_id,
-        request_hash=call.request_hash,
-        plan_hash=call.plan.plan_hash(),
-        epoch=call.lease.epoch,
-        verification_outcome=verification.outcome,
-        duration_ms=result.duration_ms,
-        runtime=result.runtime(),
-        created_at=call.received_at,
-    )
+    execution = {
+        "trace_id": call.trace_id,
+        "organization_id": str(call.lease.organization_id),
+        "grant_id": call.grant_id,
+        "receipt_id": receipt.receipt_id,
+        "approval_id": call.approval.approval_id if call.approval is not None else "",
+        "action_id": call.action_id,
+        "agent_id": call.lease.agent_id,
+        "session_id": call.lease.session_id,
+        "request_hash": call.request_hash,
+        "plan_hash": call.digest_of_plan(),
+        "epoch": call.lease.epoch,
+        "verification_outcome": str(verification.outcome),
+        "duration_ms": result.duration_ms,
+        "runtime": result.runtime(),
+        "created_at": call.received_at,
+    }
     event = gate_event(
         "GATE_ACTION_CALL",
         trace_id=call.trace_id,
@@ -68,16 +92,79 @@ def write_evidence(call: Call, receipt_id: str):
         epoch=call.lease.epoch,
         **({"approval_id": call.approval.approval_id} if call.approval is not None else {}),
     )
-    # A direct call's trace is a new chain; an approved call's already holds its hold event.
-    append_events(call.trace_id, [event], new_chain=call.approval is None)
-    return receipt
+    if call.approval is not None:
+        return Evidence(call.trace_id, [], receipt, execution, appended=[event])
+    return Evidence(call.trace_id, draft_rows(call.trace_id, [event]), receipt, execution)
+
+
+def refusal_evidence(call: Call, refusal: GateError) -> Evidence:
+    """A refused call's ledger event (decision ``deny``, or ``error`` for a 5xx), on its trace."""
+    decision = "error" if refusal.status >= 500 else "deny"
+    details = {"error": refusal.code, "status": refusal.status}
+    if refusal.deny_reason:
+        details["reason"] = refusal.deny_reason
+    event = gate_event(
+        "GATE_ACTION_CALL",
+        trace_id=call.trace_id,
+        action_id=call.action_id or None,
+        principal=call.principal,
+        session_id=call.session_id,
+        decision=decision,
+        **details,
+    )
+    return Evidence(call.trace_id, draft_rows(call.trace_id, [event]))
+
+
+def store_evidence(items: list[Evidence]) -> None:
+    """Store prepared evidence in the caller's transaction: receipts, execution rows, then the
+    ledger events last (``append_events`` holds the ledger's lock until the commit)."""
+    store_receipts([item.receipt for item in items if item.receipt is not None])
+    insert_executions([item.execution for item in items if item.execution is not None])
+    store_rows([row for item in items for row in item.events])
+    for item in items:
+        if item.appended:
+            append_events(item.trace_id, item.appended)
+
+
+def insert_executions(rows: list[dict]) -> None:
+    """``GateExecution`` rows (by column): one statement on Postgres, without model instances."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        GateExecution.objects.bulk_create([GateExecution(**row) for row in rows])
+        return
+    quote = connection.ops.quote_name
+    table = quote(GateExecution._meta.db_table)
+    columns = ", ".join(quote(name) for name in rows[0])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608 - quoted names; values are a parameter
+            f"FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)",
+            [rows_json(rows)],
+        )
+
+
+def record_evidence(items: list[Evidence]) -> list[Evidence]:
+    """The execute route's recorder (``HotRoute.record``): the evidence of many calls in one
+    transaction; each item's result is itself."""
+    with transaction.atomic():
+        store_evidence(items)
+    return items
+
+
+def write_evidence(call: Call, receipt_id: str) -> Receipt:
+    """An execution's evidence in the caller's transaction (a held action's run, whose
+    decision writes it); the stored receipt."""
+    evidence = execution_evidence(call, receipt_id)
+    store_evidence([evidence])
+    return evidence.receipt
 
 
 def record(call: Call):
     """16. Evidence, then the answer: 200 with the receipt, or 502 when the action failed."""
+    evidence = yield Cached(execution_evidence, call, new_id("rcpt"))
     try:
-        with transaction.atomic():
-            receipt = write_evidence(call, new_id("rcpt"))
+        yield Write(evidence)
     except DatabaseError:
         logger.exception("gate: evidence not written [%s]", call.trace_id)
         raise GateError(500, "evidence_persistence_failed") from None
@@ -85,7 +172,7 @@ def record(call: Call):
         failed = GateError(502, "action_execution_failed")
         failed.recorded = True  # its ledger event is the call's own (decision "error")
         raise failed
-    return 200, answer(call, receipt.receipt_id)
+    return 200, answer(call, evidence.receipt.receipt_id)
 
 
 def answer(call: Call, receipt_id: str) -> dict:
@@ -124,23 +211,9 @@ def as_refusal(failure: Exception) -> GateError:
     return GateError(500, "internal_error")
 
 
-def record_refusal(call: Call, refusal: GateError) -> None:
-    """A refused call's ledger event (decision ``deny``, or ``error`` for a 5xx), on its trace."""
-    decision = "error" if refusal.status >= 500 else "deny"
-    details = {"error": refusal.code, "status": refusal.status}
-    if refusal.deny_reason:
-        details["reason"] = refusal.deny_reason
-    event = gate_event(
-        "GATE_ACTION_CALL",
-        trace_id=call.trace_id,
-        action_id=call.action_id or None,
-        principal=call.principal,
-        session_id=call.session_id,
-        decision=decision,
-        **details,
-    )
+def record_refusal(call: Call, refusal: GateError):
+    """A refused call's ledger event; a failure to write it is logged, the refusal stands."""
     try:
-        with transaction.atomic():
-            append_events(call.trace_id, [event], new_chain=True)
+        yield Write(refusal_evidence(call, refusal))
     except DatabaseError:
         logger.exception("gate: refusal not written to the ledger [%s]", call.trace_id)

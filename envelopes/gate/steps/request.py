@@ -3,10 +3,10 @@ request schema — and the request's hash (RFC 8785, as LatchGate's clients comp
 
 import hashlib
 
-import rfc8785
 from rest_framework.exceptions import ParseError
 
 from envelopes.gate.steps.call import Call
+from evidence.canonical import canonical_json
 from governance.api.parsers import parse_strict_json
 from governance.errors import GateError
 
@@ -29,4 +29,4 @@ def read_body(call: Call) -> None:
 
 def request_hash(body) -> str:
     """``sha256:`` + hex SHA-256 of the body's RFC 8785 form (approval re-checks it too)."""
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()

@@ -17,7 +17,7 @@ def resolve_targets(call: Call) -> None:
     manifest, body = call.manifest, call.body
     domains = effective_domains(call.action_id, manifest)
     paths = effective_paths(call.action_id, manifest)
-    call.plan = plan_for(manifest, domains.domains, paths.allowed + paths.learned)
+    call.plan, call.plan_hash = plan_for(manifest, domains.domains, paths.allowed + paths.learned)
     digest = manifest.provider_module_digest
     if digest == BUILTIN_HTTP:
         try:
@@ -42,15 +42,14 @@ _plans: dict = {}
 MAX_PLANS = 1024
 
 
-def plan_for(manifest, domains: tuple, paths: tuple) -> ExecutionPlan:
+def plan_for(manifest, domains: tuple, paths: tuple) -> tuple[ExecutionPlan, str]:
     """The execution plan of ``manifest`` (its validated document) with the effective domains
-    and paths; built once per (manifest, domains, paths) — plans are frozen."""
+    and paths, and its hash; built once per (manifest, domains, paths) — plans are frozen."""
     key = (manifest.document_hash, domains, paths)
-    plan = _plans.get(key)
-    if plan is None:
+    found = _plans.get(key)
+    if found is None:
         if len(_plans) >= MAX_PLANS:
             _plans.clear()
-        plan = _plans[key] = ExecutionPlan.from_manifest(
-            manifest.document, allowed_domains=domains, allowed_paths=paths
-        )
-    return plan
+        plan = ExecutionPlan.from_manifest(manifest.document, allowed_domains=domains, allowed_paths=paths)
+        found = _plans[key] = (plan, plan.plan_hash())
+    return found

@@ -1,0 +1,123 @@
+"""``POST /v1/actions/{action_id}/execute`` through the hot path in front of Django (the ASGI
+application's route, on Postgres): parallel calls answered with their receipts, their evidence
+group-committed, and a call whose evidence cannot be written answered 500
+``evidence_persistence_failed`` with nothing of it left, while the calls beside it stand."""
+
+import asyncio
+import contextlib
+import json
+import threading
+import uuid
+
+import httpx
+import pytest
+from django.db import connections
+
+from envelopes.gate.api.execute import EXECUTE
+from envelopes.gate.steps import recording
+from envelopes.models import GateExecution, SessionBudget
+from evidence.models import AuditEvent, Receipt
+from evidence.services.receipts import verify_receipt
+from evidence.services.verification import verify_ledger
+from governance.hotpath import HotPath
+from tests import gate_world
+
+gate, target = gate_world.gate, gate_world.target  # fixtures
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+PATH = "/v1/actions/local_fetch/execute"
+
+
+@contextlib.contextmanager
+def serving():
+    """The execute route in front of Django, its threads' connections handed back at the end."""
+    from governance.asgi import django_application
+
+    route = HotPath(django_application, [EXECUTE], threads=2)
+    assert route.routes == [EXECUTE]
+    yield route
+    both = threading.Barrier(2)
+
+    def close():
+        both.wait(timeout=10)
+        connections.close_all()
+
+    for future in [route.executor.submit(close) for _ in range(2)]:
+        future.result()
+    route.executor.shutdown()
+    EXECUTE.group.close()
+
+
+def post_all(app, calls):
+    """POST every (lease, body) at once through ``app``; the responses in order."""
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            posts = [
+                client.post(
+                    PATH,
+                    content=json.dumps(body),
+                    headers={**lease.http_headers("POST", PATH), "Content-Type": "application/json"},
+                )
+                for lease, body in calls
+            ]
+            return await asyncio.gather(*posts)
+
+    return asyncio.run(scenario())
+
+
+def events_of(trace_id):
+    return list(AuditEvent.objects.filter(chain_id=trace_id).values_list("payload", flat=True))
+
+
+def test_parallel_calls_on_the_hot_path_each_get_their_receipt_and_share_commits(gate, target):
+    leases = [gate.lease() for _ in range(3)]
+    calls = [(leases[n % 3], {"url": f"{target}/item/{n}"}) for n in range(12)]
+    recorded = EXECUTE.group.recorded
+    with serving() as app:
+        responses = post_all(app, calls)
+    assert [r.status_code for r in responses] == [200] * 12, [r.content for r in responses]
+    assert EXECUTE.group.recorded - recorded == 12  # every call's evidence went through the group commit
+    for response in responses:
+        body = response.json()
+        receipt = Receipt.objects.get(receipt_id=body["receipt_id"])
+        assert verify_receipt(receipt) == "verified"
+        assert GateExecution.objects.get(trace_id=body["trace_id"]).receipt_id == body["receipt_id"]
+        ((payload,),) = [events_of(body["trace_id"])]
+        assert payload["decision"] == "allow" and payload["receipt_id"] == body["receipt_id"]
+    assert verify_ledger().valid
+
+
+def test_a_call_whose_evidence_cannot_be_written_is_500_and_leaves_nothing_half_written(gate, target, monkeypatch):
+    prepare = recording.execution_evidence
+
+    def unstorable_for_bad(call, receipt_id):
+        evidence = prepare(call, receipt_id)
+        if call.body["url"].endswith("/bad"):
+            evidence.execution["organization_id"] = str(uuid.uuid4())  # refused at the commit
+        return evidence
+
+    monkeypatch.setattr(recording, "execution_evidence", unstorable_for_bad)
+    lease = gate.lease()
+    calls = [(lease, {"url": f"{target}/item/{n}"}) for n in range(5)] + [(lease, {"url": f"{target}/bad"})]
+    with serving() as app:
+        responses = post_all(app, calls)
+    statuses = [(r.status_code, r.json().get("error")) for r in responses]
+    assert statuses == [(200, None)] * 5 + [(500, "evidence_persistence_failed")]
+    assert Receipt.objects.count() == GateExecution.objects.count() == 5
+    failed = AuditEvent.objects.get(event_type="GATE_ACTION_CALL", payload__error="evidence_persistence_failed")
+    assert failed.payload["decision"] == "error" and "receipt_id" not in failed.payload
+    assert AuditEvent.objects.filter(event_type="GATE_ACTION_CALL", payload__decision="allow").count() == 5
+    assert verify_ledger().valid
+
+
+def test_parallel_calls_of_one_budgeted_session_never_overspend_it(gate, target):
+    lease = gate.lease(budgets={"max_calls": 5})
+    with serving() as app:
+        responses = post_all(app, [(lease, {"url": f"{target}/item/{n}"}) for n in range(9)])
+    statuses = sorted((r.status_code, r.json().get("error")) for r in responses)
+    assert statuses == [(200, None)] * 5 + [(403, "budget_exhausted")] * 4
+    assert SessionBudget.objects.get(session_id=lease.session_id).calls_used == 5
+    assert Receipt.objects.count() == 5
