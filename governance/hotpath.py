@@ -334,18 +334,10 @@ class HotPath:
         ):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > length:
-                break
-        body = b"".join(chunks)
+        read = await _read_body(receive, length)
+        if read is None:
+            return  # the client went away
+        body, size, more = read
         content = None
         if not more and size == length:
             content = await answer_async(endpoint, secret, body, self.executor)
@@ -369,17 +361,10 @@ class HotPath:
         ):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > length:
-                break
-        body = b"".join(chunks)
+        read = await _read_body(receive, length)
+        if read is None:
+            return  # the client went away
+        body, size, more = read
         if more or size != length:
             return await self.app(scope, _replay(body, more, receive), send)
         request = HotRequest(
@@ -401,6 +386,22 @@ class HotPath:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": content})
         log_request(route.method, scope["path"], status, started)
+
+
+async def _read_body(receive, length: int) -> tuple[bytes, int, bool] | None:
+    """The body as far as ``length`` allows: (bytes, size read, more to come); None when the
+    client went away."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > length:
+            break
+    return b"".join(chunks), size, more
 
 
 def _strict_transport_security() -> tuple | None:
