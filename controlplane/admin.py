@@ -632,3 +632,6 @@ class GrantAdmin(ControlPlaneAdmin):
         else:
             messages.success(request, f"Grant {changed.key} is now {changed.status}.")
         return self.back_to(grant)
+
+
+from controlplane import gate_admin  # noqa: E402, F401  (the action catalogue's pages register themselves)

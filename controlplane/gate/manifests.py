@@ -219,6 +219,11 @@ def read_manifest_file(path: Path, source: str) -> dict:
         data = path.read_bytes()
     except OSError as exc:
         raise ManifestError.one(source, "", f"cannot be read ({exc.strerror})") from exc
+    return read_manifest_bytes(data, source)
+
+
+def read_manifest_bytes(data: bytes, source: str) -> dict:
+    """The YAML document in ``data`` (one mapping), or ManifestError."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError.one(source, "", f"is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
