@@ -510,23 +510,35 @@ class HotRoute:
         return found.groupdict() if found else None
 
 
+class _Driving:
+    """A route's service being driven: the next step (the reply, or the failure thrown back
+    into the service, of the one before); StopIteration carries the answer."""
+
+    def __init__(self, route: HotRoute, request: HotRequest):
+        self.steps = route.service(request)
+        self.reply, self.failure = None, None
+
+    def next_step(self):
+        reply, failure = self.reply, self.failure
+        self.reply, self.failure = None, None
+        return self.steps.throw(failure) if failure is not None else self.steps.send(reply)
+
+
 def drive(route: HotRoute, request: HotRequest) -> tuple[int, dict]:
     """Run the route's service synchronously in this thread (Django's view, tests): each
     write commits alone. A step that fails is thrown back into the service (which may record
     it, give something back, or answer otherwise); what escapes is answered by ``errors``."""
     try:
-        steps = route.service(request)
-        reply, failure = None, None
+        driving = _Driving(route, request)
         while True:
             try:
-                step = steps.throw(failure) if failure is not None else steps.send(reply)
+                step = driving.next_step()
             except StopIteration as finished:
                 return finished.value
-            reply, failure = None, None
             try:
-                reply = route.record([step.item])[0] if type(step) is Write else step.function(*step.args)
+                driving.reply = route.record([step.item])[0] if type(step) is Write else step.function(*step.args)
             except Exception as exc:  # noqa: BLE001 (back into the service)
-                failure = exc
+                driving.failure = exc
     except Exception as exc:  # noqa: BLE001 (the route says how each failure is answered)
         return route.errors(exc)
 
@@ -535,27 +547,28 @@ async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[i
     """``drive`` on the event loop: InThread steps in ``executor``, writes by group commit."""
     loop = asyncio.get_running_loop()
     try:
-        steps = route.service(request)
-        reply, failure = None, None
+        driving = _Driving(route, request)
         while True:
             try:
-                step = steps.throw(failure) if failure is not None else steps.send(reply)
+                step = driving.next_step()
             except StopIteration as finished:
                 return finished.value
-            reply, failure = None, None
             try:
-                if type(step) is Cached:
-                    reply = await _cached(step, loop, executor)
-                elif type(step) is not Write:
-                    reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
-                elif route.group.max_batch > 1:
-                    reply = await route.group.record_async(step.item)
-                else:
-                    reply = await loop.run_in_executor(executor, _in_thread, _record_one, route, step.item)
+                driving.reply = await _run_step(route, step, loop, executor)
             except Exception as exc:  # noqa: BLE001 (back into the service)
-                failure = exc
+                driving.failure = exc
     except Exception as exc:  # noqa: BLE001
         return route.errors(exc)
+
+
+async def _run_step(route: HotRoute, step, loop, executor):
+    if type(step) is Cached:
+        return await _cached(step, loop, executor)
+    if type(step) is not Write:
+        return await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
+    if route.group.max_batch > 1:
+        return await route.group.record_async(step.item)
+    return await loop.run_in_executor(executor, _in_thread, _record_one, route, step.item)
 
 
 def _record_one(route: HotRoute, item):

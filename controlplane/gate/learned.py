@@ -149,24 +149,8 @@ def learn_domain(action_id, domain, source, added_by, approval_id=None, *, exist
         domain = validate_learned_domain(domain)
     except TargetError as exc:
         raise GateError(400, "invalid_domain", reason=str(exc)) from exc
-    with transaction.atomic():
-        state = locked_state()
-        existing = LearnedDomain.objects.filter(action_id=action_id, domain=domain).first()
-        if existing is not None or domain in manifest.egress.allowed_domains:
-            if exist_ok:
-                return existing or LearnedDomain(action_id=action_id, domain=domain, source=source, added_by=actor.name)
-            raise GateError(409, "domain_already_exists")
-        row = LearnedDomain.objects.create(
-            action_id=action_id, domain=domain, source=source, added_by=actor.name, approval_id=approval_id
-        )
-        state = bump(state, "targets")
-        audit.record(
-            actor,
-            audit.DOMAIN_ADD,
-            resource_id=f"{action_id}/{domain}",
-            details={"action_id": action_id, "domain": domain, "source": source, "approval_id": approval_id},
-        )
-    return row
+    declared = manifest.egress.allowed_domains
+    return _add(LearnedDomain, "domain", domain, declared, action_id, source, actor, approval_id, exist_ok)
 
 
 def learn_path(action_id, path, source, added_by, approval_id=None, *, exist_ok=False) -> LearnedPath:
@@ -185,22 +169,30 @@ def learn_path(action_id, path, source, added_by, approval_id=None, *, exist_ok=
     denied = [pattern for pattern in manifest.fs.denied_paths if glob_matches(pattern, glob)]
     if denied:
         raise GateError(400, "invalid_path", reason=f"'{glob}' is denied by the manifest ({denied[0]})")
+    declared = manifest.fs.allowed_paths
+    return _add(LearnedPath, "path", glob, declared, action_id, source, actor, approval_id, exist_ok)
+
+
+def _add(model, field: str, value: str, declared, action_id, source, actor, approval_id, exist_ok):
+    """One learned domain or path: stored, the targets' stamp bumped and audited in one
+    transaction; 409 ``<field>_already_exists`` when learned or declared already (unless
+    ``exist_ok``: then the existing row, or an unsaved one for a declared target)."""
     with transaction.atomic():
         state = locked_state()
-        existing = LearnedPath.objects.filter(action_id=action_id, path=glob).first()
-        if existing is not None or glob in manifest.fs.allowed_paths:
+        existing = model.objects.filter(action_id=action_id, **{field: value}).first()
+        if existing is not None or value in declared:
             if exist_ok:
-                return existing or LearnedPath(action_id=action_id, path=glob, source=source, added_by=actor.name)
-            raise GateError(409, "path_already_exists")
-        row = LearnedPath.objects.create(
-            action_id=action_id, path=glob, source=source, added_by=actor.name, approval_id=approval_id
+                return existing or model(action_id=action_id, source=source, added_by=actor.name, **{field: value})
+            raise GateError(409, f"{field}_already_exists")
+        row = model.objects.create(
+            action_id=action_id, source=source, added_by=actor.name, approval_id=approval_id, **{field: value}
         )
-        state = bump(state, "targets")
+        bump(state, "targets")
         audit.record(
             actor,
-            audit.PATH_ADD,
-            resource_id=f"{action_id}/{glob}",
-            details={"action_id": action_id, "path": glob, "source": source, "approval_id": approval_id},
+            audit.DOMAIN_ADD if field == "domain" else audit.PATH_ADD,
+            resource_id=f"{action_id}/{value}",
+            details={"action_id": action_id, field: value, "source": source, "approval_id": approval_id},
         )
     return row
 
