@@ -64,6 +64,18 @@ class Cached(InThread):
     __slots__ = ()
 
 
+class OnLoop(InThread):
+    """A step that waits on the network without blocking: the hot path awaits
+    ``coroutine(*args)`` on its event loop; a driver that blocks (Django's view) calls
+    ``function(*args)``, its blocking twin, which must do the same."""
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, function: Callable, coroutine: Callable, *args):
+        super().__init__(function, *args)
+        self.coroutine = coroutine
+
+
 class Write:
     """A service's write: ``item`` goes to the endpoint's recorder with the next group
     commit, and the recorder's result for it is sent back into the service."""
@@ -564,6 +576,8 @@ async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[i
 async def _run_step(route: HotRoute, step, loop, executor):
     if type(step) is Cached:
         return await _cached(step, loop, executor)
+    if type(step) is OnLoop:
+        return await step.coroutine(*step.args)
     if type(step) is not Write:
         return await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
     if route.group.max_batch > 1:

@@ -9,8 +9,16 @@ records what it received and answers by path:
 - ``/big?n=<bytes>[&chunked=1]`` → n bytes (chunked: no Content-Length)
 - ``/slow?s=<seconds>`` → waits, then 200
 - ``/trickle?s=<seconds>`` → headers at once, then one body byte every ``s`` seconds, forever
+- ``/gzip?n=<bytes>`` → n bytes of "x", gzip-encoded
+- ``/until-close`` → a body with neither Content-Length nor chunking: it ends when the
+  connection closes
+- ``/early-hints`` → a 103 interim answer, then 200 JSON
+- ``/hang-up`` → closes the connection without answering
+
+Each request's record carries ``client_port``: requests on one kept-alive connection share it.
 """
 
+import gzip
 import json
 import threading
 import time
@@ -40,7 +48,13 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.server.seen.append(
-            {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": dict(self.headers.items()),
+                "body": body,
+                "client_port": self.client_address[1],
+            }
         )
         path = parts.path
         if path == "/json":
@@ -87,6 +101,21 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(float(query["s"]))
             except OSError:
                 return
+        elif path == "/gzip":
+            self._answer(200, gzip.compress(b"x" * int(query["n"])), "text/plain", Content_Encoding="gzip")
+        elif path == "/until-close":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"all of it")
+            self.close_connection = True
+        elif path == "/early-hints":
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+            self._answer(200, b'{"final": true}')
+        elif path == "/hang-up":
+            self.close_connection = True
+            self.connection.shutdown(2)
         else:
             self._answer(404, b"{}")
 

@@ -1,8 +1,8 @@
 """The action gate's egress guard (envelopes/gate/providers/egress.py) against a local target."""
 
+import asyncio
 import time
 
-import httpcore
 import pytest
 
 from envelopes.gate.plan import ExecutionPlan
@@ -113,9 +113,16 @@ def test_connection_goes_to_the_vetted_address_with_the_url_host(target, monkeyp
     assert target.seen[0]["headers"]["Host"] == f"api.example.test:{target.port}"
 
 
-def test_a_connection_nobody_vetted_is_refused():
-    with pytest.raises(httpcore.ConnectError, match="not vetted"):
-        egress._PinnedBackend().connect_tcp("127.0.0.1", 9)
+def test_a_kept_alive_connection_is_never_reused_for_another_address(target, monkeypatch):
+    # The name moves to an address where nothing listens: the call must go there (and fail),
+    # not ride the connection opened to the address vetted before.
+    url = f"http://api.example.test:{target.port}/json"
+    monkeypatch.setattr(egress, "resolve", lambda host, port: ["127.0.0.1"])
+    assert egress.send(rules(domains=["api.example.test"]), "GET", url).status == 200
+    monkeypatch.setattr(egress, "resolve", lambda host, port: ["127.0.0.2"])
+    with pytest.raises(egress.EgressFailed, match="could not connect"):
+        egress.send(rules(domains=["api.example.test"]), "GET", url)
+    assert len(target.seen) == 1
 
 
 def test_redirect_elsewhere_is_returned_not_followed(target):
@@ -163,8 +170,51 @@ def test_trickling_target_cannot_outlast_the_wall_clock_deadline(target):
 def test_pooled_connection_is_reused_across_calls(target):
     for _ in range(5):
         assert egress.send(rules(), "GET", f"{target.base}/json").status == 200
-    connections = egress._client()._transport._pool.connections
-    assert len([c for c in connections if c._origin.port == target.port]) == 1
+    assert len({seen["client_port"] for seen in target.seen}) == 1
+
+
+def test_a_connection_the_target_closed_is_replaced_for_a_get(target):
+    assert egress.send(rules(), "GET", f"{target.base}/until-close").content == b"all of it"
+    assert egress.send(rules(), "GET", f"{target.base}/json").status == 200
+    assert len({seen["client_port"] for seen in target.seen}) == 2
+
+
+def test_a_target_that_hangs_up_without_answering_fails_the_call(target):
+    with pytest.raises(egress.EgressFailed, match="closed before an answer"):
+        egress.send(rules(), "GET", f"{target.base}/hang-up")
+
+
+def test_head_answer_ends_at_its_headers(target):
+    answer = egress.send(rules(methods=["GET", "HEAD"]), "HEAD", f"{target.base}/json")
+    assert (answer.status, answer.content, answer.headers["content-type"]) == (200, b"", "application/json")
+    assert egress.send(rules(), "GET", f"{target.base}/json").status == 200  # a fresh connection
+
+
+def test_an_interim_answer_is_skipped(target):
+    answer = egress.send(rules(), "GET", f"{target.base}/early-hints")
+    assert (answer.status, answer.content) == (200, b'{"final": true}')
+
+
+def test_gzip_answer_is_decoded_within_the_cap(target):
+    assert egress.send(rules(max_bytes=4096), "GET", f"{target.base}/gzip?n=4096").content == b"x" * 4096
+    # A small compressed body that inflates past the cap is refused (no decompression bomb).
+    with pytest.raises(egress.EgressRefused, match="max_response_bytes"):
+        egress.send(rules(max_bytes=4096), "GET", f"{target.base}/gzip?n=1000000")
+
+
+@pytest.mark.parametrize("name, value", [("X-A", "one\r\nX-Injected: two"), ("Bad Name", "v"), ("X-B", "nul\x00")])
+def test_a_header_that_would_split_the_request_is_never_sent(target, name, value):
+    with pytest.raises(egress.EgressFailed, match="cannot be sent"):
+        egress.send(rules(), "GET", f"{target.base}/json", headers={name: value})
+    assert target.seen == []
+
+
+def test_send_async_on_a_running_loop(target):
+    async def calls():
+        return await asyncio.gather(*(egress.send_async(rules(), "GET", f"{target.base}/json") for _ in range(8)))
+
+    answers = asyncio.run(calls())
+    assert [a.status for a in answers] == [200] * 8
 
 
 def test_rules_come_from_the_plan():

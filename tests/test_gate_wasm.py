@@ -150,7 +150,7 @@ def test_module_http_connection_failure_is_an_answer_the_module_sees():
     plan, context = plan_for(gate_wat.http_module(), imports=("mandate.http",))
     result = dispatch(plan, {"method": "GET", "url": "http://127.0.0.1:9/"}, context)
     assert result.ok
-    assert result.output == {"error": "the call to 127.0.0.1 failed (ConnectError)"}
+    assert result.output == {"error": "the call to 127.0.0.1 failed (could not connect: connection refused)"}
 
 
 def test_max_io_calls(target):

@@ -26,7 +26,8 @@ synchronously for everything else, so both answer alike. Each step is a function
 path: ``Cached`` steps read what this process keeps in memory (gate state, catalogue, learned
 targets, policy snapshot, signing key) or nothing at all (the budget steps of a lease without
 budgets) and run on the event loop unless they need the database; ``InThread`` steps block
-(the replay check in Redis, the provider's call, a held action's writes); the evidence is a
+(the replay check in Redis, a held action's writes, the fs and WASM providers); ``OnLoop``
+steps wait on the network without blocking (``builtin:http_api``'s call); the evidence is a
 ``Write``, group-committed with other calls'.
 """
 
@@ -53,7 +54,7 @@ def execute(request_: HotRequest):
         yield Cached(dispatching.debit, call)
         try:
             yield Cached(dispatching.grant, call)
-            call.result = yield InThread(dispatching.dispatch, call)
+            call.result = yield dispatching.dispatching(call)  # on the loop, or in a thread
         except Exception:
             yield Cached(dispatching.give_back, call)
             raise

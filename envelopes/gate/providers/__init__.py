@@ -21,7 +21,16 @@ from envelopes.gate.providers.result import (
 )
 from envelopes.gate.providers.verifiers import Verification, verify
 
-__all__ = ["Failure", "ProviderContext", "ProviderResult", "Verification", "dispatch", "verify"]
+__all__ = [
+    "Failure",
+    "ProviderContext",
+    "ProviderResult",
+    "Verification",
+    "dispatch",
+    "dispatch_async",
+    "on_loop",
+    "verify",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +50,34 @@ def dispatch(plan: ExecutionPlan, body: Mapping, context: ProviderContext) -> Pr
     started = time.perf_counter()
     provider = _provider(plan.provider_module_digest)
     if provider is None:
-        result = failed(INTERNAL_ERROR, "the action names no known provider")
-    else:
-        try:
-            result = provider(plan, body, context)
-        except Exception:
-            # A bug, not the action's fault: the receipt says internal_error, the log has the trace.
-            logger.exception("provider for %s failed unexpectedly [%s]", plan.action_id, context.trace_id)
-            result = failed(INTERNAL_ERROR, "the provider failed unexpectedly")
+        return _timed(failed(INTERNAL_ERROR, "the action names no known provider"), started)
+    try:
+        result = provider(plan, body, context)
+    except Exception:
+        result = _unexpected(plan, context)
+    return _timed(result, started)
+
+
+def on_loop(plan: ExecutionPlan) -> bool:
+    """Whether ``dispatch_async`` runs ``plan`` on the event loop (else ``dispatch`` blocks)."""
+    return plan.provider_module_digest == BUILTIN_HTTP
+
+
+async def dispatch_async(plan: ExecutionPlan, body: Mapping, context: ProviderContext) -> ProviderResult:
+    """``dispatch`` of a plan ``on_loop``, without blocking the running loop."""
+    started = time.perf_counter()
+    try:
+        result = await http_api.run_async(plan, body, context)
+    except Exception:
+        result = _unexpected(plan, context)
+    return _timed(result, started)
+
+
+def _unexpected(plan: ExecutionPlan, context: ProviderContext) -> ProviderResult:
+    # A bug, not the action's fault: the receipt says internal_error, the log has the trace.
+    logger.exception("provider for %s failed unexpectedly [%s]", plan.action_id, context.trace_id)
+    return failed(INTERNAL_ERROR, "the provider failed unexpectedly")
+
+
+def _timed(result: ProviderResult, started: float) -> ProviderResult:
     return replace(result, duration_ms=math.ceil((time.perf_counter() - started) * 1000))

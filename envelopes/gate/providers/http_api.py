@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from envelopes.gate.providers import egress
 from envelopes.gate.providers.result import (
-    POLICY_VIOLATION,
     PROVIDER_ERROR,
     ProviderContext,
     ProviderResult,
@@ -213,17 +212,46 @@ def answer_output(answer: egress.HttpAnswer, secrets: tuple[str, ...] = ()) -> d
 
 
 def run(plan, body: Mapping, context: ProviderContext) -> ProviderResult:
+    """Call out and wait (a caller that blocks: Django's view)."""
+    prepared = _prepare(plan, body, context)
+    if isinstance(prepared, ProviderResult):
+        return prepared
+    request, rules = prepared
+    try:
+        answer = egress.send(rules, request.method, request.url, headers=request.headers, content=request.content)
+    except egress.EgressError as exc:
+        return _refused(exc)
+    return _result(request, answer)
+
+
+async def run_async(plan, body: Mapping, context: ProviderContext) -> ProviderResult:
+    """``run`` on the running event loop (the hot path)."""
+    prepared = _prepare(plan, body, context)
+    if isinstance(prepared, ProviderResult):
+        return prepared
+    request, rules = prepared
+    try:
+        answer = await egress.send_async(
+            rules, request.method, request.url, headers=request.headers, content=request.content
+        )
+    except egress.EgressError as exc:
+        return _refused(exc)
+    return _result(request, answer)
+
+
+def _prepare(plan, body: Mapping, context: ProviderContext):
     try:
         request = render(plan, body, secrets=context.secrets or (lambda _name: None))
     except TemplateError as exc:
         return failed(PROVIDER_ERROR, str(exc))
-    rules = egress.EgressRules.for_plan(plan)
-    try:
-        answer = egress.send(rules, request.method, request.url, headers=request.headers, content=request.content)
-    except egress.EgressRefused as exc:
-        return failed(POLICY_VIOLATION, str(exc))
-    except egress.EgressFailed as exc:
-        return failed(exc.failure_class, str(exc))
+    return request, egress.EgressRules.for_plan(plan)
+
+
+def _refused(exc: egress.EgressError) -> ProviderResult:
+    return failed(exc.failure_class, str(exc))  # policy_violation, provider_error or timeout
+
+
+def _result(request: RenderedRequest, answer: egress.HttpAnswer) -> ProviderResult:
     seen = {"method": request.method, "host": answer.host, "status": answer.status}
     return ProviderResult(
         output=answer_output(answer, request.secret_values),

@@ -12,12 +12,15 @@ from controlplane.gate.registry import registry
 from envelopes.gate import budgets
 from envelopes.gate.providers import ProviderContext
 from envelopes.gate.providers import dispatch as run_provider
+from envelopes.gate.providers import dispatch_async as run_provider_async
+from envelopes.gate.providers import on_loop as providers_on_loop
 from envelopes.gate.providers import verify as run_verifier
 from envelopes.gate.steps.call import Call
 from evidence.choices import KeyAlgorithm
 from evidence.services.keys import active_signer
 from governance.errors import GateError
 from governance.gate.ids import new_id
+from governance.hotpath import InThread, OnLoop
 
 
 def budget_snapshot(call: Call):
@@ -100,18 +103,37 @@ def grant(call: Call) -> None:
 
 
 def dispatch(call: Call):
-    """13. The provider runs the plan (blocking: an InThread step). A failed action is a
-    result, not an exception; 502 comes after its receipt is recorded."""
+    """13. The provider runs the plan, blocking. A failed action is a result, not an
+    exception; 502 comes after its receipt is recorded."""
     call.dispatched_at = timezone.now()
-    context = ProviderContext(
+    result = run_provider(call.plan, call.body, _context(call))
+    call.finished_at = timezone.now()
+    return result
+
+
+async def dispatch_on_loop(call: Call):
+    """13. ``dispatch`` on the hot path's event loop (``builtin:http_api``)."""
+    call.dispatched_at = timezone.now()
+    result = await run_provider_async(call.plan, call.body, _context(call))
+    call.finished_at = timezone.now()
+    return result
+
+
+def dispatching(call: Call):
+    """The hot-path step for 13: on the event loop when the provider can wait there
+    (``builtin:http_api``), else in a pool thread (``builtin:fs``, WASM)."""
+    if providers_on_loop(call.plan):
+        return OnLoop(dispatch, dispatch_on_loop, call)
+    return InThread(dispatch, call)
+
+
+def _context(call: Call) -> ProviderContext:
+    return ProviderContext(
         trace_id=call.trace_id,
         fs_root=fs_root(call.lease.organization_id),
         secrets=secret_value,
         module_bytes=_module_bytes,
     )
-    result = run_provider(call.plan, call.body, context)
-    call.finished_at = timezone.now()
-    return result
 
 
 def check_response(call: Call) -> None:
