@@ -121,3 +121,47 @@ def test_parallel_calls_of_one_budgeted_session_never_overspend_it(gate, target)
     assert statuses == [(200, None)] * 5 + [(403, "budget_exhausted")] * 4
     assert SessionBudget.objects.get(session_id=lease.session_id).calls_used == 5
     assert Receipt.objects.count() == 5
+
+
+def test_on_the_hot_path_the_http_call_and_the_replay_check_never_block_a_thread(gate, target, monkeypatch):
+    # Their blocking twins are for Django's view; the route awaits both on its event loop.
+    from envelopes.gate.steps import admission, dispatching
+
+    def blocking(*args):
+        raise AssertionError("a blocking twin ran on the hot path")
+
+    monkeypatch.setattr(dispatching, "dispatch", blocking)
+    monkeypatch.setattr(admission, "remember_proof", blocking)
+    lease = gate.lease()
+    with serving() as app:
+        responses = post_all(app, [(lease, {"url": f"{target}/item/{n}"}) for n in range(4)])
+    assert [r.status_code for r in responses] == [200] * 4, [r.content for r in responses]
+    assert [r.json()["output"]["status"] for r in responses] == [200] * 4
+
+
+def test_a_proof_replayed_on_the_hot_path_is_401_replay_detected(gate, target):
+    lease = gate.lease()
+    headers = {**lease.http_headers("POST", PATH), "Content-Type": "application/json"}
+    body = json.dumps({"url": f"{target}/item/1"})
+
+    async def twice(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            first = await client.post(PATH, content=body, headers=headers)
+            second = await client.post(PATH, content=body, headers=headers)
+            return first, second
+
+    with serving() as app:
+        first, second = asyncio.run(twice(app))
+    assert first.status_code == 200
+    assert (second.status_code, second.json()["error"]) == (401, "replay_detected")
+    assert Receipt.objects.count() == 1
+
+
+def test_with_redis_down_the_hot_path_fails_closed_503(gate, target, settings):
+    lease = gate.lease()
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    with serving() as app:
+        (response,) = post_all(app, [(lease, {"url": f"{target}/item/1"})])
+    assert (response.status_code, response.json()) == (503, {"error": "replay_cache_unavailable"})
+    assert Receipt.objects.count() == 0

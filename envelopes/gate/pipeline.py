@@ -26,8 +26,9 @@ synchronously for everything else, so both answer alike. Each step is a function
 path: ``Cached`` steps read what this process keeps in memory (gate state, catalogue, learned
 targets, policy snapshot, signing key) or nothing at all (the budget steps of a lease without
 budgets) and run on the event loop unless they need the database; ``InThread`` steps block
-(the replay check in Redis, a held action's writes, the fs and WASM providers); ``OnLoop``
-steps wait on the network without blocking (``builtin:http_api``'s call); the evidence is a
+(a held action's writes, the fs and WASM providers, the replay check in the embedded
+default's table); ``OnLoop`` steps wait on the network without blocking (the replay check in
+Redis, ``builtin:http_api``'s call); the evidence is a
 ``Write``, group-committed with other calls'.
 """
 
@@ -42,7 +43,8 @@ def execute(request_: HotRequest):
     yield Cached(admission.drain)
     call = Call.start(request_)
     try:
-        call.lease = yield InThread(admission.authenticate, call)
+        call.lease = yield Cached(admission.authenticate, call)
+        yield admission.remember(call)  # the proof, once: Redis on the loop, or a table in a thread
         call.manifest = yield Cached(admission.look_up, call)
         admission.trust(call)
         request.read_body(call)

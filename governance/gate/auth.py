@@ -122,6 +122,15 @@ def authenticate_lease(method: str, path: str, authorization: str | None, dpop: 
     401 ``missing_auth_header`` (either header missing), ``invalid_lease`` (Bearer or another
     scheme, bad signature or claims, unknown lease, older epoch), ``lease_expired``,
     ``invalid_dpop``, ``replay_detected``; 503 ``replay_cache_unavailable``."""
+    context = verify_lease_call(method, path, authorization, dpop)
+    remember_proof(context.proof_jti)
+    return context
+
+
+def verify_lease_call(method: str, path: str, authorization: str | None, dpop: str | None) -> LeaseContext:
+    """``authenticate_lease`` but for the replay check: the caller must still remember the
+    proof (``remember_proof(context.proof_jti)`` or its async twin) before trusting it. No
+    I/O but the lease's row on the first call with a token this process has not verified."""
     presented = _scheme_token(authorization)
     if presented is None:
         raise GateError(401, "missing_auth_header")
@@ -137,7 +146,6 @@ def authenticate_lease(method: str, path: str, authorization: str | None, dpop: 
     if context.epoch != gate_state().epoch:
         raise GateError(401, "invalid_lease", deny_reason="lease was revoked (older epoch)")
     proof = verify_proof(dpop.strip(), method=method, path=path, token=token, jkt=context.jkt, now=now)
-    remember_proof(proof.jti)
     return replace(context, proof_jti=proof.jti)
 
 

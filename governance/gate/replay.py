@@ -8,12 +8,15 @@ expired rows swept at most once a minute per process. Call it outside a transact
 roll back, or the record goes with it.
 """
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from datetime import timedelta
 
 import redis
+import redis.asyncio
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -46,6 +49,24 @@ def _redis() -> redis.Redis:
         return _client
 
 
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, redis.asyncio.Redis]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _redis_async() -> redis.asyncio.Redis:
+    """The running loop's client (asyncio clients belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    url = settings.REDIS_URL
+    found = _async_clients.get(loop)
+    if found is None or found[0] != url:
+        client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+        )
+        found = _async_clients[loop] = (url, client)
+    return found[1]
+
+
 def replayed() -> GateError:
     return GateError(401, "replay_detected")
 
@@ -63,6 +84,23 @@ def remember_proof(jti: str) -> None:
             raise replayed()
         return
     _remember_in_table(jti)
+
+
+def remembers_without_blocking() -> bool:
+    """Whether ``remember_proof_async`` can run on an event loop (Redis), or the check needs
+    the database (the embedded default): then only ``remember_proof`` will do."""
+    return bool(settings.REDIS_URL)
+
+
+async def remember_proof_async(jti: str) -> None:
+    """``remember_proof`` on the running loop, through Redis (``remembers_without_blocking``)."""
+    try:
+        first = await _redis_async().set(REDIS_KEY_PREFIX + jti, b"1", nx=True, ex=REMEMBER_SECONDS)
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        logger.warning("gate: DPoP replay cache unreachable", extra={"error": str(exc)})
+        raise GateError(503, "replay_cache_unavailable") from None
+    if not first:
+        raise replayed()
 
 
 def _remember_in_table(jti: str) -> None:

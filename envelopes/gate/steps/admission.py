@@ -5,9 +5,11 @@ from controlplane.gate.manifests import Trust
 from controlplane.gate.registry import registry
 from envelopes.gate.steps.call import Call
 from governance.errors import GateError
-from governance.gate.auth import authenticate_lease
+from governance.gate.auth import verify_lease_call
 from governance.gate.rate_limit import SettingBucket
+from governance.gate.replay import remember_proof, remember_proof_async, remembers_without_blocking
 from governance.gate.state import gate_state
+from governance.hotpath import InThread, OnLoop
 
 _calls = SettingBucket("MANDATE_GATE_EXECUTE_RATE_PER_SECOND")
 
@@ -25,9 +27,18 @@ def drain() -> None:
 
 
 def authenticate(call: Call):
-    """3. The lease and this call's DPoP proof, bound to POST and PUBLIC_BASE_URL + path."""
+    """3. The lease and this call's DPoP proof, bound to POST and PUBLIC_BASE_URL + path
+    (the proof is not yet remembered: ``remember``)."""
     headers = call.request.headers
-    return authenticate_lease(call.request.method, call.request.path, headers.get("authorization"), headers.get("dpop"))
+    return verify_lease_call(call.request.method, call.request.path, headers.get("authorization"), headers.get("dpop"))
+
+
+def remember(call: Call):
+    """3, continued. The proof's ``jti`` is used once (``replay_detected``): in Redis from the
+    event loop, or in the database from a pool thread on the embedded default."""
+    if remembers_without_blocking():
+        return OnLoop(remember_proof, remember_proof_async, call.lease.proof_jti)
+    return InThread(remember_proof, call.lease.proof_jti)
 
 
 def look_up(call: Call):
