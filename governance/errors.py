@@ -59,3 +59,19 @@ class GateError(DomainError):
     def __init__(self, status: int, code: str, *, deny_reason: str | None = None, reason: str | None = None):
         super().__init__(deny_reason or reason or code)
         self.status, self.code, self.deny_reason, self.reason = status, code, deny_reason, reason
+
+
+class Exhausted(DomainError):
+    """Nothing is left to use: an entitlement with no run left, expired, or none at all."""
+
+    def __init__(self, message: str, *, code: str = "entitlement_exhausted", **extra):
+        super().__init__(message, **extra)
+        self.code = code
+
+
+class OutOfOrder(DomainError):
+    """A step came before the step it needs (run_start before consume, ...)."""
+
+    def __init__(self, message: str, *, code: str = "out_of_order", **extra):
+        super().__init__(message, **extra)
+        self.code = code

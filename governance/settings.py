@@ -267,6 +267,12 @@ MANDATE_GATE_OPERATOR_READ_RATE = env.float("MANDATE_GATE_OPERATOR_READ_RATE", d
 MANDATE_DEFAULT_ORGANIZATION = env.str("MANDATE_DEFAULT_ORGANIZATION", default="demo")
 # Key that encrypts secrets Mandate must be able to read back (signing keys, webhook secrets).
 MANDATE_ENCRYPTION_KEY = env.str("MANDATE_ENCRYPTION_KEY", default="")
+# --- Entitlements and seals (docs/entitlements.md) ---
+# X-GBX-ADMIN-TOKEN for issuing in the default organization: the token's SHA-256, hex (never
+# the token itself). Per-organization tokens are made in the admin (Issuance tokens).
+MANDATE_GBX_ADMIN_TOKEN_SHA256 = env.str("MANDATE_GBX_ADMIN_TOKEN_SHA256", default="").strip().lower()
+# A rerun granted by redeeming a seal stays usable at least this many days.
+MANDATE_GBX_RERUN_DAYS = env.int("MANDATE_GBX_RERUN_DAYS", default=30)
 # --- The action gate (docs/gate.md) ---
 # Leases without a credential (any scope, self-named agent): local development only.
 MANDATE_GATE_OPEN_LEASES = env.bool("MANDATE_GATE_OPEN_LEASES", default=False)

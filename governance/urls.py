@@ -85,6 +85,7 @@ urlpatterns = [
         name="admin-password-change",
     ),
     path("admin/", admin.site.urls),
+    path("api/", include("entitlements.api.urls")),
     path("api/", include("envelopes.requests.api.urls")),
     # Unknown API routes answer the API's JSON error, not an HTML page.
     re_path(r"^(?:v1|api|governance|auth)(?:/.*)?$", api_not_found),
