@@ -273,6 +273,10 @@ MANDATE_ENCRYPTION_KEY = env.str("MANDATE_ENCRYPTION_KEY", default="")
 MANDATE_GBX_ADMIN_TOKEN_SHA256 = env.str("MANDATE_GBX_ADMIN_TOKEN_SHA256", default="").strip().lower()
 # A rerun granted by redeeming a seal stays usable at least this many days.
 MANDATE_GBX_RERUN_DAYS = env.int("MANDATE_GBX_RERUN_DAYS", default=30)
+# Plain POST /api/entitlement/consume requests with a Mandate token are answered in front of
+# Django on Postgres (entitlements/fastroute.py), up to this many consumes per transaction.
+MANDATE_GBX_CONSUME_FAST_ROUTE = env.bool("MANDATE_GBX_CONSUME_FAST_ROUTE", default=True)
+MANDATE_GBX_CONSUME_GROUP_COMMIT = env.int("MANDATE_GBX_CONSUME_GROUP_COMMIT", default=64)
 # --- The action gate (docs/gate.md) ---
 # Leases without a credential (any scope, self-named agent): local development only.
 MANDATE_GATE_OPEN_LEASES = env.bool("MANDATE_GATE_OPEN_LEASES", default=False)

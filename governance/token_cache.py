@@ -32,6 +32,9 @@ class CachedToken:
     subject_id: str
     organization: object
     loaded_at: float
+    # The person's email, else their username, as stored: what an entitlement holder's
+    # principal is made from (entitlements' hot consume re-checks it in its statement).
+    principal_name: str = ""
 
     @property
     def check(self) -> dict:
@@ -77,6 +80,7 @@ class TokenCache:
             subject_id=str(token.principal.pk),
             organization=token.principal.organization,
             loaded_at=time.monotonic(),
+            principal_name=token.principal.email or token.principal.username,
         )
         with self._lock:
             self._entries[hash_secret(secret)] = entry
