@@ -75,13 +75,14 @@ class TrustedIssuer:
     audiences: tuple[str, ...]
     keys: KeySource
     name: str
+    organization: str | None = None  # the slug of the organization its callers act in (None: the default)
 
     @classmethod
     def parse(cls, entry, index: int) -> "TrustedIssuer":
         where = f"MANDATE_OIDC_ISSUERS[{index}]"
         if not isinstance(entry, dict):
             raise ImproperlyConfigured(f"{where} must be an object")
-        unknown = set(entry) - {"issuer", "audience", "jwks_url", "jwks_file", "name"}
+        unknown = set(entry) - {"issuer", "audience", "jwks_url", "jwks_file", "name", "organization"}
         if unknown:
             raise ImproperlyConfigured(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
         issuer = entry.get("issuer")
@@ -109,7 +110,16 @@ class TrustedIssuer:
         name = entry.get("name", issuer)
         if not isinstance(name, str) or not name:
             raise ImproperlyConfigured(f"{where}.name must be a non-empty string")
-        return cls(issuer=issuer, audiences=tuple(audiences), keys=KeySource(url=url, file=file), name=name)
+        organization = entry.get("organization")
+        if organization is not None and (not isinstance(organization, str) or not organization):
+            raise ImproperlyConfigured(f"{where}.organization must be an organization's slug")
+        return cls(
+            issuer=issuer,
+            audiences=tuple(audiences),
+            keys=KeySource(url=url, file=file),
+            name=name,
+            organization=organization,
+        )
 
 
 _parsed: tuple[str, dict[str, TrustedIssuer]] | None = None
