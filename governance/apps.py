@@ -13,6 +13,9 @@ class GovernanceConfig(AppConfig):
     def ready(self):
         from governance import signals  # noqa: F401  (registers receivers)
         from governance.api import schema  # noqa: F401  (registers OpenAPI extensions)
+        from governance.services.oidc import trusted_issuers
+
+        trusted_issuers()  # a bad MANDATE_OIDC_ISSUERS entry stops the start, not a request
 
         if settings.MANDATE_AUTH_MODE == "open":
             logger.warning(

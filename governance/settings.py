@@ -4,6 +4,7 @@ Every variable is documented in docs/configuration.md. With nothing set, Mandate
 on the embedded default: SQLite under ``var/`` and a filesystem Celery broker.
 """
 
+import json
 from pathlib import Path
 
 import environ
@@ -290,6 +291,15 @@ MANDATE_GATE_EXECUTE_RATE_PER_SECOND = env.float("MANDATE_GATE_EXECUTE_RATE_PER_
 MANDATE_GATE_FS_ROOT = env.str("MANDATE_GATE_FS_ROOT", default=str(VAR_DIR / "gate-fs"))
 # How long a held action waits for a person before it expires.
 MANDATE_GATE_APPROVAL_TTL_SECONDS = env.int("MANDATE_GATE_APPROVAL_TTL_SECONDS", default=3600)
+# OpenID Connect issuers whose ID tokens are API credentials (docs/oidc.md): a JSON list of
+# {"issuer", "audience" (string or list), "jwks_url" | "jwks_file", "name"?}. Empty: none trusted.
+# Entries are checked at start-up (governance.services.oidc.trusted_issuers).
+try:
+    MANDATE_OIDC_ISSUERS = json.loads(env.str("MANDATE_OIDC_ISSUERS", default="[]"))
+except ValueError as exc:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"MANDATE_OIDC_ISSUERS is not JSON: {exc}") from None
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")
@@ -328,6 +338,7 @@ SPECTACULAR_SETTINGS = {
         "envelopes.requests.api.authentication.ChannelKeyAuthentication",
         "governance.api.authentication.DPoPOperatorAuthentication",
         "governance.api.authentication.LeaseAuthentication",
+        "governance.api.authentication.OIDCAuthentication",
         "governance.api.authentication.SessionAuthentication",
     ],
     "ENUM_NAME_OVERRIDES": {

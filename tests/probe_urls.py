@@ -6,7 +6,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.permissions import HasRole
+from governance.api.authentication import BearerTokenAuthentication, OIDCAuthentication, oidc_identity_of
+from governance.api.permissions import HasRole, IsAuthenticatedPrincipal
 from governance.choices import Role
 
 
@@ -32,6 +33,24 @@ class SmallBodyView(EchoView):
     max_body_bytes = 64
 
 
+class OIDCEchoView(APIView):
+    """A view that takes OIDC ID tokens beside Mandate's own tokens, as entitlement views will."""
+
+    authentication_classes = [OIDCAuthentication, BearerTokenAuthentication]
+    permission_classes = [IsAuthenticatedPrincipal]
+
+    def get(self, request):
+        identity = oidc_identity_of(request)
+        return Response(
+            {
+                "principal": request.auth.subject_id,
+                "kind": request.auth.kind,
+                "issuer": identity.issuer if identity else None,
+                "subject": identity.subject if identity else None,
+            }
+        )
+
+
 class CrashView(APIView):
     permission_classes = []
     authentication_classes = []
@@ -44,5 +63,6 @@ urlpatterns = [
     path("v1/probe/echo", EchoView.as_view()),
     path("v1/probe/small", SmallBodyView.as_view()),
     path("v1/probe/crash", CrashView.as_view()),
+    path("v1/probe/oidc", OIDCEchoView.as_view()),
     path("", include("governance.urls")),
 ]

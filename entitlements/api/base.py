@@ -6,7 +6,7 @@ from rest_framework import exceptions
 from rest_framework.views import APIView
 
 from entitlements.services.holders import Holder, principal_value
-from governance.api.authentication import BearerTokenAuthentication, OIDCAuthentication
+from governance.api.authentication import BearerTokenAuthentication, OIDCAuthentication, oidc_identity_of
 from governance.api.errors import APIError, flatten_validation
 from governance.api.permissions import credential_of
 from governance.errors import (
@@ -20,6 +20,8 @@ from governance.errors import (
     Refused,
     Unavailable,
 )
+from governance.models import Organization
+from governance.services.oidc import trusted_issuers
 from governance.services.people import default_organization
 
 # Domain error → GBX status, and the code when the error carries none.
@@ -51,10 +53,15 @@ def gbx_error(exc: DomainError) -> APIError:
 class GBXView(APIView):
     """A GBX endpoint: its callers and its error words."""
 
-    authentication_classes = [BearerTokenAuthentication, OIDCAuthentication]
+    authentication_classes = [OIDCAuthentication, BearerTokenAuthentication]
 
     def handle_exception(self, exc):
-        if isinstance(exc, DomainError):
+        if isinstance(exc, APIError) and "reason" in exc.extra and "message" not in exc.extra:
+            extra = dict(exc.extra)
+            renamed = APIError(exc.status_code, exc.error, message=extra.pop("reason"), **extra)
+            renamed.wait = getattr(exc, "wait", None)
+            exc = renamed
+        elif isinstance(exc, DomainError):
             exc = gbx_error(exc)
         elif isinstance(exc, exceptions.NotAuthenticated):
             exc = APIError(401, "unauthenticated", message="an OIDC ID token or a Mandate token is required")
@@ -71,6 +78,8 @@ class GBXView(APIView):
             exc = APIError(429, "rate_limited", message=str(exc.detail))
         elif isinstance(exc, exceptions.MethodNotAllowed):
             exc = APIError(405, "method_not_allowed", message=str(exc.detail))
+        if getattr(exc, "status_code", None) == 401:
+            exc.auth_header = 'Bearer realm="mandate"'
         return super().handle_exception(exc)
 
     @property
@@ -81,8 +90,7 @@ class GBXView(APIView):
         if credential is None:
             raise exceptions.NotAuthenticated()
         if credential.kind == "oidc":
-            organization_id = credential.organization_id or str(default_organization().pk)
-            return Holder(organization_id, principal_value(credential.subject_id), "principal")
+            return Holder(_oidc_organization(self.request), principal_value(credential.subject_id), "principal")
         user = self.request.user
         organization_id = credential.organization_id or str(default_organization().pk)
         return Holder(organization_id, principal_value(user.email or user.username), "person")
@@ -104,3 +112,17 @@ def fields(data: dict, required: tuple[str, ...], optional: tuple[str, ...] = ()
         if data.get(name) is None:
             raise Invalid("is required", field=name)
     return data
+
+
+def _oidc_organization(request) -> str:
+    """The organization an ID token's caller acts in: its issuer's ``organization`` (a slug),
+    else the default organization."""
+    identity = oidc_identity_of(request)
+    trusted = trusted_issuers().get(identity.issuer) if identity is not None else None
+    slug = trusted.organization if trusted is not None else None
+    if slug:
+        found = Organization.objects.filter(slug=slug).values_list("pk", flat=True).first()
+        if found is None:
+            raise Unavailable(f"the organization {slug!r} configured for this issuer does not exist")
+        return str(found)
+    return str(default_organization().pk)

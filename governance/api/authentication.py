@@ -13,11 +13,13 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions
 
-from governance.api.errors import gate_api_error
+from governance.api.errors import APIError, gate_api_error
 from governance.choices import Role, expand_roles
 from governance.errors import GateError
 from governance.gate.auth import authenticate_lease, authenticate_operator
 from governance.gate.operator_keys import is_operator_key
+from governance.jwks import key_sets
+from governance.services.oidc import OIDCIdentity, OIDCRejected, OIDCUnavailable, looks_like_jwt, verify_id_token
 from governance.services.people import person_roles
 from governance.services.tokens import authenticate_token
 
@@ -106,6 +108,7 @@ class OpenModeAuthentication(authentication.BaseAuthentication):
 
 OPERATOR_KEY = "operator_key"
 LEASE = "lease"
+OIDC = "oidc"
 
 
 def _gate_failure(exc: GateError):
@@ -165,6 +168,55 @@ class LeaseAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'DPoP algs="ES256"'
+
+
+class OIDCAuthenticationFailed(APIError, exceptions.AuthenticationFailed):
+    """401 ``{"error": code, "reason": message}`` with the ``Bearer`` challenge: an APIError for
+    the body, an AuthenticationFailed so DRF records the failure and sends ``WWW-Authenticate``."""
+
+    def __init__(self, rejected: OIDCRejected):
+        super().__init__(401, str(rejected.code), reason=rejected.message)
+        self.code = rejected.code
+        self.detail = exceptions.ErrorDetail(rejected.message, code=str(rejected.code))
+
+
+class OIDCAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <ID token>`` — an OpenID Connect ID token from an issuer in
+    ``MANDATE_OIDC_ISSUERS`` (docs/oidc.md), as GBX's jobs send a Google identity.
+
+    Engages only on a bearer value shaped like a JWT (two dots); Mandate's own ``mdt_`` and
+    ``mdc_`` secrets are left to their authenticators. The credential carries the principal
+    (the verified email, else ``sub``), no roles and no organization; ``oidc_identity_of``
+    gives the whole identity. Not a default class: a trusted ID token would otherwise be a
+    credential on every view that asks only for one (``/v1/leases``, ``/auth/...``), so the
+    views that take ID tokens name it. A refused token is 401 ``{"error": code, "reason"}``;
+    unreachable issuer keys are 503 ``jwks_unavailable`` with ``Retry-After``.
+    """
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not looks_like_jwt(token):
+            return None
+        try:
+            identity = verify_id_token(token)
+        except OIDCUnavailable as exc:
+            unavailable = APIError(503, str(exc.code), reason=exc.message)
+            unavailable.wait = key_sets.min_refetch
+            raise unavailable from None
+        except OIDCRejected as exc:
+            raise OIDCAuthenticationFailed(exc) from None
+        request._request.mandate_oidc = identity
+        return AnonymousUser(), Credential(kind=OIDC, subject_id=identity.principal, credential_id=identity.issuer)
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="mandate"'
+
+
+def oidc_identity_of(request) -> OIDCIdentity | None:
+    """The ``OIDCIdentity`` an ID-token request carries, else None."""
+    return getattr(getattr(request, "_request", request), "mandate_oidc", None)
 
 
 def lease_of(request):

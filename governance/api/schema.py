@@ -51,3 +51,19 @@ class LeaseScheme(OpenApiAuthenticationExtension):
                 "(RFC 9449) bound to the method and to PUBLIC_BASE_URL + path (docs/gate.md)."
             ),
         }
+
+
+class OIDCScheme(OpenApiAuthenticationExtension):
+    target_class = "governance.api.authentication.OIDCAuthentication"
+    name = "oidcIdToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "An OpenID Connect ID token (e.g. a Google identity token) from an issuer in "
+                "MANDATE_OIDC_ISSUERS, its audience this service's (docs/oidc.md)."
+            ),
+        }

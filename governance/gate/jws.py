@@ -1,7 +1,8 @@
-"""The JOSE pieces leases and DPoP proofs are made of, with ``cryptography`` alone: compact
-JWS segments, ES256 signatures (raw ``r || s``), EC P-256 public JWKs and their RFC 7638
-thumbprints. Every reader is strict (canonical base64url, JSON objects, points on the curve)
-and raises ``ValueError`` with a short reason; callers turn it into their error code."""
+"""The JOSE pieces leases, DPoP proofs and OIDC ID tokens are made of, with ``cryptography``
+alone: compact JWS segments, ES256 signatures (raw ``r || s``), EC P-256 public JWKs and their
+RFC 7638 thumbprints, RS256 signatures and RSA public JWKs. Every reader is strict (canonical
+base64url, JSON objects, points on the curve) and raises ``ValueError`` with a short reason;
+callers turn it into their error code."""
 
 import base64
 import hashlib
@@ -10,12 +11,15 @@ import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 P256_COORDINATE_BYTES = 32
 ES256_SIGNATURE_BYTES = 64
+# RSA keys below 2048 bits are refused (NIST SP 800-131A); above 8192 they only cost CPU.
+RSA_MIN_BITS = 2048
+RSA_MAX_BITS = 8192
 
 
 def b64url(data: bytes) -> str:
@@ -108,3 +112,35 @@ def es256_verify(public_key: ec.EllipticCurvePublicKey, signing_input: bytes, si
 def sha256_b64url(text: str) -> str:
     """base64url(SHA-256(text)): a DPoP proof's ``ath`` for an access token."""
     return b64url(hashlib.sha256(text.encode()).digest())
+
+
+def rsa_public_key(jwk) -> rsa.RSAPublicKey:
+    """The public key of an RSA JWK (``n``, ``e``; 2048 to 8192 bits); ``ValueError`` otherwise.
+    A JWK carrying a private part (``d``) is refused."""
+    if not isinstance(jwk, dict):
+        raise ValueError("jwk must be an object")
+    if jwk.get("kty") != "RSA":
+        raise ValueError("jwk.kty must be RSA")
+    if "d" in jwk:
+        raise ValueError("jwk must be a public key (it has a private part 'd')")
+    n_text, e_text = jwk.get("n"), jwk.get("e")
+    if not isinstance(n_text, str) or not isinstance(e_text, str) or len(e_text) > 16:
+        raise ValueError("jwk.n and jwk.e must be base64url strings")
+    n, e = int.from_bytes(b64url_decode(n_text), "big"), int.from_bytes(b64url_decode(e_text), "big")
+    if not RSA_MIN_BITS <= n.bit_length() <= RSA_MAX_BITS:
+        raise ValueError(f"jwk.n must be {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")
+    try:
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    except ValueError as exc:
+        raise ValueError("jwk is not an RSA public key") from exc
+
+
+def rs256_verify(public_key: rsa.RSAPublicKey, signing_input: bytes, signature: bytes) -> bool:
+    """An RS256 JWS signature (RSASSA-PKCS1-v1_5 with SHA-256) over ``signing_input``."""
+    if len(signature) != (public_key.key_size + 7) // 8:
+        return False
+    try:
+        public_key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
