@@ -10,6 +10,7 @@ django_application = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from entitlements.fastroute import CONSUME  # noqa: E402
 from envelopes.evaluation.fastroute import EVALUATE  # noqa: E402
 from envelopes.gate.api.execute import EXECUTE  # noqa: E402
 from envelopes.inbox.stream_route import InboxStreamRouter  # noqa: E402
@@ -25,8 +26,9 @@ http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_
 # view would pin one thread per waiter (see envelopes/requests/longpoll.py). So are the inbox's
 # live streams (envelopes/inbox/stream_route.py), on the same notification bus. The hot
 # endpoints' plain requests are too (governance/hotpath.py): POST /v1/evaluate
-# (envelopes/evaluation/fastroute.py). Everything else is Django.
-hot_path = HotPath(http_application, [EVALUATE, EXECUTE], threads=settings.MANDATE_EVALUATE_THREADS)
+# (envelopes/evaluation/fastroute.py), POST /api/entitlement/consume (entitlements/fastroute.py).
+# Everything else is Django.
+hot_path = HotPath(http_application, [EVALUATE, EXECUTE, CONSUME], threads=settings.MANDATE_EVALUATE_THREADS)
 application = InboxStreamRouter(LongPollRouter(hot_path), bus)
 
 # A server process holds many long-lived objects (10,000 parked long-poll waiters are a few

@@ -2,14 +2,19 @@
 group-committed write (``entitlements.services.consumption``, ``mandate_consume_runs``):
 per item what ``runs.consume`` does, each item's outcome its own, evidence that verifies."""
 
+import asyncio
+import contextlib
+import json
 import threading
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.db import connections
 from django.utils import timezone
 
 from entitlements.choices import RunEvent
+from entitlements.fastroute import CONSUME, answer
 from entitlements.models import Entitlement, Run
 from entitlements.services.consumption import Consumption, consume_many
 from entitlements.services.evidence import record_run_step
@@ -19,12 +24,15 @@ from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain, verify_ledger
 from governance.choices import TokenStatus
 from governance.group_commit import GroupCommit, _Pending
+from governance.hotpath import HotPath, tokens
 from governance.models import ApiToken, Person
 from governance.services.people import create_person
 from governance.services.tokens import issue_token
 from governance.token_cache import TokenCache
+from tests import gbx as gbx_world
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+gbx = gbx_world.gbx  # fixture
 
 
 class People:
@@ -184,3 +192,232 @@ def test_parallel_batches_of_fifty_consumes_of_ten_runs_take_exactly_ten(people)
     assert Run.objects.exclude(principal="customer1@example.com").count() == 3 + 3 + 2  # 4, 4 and 2 tries
     assert AuditEvent.objects.filter(event_type=RunEvent.CONSUMED).count() == 18
     assert verify_ledger().valid
+
+
+# --- the hot endpoint in front of Django ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(app):
+    """A hot path with the consume declaration in front of ``app``, torn down cleanly."""
+    tokens.clear()
+    route = HotPath(app, [CONSUME], threads=2)
+    assert route.endpoints
+    yield route
+    both = threading.Barrier(2)  # each thread hands its connection back before the database goes
+
+    def close():
+        both.wait(timeout=10)
+        connections.close_all()
+
+    for future in [route.executor.submit(close) for _ in range(2)]:
+        future.result()
+    route.executor.shutdown()
+    CONSUME.group.close()
+    tokens.clear()
+
+
+@pytest.fixture
+def router():
+    from governance.asgi import django_application
+
+    with serving(django_application) as route:
+        yield route
+
+
+def bearer(secret: str, content_type: str = "application/json") -> dict:
+    return {"Authorization": f"Bearer {secret}", "Content-Type": content_type}
+
+
+# Django answers this content type itself (the hot path admits only a plain one).
+TO_DJANGO = 'application/json; charset="utf-8"'
+
+
+def post_all(app, calls, *, together: bool = False) -> list[httpx.Response]:
+    """POST each (headers, body) to the consume URL through ``app``, in order or all at once."""
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            posts = [client.post("/api/entitlement/consume", headers=h, content=b) for h, b in calls]
+            if together:
+                return await asyncio.gather(*posts)
+            return [await post for post in posts]
+
+    return asyncio.run(scenario())
+
+
+def run_body(run_id) -> bytes:
+    return json.dumps({"run_id": run_id}).encode()
+
+
+def same_headers(hot, drf):
+    assert sorted(hot.headers.keys()) == sorted(drf.headers.keys())
+    for name in hot.headers:
+        if name != "content-length":
+            assert hot.headers[name] == drf.headers[name], name
+
+
+def test_the_hot_path_answers_a_200_exactly_as_django_does(router, gbx, django_requests):
+    hot_customer, drf_customer = gbx.make_customer(), gbx.make_customer()
+    for customer in (hot_customer, drf_customer):
+        assert gbx.issue(customer, runs=3).status_code == 201
+    hot, drf = post_all(
+        router,
+        [(bearer(hot_customer.token), run_body("run-1")), (bearer(drf_customer.token, TO_DJANGO), run_body("run-1"))],
+    )
+    assert django_requests == ["/api/entitlement/consume"]  # only the second went through Django
+    assert hot.status_code == drf.status_code == 200
+    ids = {c.email: Entitlement.objects.get(principal=c.email).entitlement_id for c in (hot_customer, drf_customer)}
+    assert hot.content == drf.content.replace(ids[drf_customer.email].encode(), ids[hot_customer.email].encode())
+    assert hot.json() == {"entitlement_id": ids[hot_customer.email], "run_id": "run-1", "runs_remaining": 2}
+    same_headers(hot, drf)
+    # the same record either way: the run, the balance, the event
+    hot_run, drf_run = (Run.objects.get(principal=c.email) for c in (hot_customer, drf_customer))
+    fields = ("run_id", "state", "organization_id", "started_at", "inputs_sha256", "seal_id", "seal_json")
+    assert [getattr(hot_run, f) for f in fields] == [getattr(drf_run, f) for f in fields]
+    (hot_event,), (drf_event,) = (AuditEvent.objects.filter(chain_id=r.chain_id) for r in (hot_run, drf_run))
+    assert hot_event.event_type == drf_event.event_type == RunEvent.CONSUMED
+    assert (hot_event.performer_type, hot_event.performer_id) == ("person", hot_customer.email)
+    assert drf_event.performer_type == "person"
+    assert hot_event.payload == {
+        **drf_event.payload,
+        "principal": hot_customer.email,
+        "entitlement_id": ids[hot_customer.email],
+    }
+    assert verify_ledger().valid
+
+
+def test_a_402_and_a_409_are_answered_by_django_with_nothing_half_written(router, gbx, django_requests):
+    customer, stranger = gbx.make_customer(), gbx.make_customer()
+    gbx.issue(customer, runs=1)
+    events = AuditEvent.objects.count()
+    first, again, exhausted, none = post_all(
+        router,
+        [
+            (bearer(customer.token), run_body("only")),
+            (bearer(customer.token), run_body("only")),
+            (bearer(customer.token), run_body("second")),
+            (bearer(stranger.token), run_body("any")),
+        ],
+    )
+    assert first.status_code == 200 and first.json()["runs_remaining"] == 0
+    assert (again.status_code, again.json()["error"]) == (409, "run_id_already_consumed")
+    assert (exhausted.status_code, exhausted.json()["error"]) == (402, "entitlement_exhausted")
+    assert (none.status_code, none.json()["error"]) == (402, "no_entitlement")
+    assert django_requests == ["/api/entitlement/consume"] * 3  # each refusal handed over once
+    assert list(Run.objects.values_list("run_id", flat=True)) == ["only"]
+    assert Entitlement.objects.get().runs_remaining == 0
+    assert AuditEvent.objects.count() == events + 1  # the one consume's event, nothing else
+    assert verify_ledger().valid
+
+
+def test_parallel_consumes_through_the_hot_path_against_ten_runs_give_exactly_ten(router, gbx):
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=10)
+    batches, recorded = CONSUME.group.batches, CONSUME.group.recorded
+    answers = post_all(router, [(bearer(customer.token), run_body(f"p-{n}")) for n in range(50)], together=True)
+    assert sorted(a.status_code for a in answers) == [200] * 10 + [402] * 40
+    assert {a.json()["error"] for a in answers if a.status_code == 402} == {"entitlement_exhausted"}
+    assert sorted(a.json()["runs_remaining"] for a in answers if a.status_code == 200) == list(range(10))
+    assert CONSUME.group.recorded - recorded == 50  # every consume went through the group commit...
+    assert CONSUME.group.batches - batches < 50  # ...and some shared a transaction
+    assert Entitlement.objects.get().runs_remaining == 0 and Run.objects.count() == 10
+    assert AuditEvent.objects.filter(event_type=RunEvent.CONSUMED).count() == 10
+    assert verify_ledger().valid
+
+
+def test_a_hot_consume_after_a_check_appends_after_it_and_the_ledger_verifies(router, gbx, django_requests):
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=2)
+    assert customer.post("check", {"run_id": "job-7"}).status_code == 200
+    (consumed,) = post_all(router, [(bearer(customer.token), run_body("job-7"))])
+    assert consumed.status_code == 200 and django_requests == []
+    run = Run.objects.get(run_id="job-7")
+    chain = list(AuditEvent.objects.filter(chain_id=run.chain_id).order_by("sequence_no"))
+    assert [e.event_type for e in chain] == [RunEvent.CHECKED, RunEvent.CONSUMED]
+    assert chain[1].prev_hash == chain[0].hash
+    assert (
+        customer.post(
+            "run_start", {"run_id": "job-7", "inputs_sha256": "a" * 64, "container_image": "img:1", "project_id": "p"}
+        ).status_code
+        == 200
+    )
+    assert verify_chain(run.chain_id).valid and verify_ledger().valid
+
+
+def test_a_revoked_token_is_refused_on_its_next_hot_request(router, gbx):
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=5)
+    (first,) = post_all(router, [(bearer(customer.token), run_body("a"))])
+    assert first.status_code == 200  # the token is now cached by the hot path
+    ApiToken.objects.update(status=TokenStatus.REVOKED)
+    (second,) = post_all(router, [(bearer(customer.token), run_body("b"))])
+    assert second.status_code == 401
+    assert list(Run.objects.values_list("run_id", flat=True)) == ["a"]
+    assert Entitlement.objects.get().runs_remaining == 4
+
+
+def test_a_changed_email_makes_the_hot_path_hand_over_to_the_new_principal(router, gbx, django_requests):
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=5)
+    assert post_all(router, [(bearer(customer.token), run_body("a"))])[0].status_code == 200
+    Person.objects.filter(email=customer.email).update(email="renamed@example.com")
+    (answer,) = post_all(router, [(bearer(customer.token), run_body("b"))])
+    assert (answer.status_code, answer.json()["error"]) == (402, "no_entitlement")  # renamed@ holds nothing
+    assert django_requests == ["/api/entitlement/consume"]
+    assert Entitlement.objects.get().runs_remaining == 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"run_id": "ok", "extra": 1}',
+        b"{}",
+        b'{"run_id": null}',
+        b'{"run_id": 7}',
+        b'{"run_id": "-starts-with-a-dash"}',
+        b'{"run_id": "has space"}',
+        json.dumps({"run_id": "x" * 201}).encode(),
+        b'["run_id"]',
+        b'"run"',
+        b'{"run_id": ',
+        b'{"run_id": "a", "run_id": "b"}',
+        b"\xff",
+    ],
+)
+def test_bodies_the_hot_path_does_not_answer_are_answered_by_django_alike(router, gbx, body):
+    from governance.asgi import django_application
+
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=3)
+    (hot,) = post_all(router, [(bearer(customer.token), body)])
+    (drf,) = post_all(django_application, [(bearer(customer.token), body)])
+    assert (hot.status_code, hot.content) == (drf.status_code, drf.content)
+    same_headers(hot, drf)
+    if hot.status_code == 200:  # duplicate keys: the last one counts, as for Django
+        assert hot.json()["run_id"] == "b"
+
+
+def test_an_oidc_or_unknown_caller_is_left_to_django(router, gbx, django_requests):
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=3)
+    id_token = {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln", "Content-Type": "application/json"}
+    unknown, oidc = post_all(router, [(bearer("mdt_nope_nope"), run_body("a")), (id_token, run_body("a"))])
+    assert (unknown.status_code, oidc.status_code) == (401, 401)
+    assert len(django_requests) == 2
+    assert Run.objects.count() == 0
+
+
+def test_the_synchronous_answer_consumes_alone_and_hands_over_refusals(gbx):
+    customer = gbx.make_customer()
+    gbx.issue(customer, runs=1)
+    tokens.clear()
+    first = answer(customer.token, run_body("sync-1"))
+    assert json.loads(first)["runs_remaining"] == 0
+    assert answer(customer.token, run_body("sync-1")) is None  # 409: Django's
+    assert answer(customer.token, run_body("sync-2")) is None  # 402: Django's
+    assert answer(customer.token, b"{") is None
+    assert answer("mdt_unknown_secret", run_body("sync-3")) is None
+    assert Run.objects.count() == 1 and verify_ledger().valid
+    tokens.clear()
