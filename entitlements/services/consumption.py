@@ -13,17 +13,24 @@ import json
 import uuid
 from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
+
+try:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
+    ServerBindingCursor = None
 
 from entitlements.choices import RunEvent, RunState
 from entitlements.models import Run
 from entitlements.models.runs import run_chain_id
 from entitlements.services.evidence import run_step
 from entitlements.services.holders import Holder
-from evidence.services.chain import draft_rows, rows_json, store_rows
+from evidence.services.chain import draft_rows, rows_json
 
 CONSUME_SQL = "SELECT mandate_consume_runs(%s::jsonb, %s)"
+APPEND_SQL = "SELECT count(*) FROM mandate_append_events(%s::jsonb)"  # evidence migration 0004
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,9 @@ def consume_many(items: list[Consumption]) -> list[dict]:
         }
         for item in items
     ]
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(CONSUME_SQL, [rows_json(payload), now])
-            (answer,) = cursor.fetchone()
+    with transaction.atomic(), _prepared_cursor() as cursor:
+        cursor.execute(CONSUME_SQL, [rows_json(payload), now])
+        (answer,) = cursor.fetchone()
         results = json.loads(answer) if isinstance(answer, str | bytes) else answer
         events = []
         for item, result in zip(items, results, strict=True):
@@ -89,10 +95,25 @@ def consume_many(items: list[Consumption]) -> list[dict]:
             chain, drafts = run_step(
                 item.holder,
                 item.run_id,
-                RunEvent.CONSUMED,
+                RunEvent.CONSUMED.value,  # a plain str: the event hash's fast path
                 {"entitlement_id": result["entitlement_id"], "runs_remaining": result["runs_remaining"]},
             )
             events += draft_rows(chain, drafts, result.pop("sequence_no"), result.pop("prev_hash"))
-        if events:
-            store_rows(events)
+        if events:  # linked into the ledger under the lock the first statement took
+            cursor.execute(APPEND_SQL, [rows_json(events)])
+            (appended,) = cursor.fetchone()
+            assert appended == len(events)
     return results
+
+
+class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None else object):
+    """Server-side parameters (the batch's JSON goes as is, not quoted into the SQL text) and
+    a prepared statement per connection (parsed and planned once)."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+def _prepared_cursor():
+    connection.ensure_connection()
+    return connection._prepare_cursor(_PreparedCursor(connection.connection))
