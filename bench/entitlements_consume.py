@@ -8,11 +8,11 @@ What the script does:
 1. migrates the database in ``DATABASE_URL`` (PostgreSQL on loopback; ``--fresh`` drops and
    recreates it first) and, in organization ``bench-gbx``, makes ``--people`` N people, each
    with an email, an API token and a balance of their own (``--runs`` runs under
-   ``gbx_bench``: distinct entitlements), and one more person with 10 runs;
+   ``gbx_bench``: distinct entitlements);
 2. starts the real server (``uvicorn governance.asgi:application``, ``--workers`` N, DEBUG
    off, LOG_LEVEL=WARNING, no access log; ``bench/evaluate_load.py``'s ``Server``);
-3. the correctness figure: 50 consumes of the 10-run balance at once (50 connections) must
-   give 10 × 200 and 40 × 402 ``entitlement_exhausted``, and the balance 0;
+3. the correctness figure: a new person with 10 runs, and 50 consumes of theirs at once (50
+   connections) must give 10 × 200 and 40 × 402 ``entitlement_exhausted``, and the balance 0;
 4. per run: warms up, then drives a closed loop of ``--concurrency`` C clients for
    ``--duration`` seconds, client k consuming for person k mod N, each client one keep-alive
    HTTP/1.1 connection (connects 20 ms apart, so uvicorn spreads them over its workers)

@@ -41,16 +41,16 @@ class People:
     def __init__(self, organization):
         self.organization, self.count = organization, 0
 
-    def make(self, runs: int | None = None, **fields) -> str:
+    def make(self, runs: int | None = None, username: str | None = None, **fields) -> str:
         """A person's token secret; with ``runs``, a balance of that many for them."""
         self.count += 1
         fields.setdefault("email", f"Customer{self.count}@Example.com")
-        person = create_person(self.organization, f"customer{self.count}", **fields)
+        person = create_person(self.organization, username or f"customer{self.count}", **fields)
         _, secret = issue_token(person, "job", [])
         if runs is not None:
             issue_runs(
                 self.organization.pk,
-                principal=person.email or person.username,
+                principal=principal_value(person.email or person.username),
                 plan_id="gbx_standard",
                 runs_total=runs,
                 expires_at=timezone.now() + timedelta(days=30),
@@ -130,6 +130,25 @@ def test_a_consume_after_a_check_appends_after_the_check_in_the_run_chain(people
     assert (consumed.sequence_no, consumed.prev_hash) == (2, checked.hash)
     assert consumed.ledger_seq > checked.ledger_seq
     assert verify_chain(checked.chain_id).valid and verify_ledger().valid
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"username": 'o"dd\\name é😀\u2028x', "email": ""},  # the username is the principal
+        {"email": '"quo\\ted"@Example.com'},
+        {"email": "ünï@exämple.com"},
+    ],
+)
+def test_the_statement_hashes_each_event_as_the_python_chain_does(people, fields):
+    secret = people.make(runs=2, **fields)
+    item = consumption(secret, "odd/run:1@x+y")
+    record_run_step(item.holder, item.run_id, RunEvent.CHECKED, {"allowed": True})
+    assert statuses(consume_many([item])) == ["consumed"]
+    checked, consumed = chain_of(item)
+    assert consumed.performer_id == item.holder.principal == consumed.payload["principal"]
+    assert verify_chain(consumed.chain_id).valid  # re-hashed by evidence.canonical.event_hash
+    assert verify_ledger().valid
 
 
 def test_the_statement_refuses_a_token_that_no_longer_stands_and_writes_nothing(people):

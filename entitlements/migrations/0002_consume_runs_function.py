@@ -1,8 +1,8 @@
-"""``mandate_consume_runs(items jsonb, now timestamptz)``: consume runs for many run_ids in one
-statement (Postgres only), the group-committed write of the hot path's consume
-(``entitlements.services.consumption``, docs/entitlements.md "The hot path").
+"""``mandate_consume_runs(items jsonb, now timestamptz, stamp text)``: consume runs for many
+run_ids in one statement and one commit (Postgres only), the group-committed write of the hot
+path's consume (``entitlements.services.consumption``; docs/entitlements.md "The hot path").
 
-Per item (``{"run", "token", "principal_name", "chain_id"}``), what
+Per item (``{"run", "token", "principal_name", "chain_id", "event_id", "performer_type"}``), what
 ``entitlements.services.runs.consume`` does, each item's outcome its own:
 
 1. the API token still stands (active, unexpired, same roles, its person active, in the run's
@@ -21,10 +21,15 @@ writes each item alone. Items are taken in (organization, principal, run_id) ord
 parallel batches lock runs and balances in one order (the order ``consume`` takes them:
 the run, then its balance).
 
-Then, when any run was consumed, it takes the ledger head's row lock and answers, with each
-consumed item, the tail (``sequence_no``, ``hash``) of its run's chain, which may already
-hold a ``GBX_RUN_CHECKED``: the caller drafts the ``GBX_RUN_CONSUMED`` events after those
-tails and appends them (``mandate_append_events``) in the same transaction, under the lock.
+Then, if any run was consumed, it takes the ledger head's row lock and reads the tail of each
+such run's chain, which may already hold a ``GBX_RUN_CHECKED`` (nothing else can append to
+it until the commit), and appends each run's ``GBX_RUN_CONSUMED`` after it with
+``mandate_append_events`` (evidence migration 0004). The event is the one
+``runs.consume`` records (``entitlements.services.evidence.record_run_step``): its payload
+``{run_id, principal, entitlement_id, runs_remaining}``, performed by the holder, at ``now``
+(``stamp`` is ``now`` as hashed); its hash is ``evidence.canonical.event_hash``, written here
+field by field in RFC 8785's key order as that function does (``to_jsonb(text)::text``
+escapes a string exactly as JCS does; tests/test_entitlements_hot_consume.py compares both).
 """
 
 from django.db import migrations
@@ -32,7 +37,8 @@ from django.db import migrations
 from evidence.migration_ops import postgres_sql
 
 CREATE = r"""
-CREATE OR REPLACE FUNCTION mandate_consume_runs(p_items jsonb, p_now timestamptz) RETURNS jsonb
+CREATE OR REPLACE FUNCTION mandate_consume_runs(p_items jsonb, p_now timestamptz, p_stamp text)
+RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_item jsonb;
@@ -44,9 +50,13 @@ DECLARE
     v_entitlement_id text;
     v_remaining bigint;
     v_sequence_no bigint;
+    v_prev text;
+    v_principal text;
+    v_payload text;
     v_hash text;
     v_results jsonb[] := array_fill(NULL::jsonb, ARRAY[jsonb_array_length(p_items)]);
     v_consumed integer[] := '{}';
+    v_events jsonb[] := '{}';
 BEGIN
     FOR v_item, v_n IN
         SELECT value, ordinality FROM jsonb_array_elements(p_items) WITH ORDINALITY
@@ -55,14 +65,18 @@ BEGIN
         v_run := v_item->'run';
         v_token := v_item->'token';
         v_org := (v_run->>'organization_id')::uuid;
-        PERFORM 1 FROM governance_apitoken t JOIN governance_person p ON p.id = t.principal_id
+        PERFORM 1 FROM governance_apitoken t
         WHERE t.id = (v_token->>'id')::uuid
           AND t.status = 'active'
           AND t.roles = v_token->'roles'
           AND (t.expires_at IS NULL OR t.expires_at > now())
-          AND p.is_active
-          AND p.organization_id = v_org
-          AND coalesce(nullif(p.email, ''), p.username) = v_item->>'principal_name';
+          AND EXISTS (
+              SELECT 1 FROM governance_person p
+              WHERE p.id = t.principal_id
+                AND p.is_active
+                AND p.organization_id = v_org
+                AND coalesce(nullif(p.email, ''), p.username) = v_item->>'principal_name'
+          );
         IF NOT FOUND THEN
             v_results[v_n] := '{"status": "unauthenticated"}';
             CONTINUE;
@@ -100,31 +114,59 @@ BEGIN
         v_results[v_n] := jsonb_build_object(
             'status', 'consumed', 'entitlement_id', v_entitlement_id, 'runs_remaining', v_remaining);
     END LOOP;
-    IF cardinality(v_consumed) > 0 THEN
-        PERFORM 1 FROM evidence_ledgerhead WHERE id = 1 FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO evidence_ledgerhead (id, seq, hash) VALUES (1, 0, '') ON CONFLICT (id) DO NOTHING;
-            PERFORM 1 FROM evidence_ledgerhead WHERE id = 1 FOR UPDATE;
-        END IF;
-        FOREACH v_n IN ARRAY v_consumed LOOP
-            SELECT a.sequence_no, a.hash INTO v_sequence_no, v_hash FROM evidence_auditevent a
-            WHERE a.chain_id = p_items->(v_n - 1)->>'chain_id'
-            ORDER BY a.sequence_no DESC
-            LIMIT 1;
-            IF NOT FOUND THEN
-                v_sequence_no := 0;
-                v_hash := '';
-            END IF;
-            v_results[v_n] := v_results[v_n]
-                || jsonb_build_object('sequence_no', v_sequence_no, 'prev_hash', v_hash);
-        END LOOP;
+    IF cardinality(v_consumed) = 0 THEN
+        RETURN to_jsonb(v_results);
     END IF;
+
+    PERFORM 1 FROM evidence_ledgerhead WHERE id = 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO evidence_ledgerhead (id, seq, hash) VALUES (1, 0, '') ON CONFLICT (id) DO NOTHING;
+        PERFORM 1 FROM evidence_ledgerhead WHERE id = 1 FOR UPDATE;
+    END IF;
+    FOREACH v_n IN ARRAY v_consumed LOOP
+        v_item := p_items->(v_n - 1);
+        v_run := v_item->'run';
+        v_principal := v_run->>'principal';
+        SELECT a.sequence_no, a.hash INTO v_sequence_no, v_prev FROM evidence_auditevent a
+        WHERE a.chain_id = v_item->>'chain_id'
+        ORDER BY a.sequence_no DESC
+        LIMIT 1;
+        IF NOT FOUND THEN
+            v_sequence_no := 0;
+            v_prev := '';
+        END IF;
+        v_sequence_no := v_sequence_no + 1;
+        v_payload := '{"entitlement_id":' || to_jsonb(v_results[v_n]->>'entitlement_id')::text
+            || ',"principal":' || to_jsonb(v_principal)::text
+            || ',"run_id":' || to_jsonb(v_run->>'run_id')::text
+            || ',"runs_remaining":' || (v_results[v_n]->>'runs_remaining') || '}';
+        v_hash := encode(sha256(convert_to(
+            '{"chain_id":' || to_jsonb(v_item->>'chain_id')::text
+            || ',"event_type":"GBX_RUN_CONSUMED","occurred_at":' || to_jsonb(p_stamp)::text
+            || ',"payload":' || v_payload
+            || ',"performer_id":' || to_jsonb(v_principal)::text
+            || ',"performer_type":' || to_jsonb(v_item->>'performer_type')::text
+            || ',"prev_hash":' || to_jsonb(v_prev)::text
+            || ',"sequence_no":' || v_sequence_no::text || '}', 'UTF8')), 'hex');
+        v_events := array_append(v_events, jsonb_build_object(
+            'id', v_item->>'event_id',
+            'chain_id', v_item->>'chain_id',
+            'sequence_no', v_sequence_no,
+            'event_type', 'GBX_RUN_CONSUMED',
+            'performer_type', v_item->>'performer_type',
+            'performer_id', v_principal,
+            'payload', v_payload::jsonb,
+            'occurred_at', p_now,
+            'prev_hash', v_prev,
+            'hash', v_hash));
+    END LOOP;
+    PERFORM mandate_append_events(to_jsonb(v_events));
     RETURN to_jsonb(v_results);
 END;
 $$;
 """
 
-DROP = "DROP FUNCTION IF EXISTS mandate_consume_runs(jsonb, timestamptz);"
+DROP = "DROP FUNCTION IF EXISTS mandate_consume_runs(jsonb, timestamptz, text);"
 
 
 class Migration(migrations.Migration):

@@ -1,11 +1,8 @@
 """Consumes written many at a time, for the hot path (``entitlements/fastroute.py``): per item
-exactly what ``runs.consume`` does, each item's outcome its own, the batch in one transaction.
-
-``mandate_consume_runs`` (migration 0002) re-checks each caller's token, takes each run (the
-run row, the conditional decrement) and, holding the ledger lock from then on, reads the run
-chains' tails; the ``GBX_RUN_CONSUMED`` events are drafted here after those tails and appended
-with ``mandate_append_events``; the commit releases the lock. BEGIN, two statements, COMMIT,
-whatever the batch's size. Postgres only: the DRF view's ``runs.consume`` is the portable path.
+exactly what ``runs.consume`` does, each item's outcome its own, the batch in one statement and
+one commit (``mandate_consume_runs``, migration 0002: the token re-checked, the run taken, its
+``GBX_RUN_CONSUMED`` appended after its chain's tail under the ledger lock). Postgres only:
+the DRF view's ``runs.consume`` is the portable path.
 """
 
 import functools
@@ -14,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 try:
@@ -22,15 +19,15 @@ try:
 except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
     ServerBindingCursor = None
 
-from entitlements.choices import RunEvent, RunState
+from entitlements.choices import RunState
 from entitlements.models import Run
 from entitlements.models.runs import run_chain_id
-from entitlements.services.evidence import run_step
 from entitlements.services.holders import Holder
-from evidence.services.chain import draft_rows, rows_json
+from evidence.canonical import format_timestamp
+from evidence.ids import uuid7_strs
+from evidence.services.chain import rows_json
 
-CONSUME_SQL = "SELECT mandate_consume_runs(%s::jsonb, %s)"
-APPEND_SQL = "SELECT count(*) FROM mandate_append_events(%s::jsonb)"  # evidence migration 0004
+CONSUME_SQL = "SELECT mandate_consume_runs(%s::jsonb, %s, %s)"
 
 
 @dataclass(frozen=True)
@@ -56,18 +53,6 @@ def _run_defaults() -> dict:
     }
 
 
-def _run_row(item: Consumption, consumed_at: str) -> dict:
-    return {
-        **_run_defaults(),
-        "id": str(uuid.uuid4()),
-        "organization_id": item.holder.organization_id,
-        "principal": item.holder.principal,
-        "run_id": item.run_id,
-        "state": RunState.CONSUMED.value,
-        "consumed_at": consumed_at,
-    }
-
-
 def consume_many(items: list[Consumption]) -> list[dict]:
     """Consume a run for each item; one result per item, in order: ``{"status": "consumed",
     "entitlement_id", "runs_remaining"}``, or ``{"status": s}`` with s ``exhausted`` (402:
@@ -75,35 +60,31 @@ def consume_many(items: list[Consumption]) -> list[dict]:
     ``unauthenticated`` (the token no longer stands), for which nothing was written."""
     now = timezone.now()
     consumed_at = now.isoformat()
+    defaults = _run_defaults()
     payload = [
         {
-            "run": _run_row(item, consumed_at),
+            "run": {
+                **defaults,
+                "id": str(uuid.uuid4()),
+                "organization_id": item.holder.organization_id,
+                "principal": item.holder.principal,
+                "run_id": item.run_id,
+                "state": RunState.CONSUMED.value,
+                "consumed_at": consumed_at,
+            },
             "token": item.token,
             "principal_name": item.principal_name,
             "chain_id": run_chain_id(item.holder.organization_id, item.holder.principal, item.run_id),
+            "event_id": event_id,
+            "performer_type": item.holder.performer_type,
         }
-        for item in items
+        for item, event_id in zip(items, uuid7_strs(len(items)), strict=True)
     ]
-    with transaction.atomic(), _prepared_cursor() as cursor:
-        cursor.execute(CONSUME_SQL, [rows_json(payload), now])
+    connection.ensure_connection()
+    with connection._prepare_cursor(_PreparedCursor(connection.connection)) as cursor:
+        cursor.execute(CONSUME_SQL, [rows_json(payload), now, format_timestamp(now)])
         (answer,) = cursor.fetchone()
-        results = json.loads(answer) if isinstance(answer, str | bytes) else answer
-        events = []
-        for item, result in zip(items, results, strict=True):
-            if result["status"] != "consumed":
-                continue
-            chain, drafts = run_step(
-                item.holder,
-                item.run_id,
-                RunEvent.CONSUMED.value,  # a plain str: the event hash's fast path
-                {"entitlement_id": result["entitlement_id"], "runs_remaining": result["runs_remaining"]},
-            )
-            events += draft_rows(chain, drafts, result.pop("sequence_no"), result.pop("prev_hash"))
-        if events:  # linked into the ledger under the lock the first statement took
-            cursor.execute(APPEND_SQL, [rows_json(events)])
-            (appended,) = cursor.fetchone()
-            assert appended == len(events)
-    return results
+    return json.loads(answer) if isinstance(answer, str | bytes) else answer
 
 
 class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None else object):
@@ -112,8 +93,3 @@ class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None els
 
     def execute(self, query, params=None, *, prepare=None, binary=None):
         return super().execute(query, params, prepare=True, binary=binary)
-
-
-def _prepared_cursor():
-    connection.ensure_connection()
-    return connection._prepare_cursor(_PreparedCursor(connection.connection))

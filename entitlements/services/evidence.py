@@ -2,21 +2,14 @@
 check), and each entitlement's issuance and redemptions are one too; all of it in the
 ledger-wide chain, appended in the transaction of the step it records."""
 
-from evidence.services.chain import EventDraft, append_events
-
 from entitlements.models.runs import run_chain_id
 from entitlements.services.holders import Holder
+from evidence.services.chain import EventDraft, append_events
 
 
 def record_run_step(holder: Holder, run_id: str, event_type: str, payload: dict) -> None:
-    append_events(*run_step(holder, run_id, event_type, payload))
-
-
-def run_step(holder: Holder, run_id: str, event_type: str, payload: dict) -> tuple[str, list[EventDraft]]:
-    """A run step's chain and its event, as ``record_run_step`` appends them (the hot path's
-    consume drafts them under its own ledger lock: ``entitlements.services.consumption``)."""
     chain = run_chain_id(holder.organization_id, holder.principal, run_id)
-    return chain, [_draft(holder, event_type, {"run_id": run_id, "principal": holder.principal, **payload})]
+    append_events(chain, [_draft(holder, event_type, {"run_id": run_id, "principal": holder.principal, **payload})])
 
 
 def record_entitlement_step(holder: Holder, entitlement_id: str, event_type: str, payload: dict) -> None:
