@@ -48,17 +48,15 @@ def redrawn(bundle, **changes) -> str:
 
 
 def ring_tick(svg: str, index: int) -> str:
-    """The line drawing tick ``index`` of the ring."""
+    """The element drawing tick ``index`` of the ring."""
     angle = f"{index * 360 / 128:.4f}".rstrip("0").rstrip(".")
-    return re.search(rf'<rect [^>]*transform="rotate\({re.escape(angle)} 270 266\)"/>', svg).group(0)
+    pattern = rf'<use href="#tick-[01]-[0-9a-f]+" transform="rotate\({re.escape(angle)} 270 266\)"/>'
+    return re.search(pattern, svg).group(0)
 
 
 def flip_ring_tick(svg: str, index: int) -> str:
     tick = ring_tick(svg, index)
-    if 'height="26"' in tick:
-        flipped = tick.replace('height="26"', 'height="12"').replace('fill="#1c2b4a"', 'fill="#b08a3e"')
-    else:
-        flipped = tick.replace('height="12"', 'height="26"').replace('fill="#b08a3e"', 'fill="#1c2b4a"')
+    flipped = tick.replace("#tick-1-", "#tick-0-") if "#tick-1-" in tick else tick.replace("#tick-0-", "#tick-1-")
     return svg.replace(tick, flipped, 1)
 
 

@@ -163,8 +163,8 @@ def test_ring_draws_the_seal_id_bits_and_barcode_the_digest_bits():
     bits = ring_bits(bundle.seal_id)
     assert bits[:8] == [1, 1, 1, 1, 0, 0, 0, 0] and len(bits) == 128
     ring = bundle.seal_svg.split('data-seal="ring"')[1].split("</g>")[0]
-    heights = re.findall(r'height="(\d+)"', ring)
-    assert heights == ["26" if bit else "12" for bit in bits]
+    assert re.findall(r'<use href="#tick-([01])-', ring) == [str(bit) for bit in bits]
+    assert 'id="tick-1-' in ring and 'height="26"' in ring  # a 1 is the tall tick
     # Each barcode bar covers a run of 1 bits, 3 units per bit, after the 3 guard modules.
     digest_bits = "".join(str(bit) for bit in _bits(barcode_digest(bundle.seal_json)))
     runs = [(match.start(), match.end()) for match in re.finditer("1+", digest_bits)]

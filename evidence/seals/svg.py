@@ -2,11 +2,11 @@
 them alone (docs/seals.md "The picture").
 
 A card with a round emblem on the left and the labels on the right. The emblem's outer ring
-draws the seal id's 128 bits (a tall navy tick for 1, a short gold one for 0, clockwise from
-the gold pointer at twelve o'clock) around the seal id written on a circular path; the band
-along the bottom draws the 256 bits of the barcode digest (``payload.barcode_digest``) as 3-unit
-modules, dark for 1, between two guard patterns. The signed payload, the signature and the kid
-travel in ``<metadata>``.
+draws the seal id's 128 bits (a tall navy tick, ``#tick-1``, for 1, a short gold one,
+``#tick-0``, for 0, clockwise from the gold pointer at twelve o'clock) around the seal id
+written on a circular path; the band along the bottom draws the 256 bits of the barcode
+digest (``payload.barcode_digest``) as 3-unit modules, dark for 1, between two guard
+patterns. The signed payload, the signature and the kid travel in ``<metadata>``.
 
 No trigonometry: every position is a rotation by an exact angle or a sum of integers, so any
 machine re-renders the same text, which is what verification compares.
@@ -141,17 +141,15 @@ def _emblem(payload: dict, tag: str) -> list[str]:
 
 
 def _ring(payload: dict, tag: str) -> list[str]:
-    ticks = []
-    for index, bit in enumerate(ring_bits(payload["seal_id"])):
-        length, colour = (TICK_LONG, NAVY) if bit else (TICK_SHORT, GOLD)
-        ticks.append(
-            f'    <rect x="{_number(CX - TICK_WIDTH / 2)}" y="{CY - TICK_OUTER}" width="{TICK_WIDTH}" '
-            f'height="{length}" rx="1.2" fill="{colour}" '
-            f'transform="rotate({_number(index * TICK_STEP)} {CX} {CY})"/>'
-        )
+    tick = f'x="{_number(CX - TICK_WIDTH / 2)}" y="{CY - TICK_OUTER}" width="{TICK_WIDTH}" rx="1.2"'
     return [
         f'  <g {PART}="{RING}">',
-        *ticks,
+        f'    <defs><rect id="tick-1-{tag}" {tick} height="{TICK_LONG}" fill="{NAVY}"/>'
+        f'<rect id="tick-0-{tag}" {tick} height="{TICK_SHORT}" fill="{GOLD}"/></defs>',
+        *(
+            f'    <use href="#tick-{bit}-{tag}" transform="rotate({_number(index * TICK_STEP)} {CX} {CY})"/>'
+            for index, bit in enumerate(ring_bits(payload["seal_id"]))
+        ),
         f'    <text font-family="{MONO}" font-size="15" font-weight="bold" letter-spacing="1.2" fill="{NAVY}" '
         f'text-anchor="middle"><textPath href="#arc-top-{tag}" startOffset="50%">'
         f"{payload['seal_id']}</textPath></text>",
@@ -173,22 +171,26 @@ def _labels(payload: dict) -> list[str]:
         ("ISSUED", payload["issued_at"]),
         ("SIGNED BY", _short(payload["kid"])),
     ]
-    lines = [
+    baselines = [158 + 34 * index for index in range(len(rows))]
+    return [
         '  <g data-seal="labels">',
         f'    <text x="{left}" y="78" font-family="{SERIF}" font-size="30" fill="{NAVY}">Verifiable run seal</text>',
         f'    <text x="{left}" y="104" font-family="{MONO}" font-size="13" fill="{MUTED}">{payload["seal_id"]}</text>',
         f'    <line x1="{left}" y1="120" x2="{right}" y2="120" stroke="{GOLD}" stroke-width="1.5"/>',
+        f'    <g font-family="{SANS}" font-size="10.5" letter-spacing="1.5" fill="{MUTED}">',
+        *(f'      <text x="{left}" y="{y}">{label}</text>' for (label, _), y in zip(rows, baselines, strict=True)),
+        "    </g>",
+        f'    <g font-family="{MONO}" font-size="14" fill="{NAVY}">',
+        *(
+            f'      <text x="{value_x}" y="{y}">{_text(value)}</text>'
+            for (_, value), y in zip(rows, baselines, strict=True)
+        ),
+        "    </g>",
+        f'    <g stroke="{RULE}" stroke-width="1">',
+        *(f'      <line x1="{left}" y1="{y + 13}" x2="{right}" y2="{y + 13}"/>' for y in baselines),
+        "    </g>",
+        "  </g>",
     ]
-    for index, (label, value) in enumerate(rows):
-        y = 158 + 34 * index
-        lines += [
-            f'    <text x="{left}" y="{y}" font-family="{SANS}" font-size="10.5" letter-spacing="1.5" '
-            f'fill="{MUTED}">{label}</text>',
-            f'    <text x="{value_x}" y="{y}" font-family="{MONO}" font-size="14" fill="{NAVY}">{_text(value)}</text>',
-            f'    <line x1="{left}" y1="{y + 13}" x2="{right}" y2="{y + 13}" stroke="{RULE}" stroke-width="1"/>',
-        ]
-    lines.append("  </g>")
-    return lines
 
 
 def _barcode(payload: dict) -> list[str]:

@@ -176,10 +176,10 @@ def parse_seal(svg) -> ET.Element:
 def _refuse_hostile(root: ET.Element) -> None:
     """SealUnreadable for anything active or fetching: scripts and embedded documents, event
     handlers, links and ``url(...)`` leaving the document, script URLs, stylesheet imports."""
-    tags, names, values, count = set(), set(), [], 0
+    tags, names, values, count = {}, {}, [], 0  # dicts: the first offence in document order is named
     for element in root.iter():
         count += 1
-        tags.add(element.tag)
+        tags[element.tag] = None
         attributes = element.attrib
         if attributes:
             names.update(attributes)
