@@ -2,10 +2,9 @@
 check), and each entitlement's issuance and redemptions are one too; all of it in the
 ledger-wide chain, appended in the transaction of the step it records."""
 
-from evidence.services.chain import EventDraft, append_events
-
 from entitlements.models.runs import run_chain_id
 from entitlements.services.holders import Holder
+from evidence.services.chain import EventDraft, append_events
 
 
 def record_run_step(holder: Holder, run_id: str, event_type: str, payload: dict) -> None:
