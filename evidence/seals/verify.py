@@ -388,6 +388,18 @@ def load_public_key(value) -> ed25519.Ed25519PublicKey:
     return key
 
 
+def keys_from_jwks(jwks) -> dict:
+    """``{kid: key}`` for the Ed25519 keys of a JWK set (``/.well-known/jwks.json``); other keys
+    are skipped. ValueError when it is not a JWK set."""
+    if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
+        raise ValueError('a JWK set is an object with a "keys" list')
+    keys = {}
+    for jwk in jwks["keys"]:
+        if isinstance(jwk, Mapping) and jwk.get("crv") == "Ed25519" and isinstance(jwk.get("kid"), str):
+            keys[jwk["kid"]] = load_public_key(jwk)
+    return keys
+
+
 def _published_key(kid: str):
     row = SigningKey.objects.filter(kid=kid, algorithm=KeyAlgorithm.ED25519).values_list("public_jwk", "status").first()
     if row is None:
