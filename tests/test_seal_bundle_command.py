@@ -89,6 +89,14 @@ def test_bundle_is_the_same_bytes_for_the_same_seal():
     assert bundle_zip(first) == bundle_zip(issue(seal_id="seal_" + "12" * 16))
 
 
+def test_bundle_of_a_seal_dated_outside_what_zip_dates_hold_is_still_written():
+    from datetime import UTC, datetime
+
+    for moment in (datetime(1970, 1, 1, tzinfo=UTC), datetime(2500, 1, 1, tzinfo=UTC)):
+        data = bundle_zip(issue(issued_at=moment))
+        assert verify_bundle(data).status == "VERIFIED"
+
+
 def test_bundle_verifies_with_its_files_in_agreement():
     verification = verify_bundle(bundle_zip(issue()))
     assert verification.status == "VERIFIED" and verification.checks["bundle"]

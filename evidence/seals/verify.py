@@ -235,7 +235,7 @@ class _Claims:
 
 
 def _claims(root: ET.Element) -> _Claims:
-    seal = [element for element in root.iter(f"{{{SEAL_NS}}}seal")]
+    seal = list(root.iter(f"{{{SEAL_NS}}}seal"))
     if not seal:
         raise SealUnreadable("not a seal: the SVG carries no seal metadata (<seal:seal>)")
     problems = []
