@@ -3,6 +3,7 @@
 instructions in VERIFY.md, run as written."""
 
 import io
+import json
 import os
 import re
 import shutil
@@ -86,6 +87,14 @@ def test_bundle_holds_the_five_files_with_the_signed_bytes():
 def test_bundle_is_the_same_bytes_for_the_same_seal():
     first = issue(seal_id="seal_" + "12" * 16)
     assert bundle_zip(first) == bundle_zip(issue(seal_id="seal_" + "12" * 16))
+
+
+def test_bundle_of_a_seal_dated_outside_what_zip_dates_hold_is_still_written():
+    from datetime import UTC, datetime
+
+    for moment in (datetime(1970, 1, 1, tzinfo=UTC), datetime(2500, 1, 1, tzinfo=UTC)):
+        data = bundle_zip(issue(issued_at=moment))
+        assert verify_bundle(data).status == "VERIFIED"
 
 
 def test_bundle_verifies_with_its_files_in_agreement():
@@ -172,6 +181,24 @@ def test_command_verifies_offline_with_the_public_key(sealed):
     for name in ("seal.svg", "seal.zip"):
         code, out, _ = run(folder / name, "--public-key", folder / "public_key.pem")
         assert code == 0 and f"from {folder / 'public_key.pem'}" in out
+
+
+def test_command_verifies_offline_with_the_issuers_published_key_set(sealed, tmp_path):
+    _, folder = sealed
+    keys.rotate_key(KeyAlgorithm.ED25519)  # the seal's key is retired, still in the set
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    SigningKey.objects.all().delete()  # nothing from this database is used
+    for name in ("seal.svg", "seal.zip"):
+        code, out, _ = run(folder / name, "--jwks", tmp_path / "jwks.json")
+        assert code == 0 and f"from the key set {tmp_path / 'jwks.json'}" in out, out
+    bad_key = {"kty": "OKP", "crv": "Ed25519", "kid": "x", "x": "AA"}
+    (tmp_path / "other.json").write_text(json.dumps({"keys": [bad_key]}))
+    assert run(folder / "seal.svg", "--jwks", tmp_path / "other.json")[0] == 3  # not a key
+    (tmp_path / "empty.json").write_text('{"keys": []}')
+    assert run(folder / "seal.svg", "--jwks", tmp_path / "empty.json")[0] == 2
+    (tmp_path / "broken.json").write_text("{not json")
+    code, _, err = run(folder / "seal.svg", "--jwks", tmp_path / "broken.json")
+    assert code == 3 and "--jwks" in err
 
 
 def test_command_says_a_retired_key_is_still_published(sealed):

@@ -305,6 +305,7 @@ def test_swapped_key_is_invalid():
         lambda text: text.replace(",", ", "),  # not compact
         lambda text: json.dumps(dict(reversed(json.loads(text).items())), separators=(",", ":")),  # not sorted
         lambda text: text.replace('"inputs_sha256":"', '"inputs_sha256":"sha256:'),  # prefix stored
+        lambda text: re.sub(r'"issued_at":"[0-9]{4}', '"issued_at":"\uff12\uff10\uff12\uff16', text),  # fullwidth
         lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "project_id"}, sort_keys=True),
         lambda text: text[:-1] + ',"zone":"eu"}',  # a field a seal does not have
         lambda text: "[1,2,3]",

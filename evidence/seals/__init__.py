@@ -11,6 +11,7 @@ from evidence.seals.verify import (
     VERIFIED,
     SealUnreadable,
     SealVerification,
+    keys_from_jwks,
     load_public_key,
     verify_seal,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "canonical_json",
     "is_zip",
     "issue_seal",
+    "keys_from_jwks",
     "load_public_key",
     "read_bundle",
     "verify_bundle",

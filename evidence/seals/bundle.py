@@ -28,6 +28,7 @@ MAX_ENTRIES = 32
 # The files verification reads, and the most each may hold (seal.svg one byte more than a seal
 # may be, so that verify_seal names the problem).
 LIMITS = {"seal.svg": MAX_SEAL_BYTES + 1, "seal.json": 16384, "seal.sig": 1024, "public_key.pem": 16384}
+ZIP_EARLIEST, ZIP_LATEST = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
 KEY_BUNDLED = "bundle"  # the key_status when the bundle's own public_key.pem checked the signature
 
 
@@ -35,6 +36,7 @@ def bundle_zip(bundle: SealBundle) -> bytes:
     """The bundle as a zip, the same bytes for the same seal: entries in a fixed order, dated
     ``issued_at``, mode 0644."""
     moment = datetime.strptime(bundle.seal_json["issued_at"], "%Y-%m-%dT%H:%M:%SZ").timetuple()[:6]
+    moment = min(max(moment, ZIP_EARLIEST), ZIP_LATEST)  # what a zip's DOS dates can hold
     files = (
         ("seal.json", bundle.seal_json_bytes),
         ("seal.sig", bundle.seal_sig.encode("ascii")),

@@ -12,7 +12,7 @@ with its Ed25519 key `$kid`.
 
 | file | what it is |
 |---|---|
-| `seal.json` | the signed payload: canonical JSON (UTF-8, keys sorted, no whitespace, no final newline) |
+| `seal.json` | the signed payload: canonical JSON (UTF-8, keys sorted, no spaces between tokens, no final newline) |
 | `seal.sig` | the Ed25519 signature over exactly the bytes of `seal.json`, standard base64 (padded, one line) |
 | `seal.svg` | the seal as a picture; its `<metadata>` carries the same payload, signature and kid |
 | `public_key.pem` | the public key `$kid` (SubjectPublicKeyInfo PEM) |
@@ -62,10 +62,11 @@ print("barcode:", barcode)
 
 ## With Mandate
 
-`python manage.py verify_seal seal.zip --public-key public_key.pem` checks everything below as
-well (exit status 0 VERIFIED, 1 INVALID, 2 UNVERIFIED, 3 unreadable); without `--public-key` it
-uses the keys the issuer's database publishes. `POST /api/seal/verify` with `seal.svg` does the
-same on the server.
+`python manage.py verify_seal seal.zip --jwks jwks.json`, with `jwks.json` saved from the
+issuer's `/.well-known/jwks.json`, checks the signature and everything below as well (exit
+status 0 VERIFIED, 1 INVALID, 2 UNVERIFIED, 3 unreadable); `--public-key FILE` takes one PEM
+instead, `--bundle-key` this bundle's own; with none of them it uses the keys of the database
+it runs against. `POST /api/seal/verify` with `seal.svg` does the same on the issuer's server.
 
 ## The picture: ring and barcode
 

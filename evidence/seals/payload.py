@@ -40,7 +40,7 @@ TEXT_LIMITS = {
 HASH_PREFIX = "sha256:"
 SEAL_ID = re.compile(r"seal_[0-9a-f]{32}")
 KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
-ISSUED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+ISSUED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PRINTABLE = re.compile(r"[\x20-\x7e]+")
 

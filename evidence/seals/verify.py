@@ -235,7 +235,7 @@ class _Claims:
 
 
 def _claims(root: ET.Element) -> _Claims:
-    seal = [element for element in root.iter(f"{{{SEAL_NS}}}seal")]
+    seal = list(root.iter(f"{{{SEAL_NS}}}seal"))
     if not seal:
         raise SealUnreadable("not a seal: the SVG carries no seal metadata (<seal:seal>)")
     problems = []
@@ -386,6 +386,18 @@ def load_public_key(value) -> ed25519.Ed25519PublicKey:
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ValueError("the public key is not an Ed25519 key")
     return key
+
+
+def keys_from_jwks(jwks) -> dict:
+    """``{kid: key}`` for the Ed25519 keys of a JWK set (``/.well-known/jwks.json``); other keys
+    are skipped. ValueError when it is not a JWK set."""
+    if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
+        raise ValueError('a JWK set is an object with a "keys" list')
+    keys = {}
+    for jwk in jwks["keys"]:
+        if isinstance(jwk, Mapping) and jwk.get("crv") == "Ed25519" and isinstance(jwk.get("kid"), str):
+            keys[jwk["kid"]] = load_public_key(jwk)
+    return keys
 
 
 def _published_key(kid: str):
