@@ -194,9 +194,7 @@ class RunAdmin(ScopedAdmin):
             events = list(AuditEvent.objects.filter(chain_id=run.chain_id).order_by("sequence_no"))
             names = PerformerNames.of(run.organization_id, [(e.performer_type, e.performer_id) for e in events])
             extra = {
-                "timeline": [
-                    {"event": e, "performer": names.label(e.performer_type, e.performer_id)} for e in events
-                ],
+                "timeline": [{"event": e, "performer": names.label(e.performer_type, e.performer_id)} for e in events],
                 "seal_svg": run.seal_svg,
                 "zip_url": reverse("gbx-seal-zip", args=[run.run_id]),
             }
@@ -238,14 +236,23 @@ class IssuanceTokenAdmin(ScopedAdmin):
             return TemplateResponse(
                 request,
                 "admin/entitlements/issuancetoken/created.html",
-                {**self.admin_site.each_context(request), "opts": self.model._meta, "token": token,
-                 "secret": secret, "title": "Issuance token created"},
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.model._meta,
+                    "token": token,
+                    "secret": secret,
+                    "title": "Issuance token created",
+                },
             )
         return TemplateResponse(
             request,
             "admin/entitlements/issuancetoken/add.html",
-            {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
-             "title": "New issuance token"},
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "form": form,
+                "title": "New issuance token",
+            },
         )
 
     @admin.action(description="Revoke selected tokens")

@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from governance.choices import Role
 from governance.services.people import create_person, ensure_organization
 from governance.services.tokens import issue_token
+from tests.gbx import gbx  # noqa: F401  (a fixture for every test module)
 from tests.oidc_issuer import oidc_issuer  # noqa: F401  (a fixture for every test module)
 
 

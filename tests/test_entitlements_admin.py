@@ -4,9 +4,9 @@ run's timeline with its seal, redemptions, and issuance tokens shown once."""
 import re
 
 import pytest
+
 from entitlements.models import Entitlement, IssuanceToken, Run
 from governance.choices import Role
-from tests.gbx import gbx  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 

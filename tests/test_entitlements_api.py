@@ -12,7 +12,7 @@ from entitlements.services.issuers import revoke_issuance_token
 from evidence.models import AuditEvent
 from evidence.seals import verify_seal
 from evidence.services.verification import verify_ledger
-from tests.gbx import gbx, later, sha  # noqa: F401 (fixture)
+from tests.gbx import later, sha
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +111,9 @@ def test_issue_needs_a_caller_too(gbx):
 def test_a_bad_issue_body_is_400_naming_the_field(gbx, change, field):
     customer = gbx.make_customer()
     body = {"principal": customer.email, "plan_id": "gbx_standard", "runs_total": 1, "expires_at": later(), **change}
-    answer = customer.client.post("/api/entitlement/issue", body, format="json", HTTP_X_GBX_ADMIN_TOKEN=gbx.issuer_secret)
+    answer = customer.client.post(
+        "/api/entitlement/issue", body, format="json", HTTP_X_GBX_ADMIN_TOKEN=gbx.issuer_secret
+    )
     assert error_of(answer) == (400, "invalid_request")
     assert field in answer.json()["message"]
     assert Entitlement.objects.count() == 0
@@ -130,7 +132,12 @@ def test_the_full_call_order_returns_a_seal_bundle_that_verifies(gbx):
     assert consume.json() == {"entitlement_id": entitlement_id, "run_id": "run-1", "runs_remaining": 1}
     start = customer.post(
         "run_start",
-        {"run_id": "run-1", "inputs_sha256": "sha256:" + sha("in").upper(), "container_image": "img:1", "project_id": "p"},
+        {
+            "run_id": "run-1",
+            "inputs_sha256": "sha256:" + sha("in").upper(),
+            "container_image": "img:1",
+            "project_id": "p",
+        },
     )
     assert start.status_code == 200 and start.json()["state"] == "started"
     complete = customer.post(
@@ -141,7 +148,11 @@ def test_the_full_call_order_returns_a_seal_bundle_that_verifies(gbx):
     assert set(bundle) == {"seal_id", "seal_json", "seal_sig", "seal_svg", "public_key_pem", "verify_md"}
     sealed = bundle["seal_json"]
     assert sealed["seal_id"] == bundle["seal_id"]
-    assert (sealed["principal"], sealed["entitlement_id"], sealed["run_id"]) == (customer.email, entitlement_id, "run-1")
+    assert (sealed["principal"], sealed["entitlement_id"], sealed["run_id"]) == (
+        customer.email,
+        entitlement_id,
+        "run-1",
+    )
     assert (sealed["inputs_sha256"], sealed["outputs_sha256"]) == (sha("in"), sha("out"))
     assert (sealed["container_image"], sealed["project_id"]) == ("img:1", "p")
     assert verify_seal(bundle["seal_svg"]).status == "VERIFIED"
@@ -154,7 +165,9 @@ def test_each_step_is_in_the_runs_evidence_chain_and_the_ledger_verifies(gbx):
     gbx.issue(customer)
     customer.run("run-ev")
     run = Run.objects.get(run_id="run-ev")
-    steps = list(AuditEvent.objects.filter(chain_id=run.chain_id).order_by("sequence_no").values_list("event_type", flat=True))
+    steps = list(
+        AuditEvent.objects.filter(chain_id=run.chain_id).order_by("sequence_no").values_list("event_type", flat=True)
+    )
     assert steps == ["GBX_RUN_CHECKED", "GBX_RUN_CONSUMED", "GBX_RUN_STARTED", "GBX_RUN_COMPLETED"]
     completed = AuditEvent.objects.get(chain_id=run.chain_id, event_type="GBX_RUN_COMPLETED")
     assert completed.payload["seal_id"] == run.seal_id

@@ -10,7 +10,6 @@ import pytest
 from entitlements.models import Entitlement, Run, SealRedemption
 from evidence.services.verification import verify_ledger
 from tests.faults import database_url_named, server
-from tests.gbx import gbx  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -62,9 +61,7 @@ def test_parallel_consumes_of_one_run_id_take_one_run(gbx):
     customer = gbx.make_customer()
     gbx.issue(customer, runs=5)
     with two_servers("gbx-same-run") as urls:
-        answers = in_parallel(
-            urls, customer.token, [("/api/entitlement/consume", {"json": {"run_id": "once"}})] * 12
-        )
+        answers = in_parallel(urls, customer.token, [("/api/entitlement/consume", {"json": {"run_id": "once"}})] * 12)
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] + [409] * 11, [a.content for a in answers]
     assert Entitlement.objects.get().runs_remaining == 4

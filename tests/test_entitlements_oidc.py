@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from entitlements.models import Entitlement, Run
 from governance.services.people import ensure_organization
-from tests.gbx import gbx, later, sha  # noqa: F401 (fixture)
+from tests.gbx import later, sha
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +17,9 @@ def job(token: str) -> APIClient:
     return client
 
 
-def test_a_job_with_an_id_token_runs_the_whole_call_order(gbx, oidc_issuer):
+def test_a_job_with_an_id_token_runs_the_whole_call_order(gbx, oidc_issuer, settings):
+    # The partner issues in its organization; the issuer's callers act in it.
+    settings.MANDATE_OIDC_ISSUERS = [{**oidc_issuer.settings_entry(), "organization": gbx.organization.slug}]
     partner = gbx.make_customer()
     issued = partner.client.post(
         "/api/entitlement/issue",
@@ -52,7 +54,11 @@ def test_an_issuers_callers_act_in_the_organization_it_names(gbx, oidc_issuer, s
     other = ensure_organization("partner-b", "Partner B")
     settings.MANDATE_OIDC_ISSUERS = [{**oidc_issuer.settings_entry(), "organization": "partner-b"}]
     Entitlement.objects.create(
-        entitlement_id="ent_b", organization=other, principal="runner@example.com", plan_id="p", runs_total=1,
+        entitlement_id="ent_b",
+        organization=other,
+        principal="runner@example.com",
+        plan_id="p",
+        runs_total=1,
         runs_remaining=1,
     )
     client = job(oidc_issuer.id_token(email="runner@example.com"))

@@ -173,8 +173,14 @@ class SealZipView(GBXView):
         return response
 
 
+# A seal over 1 MiB is GBX's 400, not the transport's 413: the body limit of these two views is
+# above it (multipart framing included) and the parsers refuse what is over 1 MiB.
+SEAL_BODY_LIMIT = 4 * 1024 * 1024
+
+
 class SealVerifyView(GBXView):
     parser_classes = [MultiPartParser, SVGParser, StrictJSONParser]
+    max_body_bytes = SEAL_BODY_LIMIT
 
     @extend_schema(
         summary="Verify a seal.svg (multipart field 'seal', or an image/svg+xml body)",
@@ -193,6 +199,7 @@ class SealVerifyView(GBXView):
 
 class RedeemSealView(GBXView):
     parser_classes = [MultiPartParser, SVGParser, StrictJSONParser]
+    max_body_bytes = SEAL_BODY_LIMIT
 
     @extend_schema(
         summary="Redeem a verified seal for one rerun, once per principal",

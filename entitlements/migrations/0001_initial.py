@@ -6,113 +6,191 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('governance', '0002_gate'),
+        ("governance", "0002_gate"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Entitlement',
+            name="Entitlement",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('entitlement_id', models.CharField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('runs', 'Runs (a balance)'), ('status', 'Status (active or not)')], default='runs', max_length=16)),
-                ('principal', models.CharField(help_text='an email, an OIDC subject, or a wallet / holder id', max_length=320)),
-                ('plan_id', models.CharField(max_length=100)),
-                ('runs_total', models.PositiveIntegerField(default=0)),
-                ('runs_remaining', models.PositiveIntegerField(default=0)),
-                ('entitlement_status', models.CharField(choices=[('active', 'Active'), ('inactive', 'Inactive'), ('expired', 'Expired')], default='active', max_length=16)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('issued_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entitlements', to='governance.organization')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("entitlement_id", models.CharField(max_length=64, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("runs", "Runs (a balance)"), ("status", "Status (active or not)")],
+                        default="runs",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "principal",
+                    models.CharField(help_text="an email, an OIDC subject, or a wallet / holder id", max_length=320),
+                ),
+                ("plan_id", models.CharField(max_length=100)),
+                ("runs_total", models.PositiveIntegerField(default=0)),
+                ("runs_remaining", models.PositiveIntegerField(default=0)),
+                (
+                    "entitlement_status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("inactive", "Inactive"), ("expired", "Expired")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("issued_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entitlements",
+                        to="governance.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='IssuanceToken',
+            name="IssuanceToken",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('prefix', models.CharField(max_length=16, unique=True)),
-                ('secret_hash', models.CharField(max_length=64)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='issuance_tokens', to='governance.organization')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=200)),
+                ("prefix", models.CharField(max_length=16, unique=True)),
+                ("secret_hash", models.CharField(max_length=64)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="issuance_tokens",
+                        to="governance.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('principal', models.CharField(max_length=320)),
-                ('run_id', models.CharField(max_length=200)),
-                ('state', models.CharField(choices=[('consumed', 'Consumed'), ('started', 'Started'), ('completed', 'Completed')], default='consumed', max_length=16)),
-                ('consumed_at', models.DateTimeField()),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('inputs_sha256', models.CharField(blank=True, max_length=71)),
-                ('container_image', models.CharField(blank=True, max_length=500)),
-                ('project_id', models.CharField(blank=True, max_length=200)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('outputs_sha256', models.CharField(blank=True, max_length=71)),
-                ('run_manifest_sha256', models.CharField(blank=True, max_length=71)),
-                ('seal_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('seal_json', models.JSONField(blank=True, null=True)),
-                ('seal_sig', models.TextField(blank=True)),
-                ('seal_svg', models.TextField(blank=True)),
-                ('public_key_pem', models.TextField(blank=True)),
-                ('verify_md', models.TextField(blank=True)),
-                ('entitlement', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='entitlements.entitlement')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='governance.organization')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("principal", models.CharField(max_length=320)),
+                ("run_id", models.CharField(max_length=200)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("consumed", "Consumed"), ("started", "Started"), ("completed", "Completed")],
+                        default="consumed",
+                        max_length=16,
+                    ),
+                ),
+                ("consumed_at", models.DateTimeField()),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("inputs_sha256", models.CharField(blank=True, max_length=71)),
+                ("container_image", models.CharField(blank=True, max_length=500)),
+                ("project_id", models.CharField(blank=True, max_length=200)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("outputs_sha256", models.CharField(blank=True, max_length=71)),
+                ("run_manifest_sha256", models.CharField(blank=True, max_length=71)),
+                ("seal_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("seal_json", models.JSONField(blank=True, null=True)),
+                ("seal_sig", models.TextField(blank=True)),
+                ("seal_svg", models.TextField(blank=True)),
+                ("public_key_pem", models.TextField(blank=True)),
+                ("verify_md", models.TextField(blank=True)),
+                (
+                    "entitlement",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="runs", to="entitlements.entitlement"
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="runs", to="governance.organization"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-consumed_at'],
+                "ordering": ["-consumed_at"],
             },
         ),
         migrations.CreateModel(
-            name='SealRedemption',
+            name="SealRedemption",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('principal', models.CharField(max_length=320)),
-                ('seal_id', models.CharField(max_length=64)),
-                ('redeemed_at', models.DateTimeField(auto_now_add=True)),
-                ('entitlement', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='redemptions', to='entitlements.entitlement')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='redemptions', to='governance.organization')),
-                ('sealed_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='redemptions', to='entitlements.run')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("principal", models.CharField(max_length=320)),
+                ("seal_id", models.CharField(max_length=64)),
+                ("redeemed_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "entitlement",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="redemptions",
+                        to="entitlements.entitlement",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="redemptions",
+                        to="governance.organization",
+                    ),
+                ),
+                (
+                    "sealed_run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="redemptions",
+                        to="entitlements.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-redeemed_at'],
+                "ordering": ["-redeemed_at"],
             },
         ),
         migrations.AddIndex(
-            model_name='entitlement',
-            index=models.Index(fields=['organization', 'principal', 'kind'], name='entitlement_holder_idx'),
+            model_name="entitlement",
+            index=models.Index(fields=["organization", "principal", "kind"], name="entitlement_holder_idx"),
         ),
         migrations.AddConstraint(
-            model_name='entitlement',
-            constraint=models.UniqueConstraint(fields=('organization', 'kind', 'principal', 'plan_id'), name='one_entitlement_per_principal_and_plan'),
+            model_name="entitlement",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "kind", "principal", "plan_id"), name="one_entitlement_per_principal_and_plan"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='entitlement',
-            constraint=models.CheckConstraint(condition=models.Q(('runs_remaining__lte', models.F('runs_total'))), name='remaining_within_total'),
+            model_name="entitlement",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("runs_remaining__lte", models.F("runs_total"))), name="remaining_within_total"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='run',
-            constraint=models.UniqueConstraint(fields=('organization', 'principal', 'run_id'), name='one_run_per_run_id'),
+            model_name="run",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "principal", "run_id"), name="one_run_per_run_id"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sealredemption',
-            constraint=models.UniqueConstraint(fields=('organization', 'principal', 'seal_id'), name='one_redemption_per_seal'),
+            model_name="sealredemption",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "principal", "seal_id"), name="one_redemption_per_seal"
+            ),
         ),
     ]
