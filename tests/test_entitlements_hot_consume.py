@@ -29,10 +29,8 @@ from governance.models import ApiToken, Person
 from governance.services.people import create_person
 from governance.services.tokens import issue_token
 from governance.token_cache import TokenCache
-from tests import gbx as gbx_world
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-gbx = gbx_world.gbx  # fixture
 
 
 class People:
