@@ -275,7 +275,7 @@ MANDATE_GBX_ADMIN_TOKEN_SHA256 = env.str("MANDATE_GBX_ADMIN_TOKEN_SHA256", defau
 # A rerun granted by redeeming a seal stays usable at least this many days.
 MANDATE_GBX_RERUN_DAYS = env.int("MANDATE_GBX_RERUN_DAYS", default=30)
 # Plain POST /api/entitlement/consume requests with a Mandate token are answered in front of
-# Django on Postgres (entitlements/fastroute.py), up to this many consumes per transaction.
+# Django on Postgres (entitlements/fastroute.py), up to this many consumes per statement and commit.
 MANDATE_GBX_CONSUME_FAST_ROUTE = env.bool("MANDATE_GBX_CONSUME_FAST_ROUTE", default=True)
 MANDATE_GBX_CONSUME_GROUP_COMMIT = env.int("MANDATE_GBX_CONSUME_GROUP_COMMIT", default=64)
 # --- The action gate (docs/gate.md) ---
