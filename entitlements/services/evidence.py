@@ -17,4 +17,5 @@ def record_entitlement_step(holder: Holder, entitlement_id: str, event_type: str
 
 
 def _draft(holder: Holder, event_type: str, payload: dict) -> EventDraft:
-    return EventDraft(event_type, payload, performer_type=holder.performer_type, performer_id=holder.principal)
+    # A plain str: the enum member would send the event through the slow RFC 8785 path.
+    return EventDraft(str(event_type), payload, performer_type=holder.performer_type, performer_id=holder.principal)
