@@ -80,15 +80,12 @@ def chips(values) -> str:
     )
 
 
-class ControlPlaneAdmin(admin.ModelAdmin):
-    """Read-only, organization-scoped pages for a declared kind."""
+class OrganizationScopedAdmin(admin.ModelAdmin):
+    """Read-only pages of one organization's rows, for the console's roles (a superuser sees
+    every organization). The control plane's pages and the entitlements' build on it."""
 
-    search_fields = ("key", "name")
     actions = None
     list_per_page = 50
-    ordering_field = "key"
-
-    # --- who sees what ---
 
     def _may_open(self, request) -> bool:
         user = request.user
@@ -98,6 +95,10 @@ class ControlPlaneAdmin(admin.ModelAdmin):
             return False
         return has_any_role(request, CONSOLE_ROLES)
 
+    def may_apply(self, request) -> bool:
+        """The console's writers: platform operators and admins."""
+        return self._may_open(request) and has_any_role(request, APPLY_ROLES)
+
     def has_module_permission(self, request):
         return self._may_open(request)
 
@@ -105,8 +106,7 @@ class ControlPlaneAdmin(admin.ModelAdmin):
         return self._may_open(request)
 
     def has_add_permission(self, request):
-        # Declarations are added by applying a bundle: "Add" opens the upload page.
-        return self._may_open(request) and has_any_role(request, APPLY_ROLES)
+        return False
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -114,17 +114,28 @@ class ControlPlaneAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        return redirect(admin_views.bundle_upload_url())
-
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
         organization = console_organization(request)
         return queryset.filter(organization=organization) if organization else queryset.none()
+
+
+class ControlPlaneAdmin(OrganizationScopedAdmin):
+    """Read-only, organization-scoped pages for a declared kind."""
+
+    search_fields = ("key", "name")
+    ordering_field = "key"
+
+    def has_add_permission(self, request):
+        # Declarations are added by applying a bundle: "Add" opens the upload page.
+        return self.may_apply(request)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return redirect(admin_views.bundle_upload_url())
 
     # --- layout ---
 

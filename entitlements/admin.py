@@ -13,8 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from controlplane.admin_views import CONSOLE_ROLES, has_any_role
-from controlplane.api.base import APPLY_ROLES
+from controlplane.admin import OrganizationScopedAdmin
 from entitlements.choices import EntitlementKind
 from entitlements.forms import IssuanceTokenForm, IssueRunsForm
 from entitlements.models import Entitlement, IssuanceToken, Run, SealRedemption
@@ -26,44 +25,11 @@ from governance.console import console_organization
 from governance.errors import DomainError
 
 
-class ScopedAdmin(admin.ModelAdmin):
-    """Read-only pages of one organization's rows (a superuser sees every organization)."""
-
-    actions = None
-    list_per_page = 50
-
-    def _may_open(self, request) -> bool:
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        if not user.is_superuser and not user.organization_id:
-            return False
-        return has_any_role(request, CONSOLE_ROLES)
+class ScopedAdmin(OrganizationScopedAdmin):
+    """The control plane's organization-scoped, read-only pages; issuing is for its writers."""
 
     def may_issue(self, request) -> bool:
-        return self._may_open(request) and has_any_role(request, APPLY_ROLES)
-
-    def has_module_permission(self, request):
-        return self._may_open(request)
-
-    def has_view_permission(self, request, obj=None):
-        return self._may_open(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        organization = console_organization(request)
-        return queryset.filter(organization=organization) if organization else queryset.none()
+        return self.may_apply(request)
 
 
 @admin.register(Entitlement)
