@@ -371,21 +371,36 @@ def _signed_by_us(lease, **changes) -> str:
     claims = {**jws.read_json_segment(lease.lease_jwt.split(".")[1]), **changes}
     for name in [name for name, value in claims.items() if value is DROP]:
         del claims[name]
+    for name, value in list(claims.items()):
+        if isinstance(value, FromNow):
+            claims[name] = value.resolve()
     return sign_jwt(claims)[0]
+
+
+class FromNow:
+    """A time claim ``seconds`` from when the lease is signed (not from when the tests were
+    collected: the suite may reach a test minutes later)."""
+
+    def __init__(self, seconds: int, as_text: bool = False):
+        self.seconds, self.as_text = seconds, as_text
+
+    def resolve(self):
+        value = int(time.time()) + self.seconds
+        return str(value) if self.as_text else value
 
 
 @pytest.mark.parametrize(
     ("changes", "accepted"),
     [
         ({}, True),
-        ({"nbf": int(time.time()) + 3}, True),  # another host's clock a little behind
-        ({"nbf": int(time.time()) + 60}, False),
+        ({"nbf": FromNow(3)}, True),  # another host's clock a little behind
+        ({"nbf": FromNow(60)}, False),
         ({"aud": "latchgate"}, False),
         ({"iss": "https://elsewhere.example.com"}, False),
         ({"epoch": DROP}, False),
         ({"cnf": {}}, False),
         ({"scope": "tools:call"}, False),
-        ({"exp": str(int(time.time()) + 60)}, False),
+        ({"exp": FromNow(60, as_text=True)}, False),
     ],
 )
 def test_a_lease_we_signed_must_still_carry_sound_claims(lease, changes, accepted):
