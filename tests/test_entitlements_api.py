@@ -377,3 +377,30 @@ def test_redeeming_a_seal_that_does_not_verify_is_400_with_the_failed_checks(gbx
     assert error_of(answer) == (400, "seal_invalid")
     assert answer.json()["status"] == "INVALID" and False in answer.json()["checks"].values()
     assert SealRedemption.objects.count() == 0
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+def test_an_agents_channel_key_holds_and_consumes_as_the_agent(gbx, demo, make_person):
+    from envelopes.requests.channels import create_invite, register_channel
+
+    owner = make_person(username="owner")
+    _, invite = create_invite(owner)
+    _channel, key, _ = register_channel(invite, name="nightly bot", agent_id="agent-payments-prod")
+    partner = gbx.make_customer()
+    issued = partner.client.post(
+        "/api/entitlement/issue",
+        {"principal": "agent-payments-prod", "plan_id": "gbx_standard", "runs_total": 1, "expires_at": later()},
+        format="json",
+        HTTP_X_GBX_ADMIN_TOKEN=gbx.issuer_secret,
+    )
+    assert issued.status_code == 201
+    agent = APIClient()
+    agent.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    answer = agent.post("/api/entitlement/consume", {"run_id": "nightly-1"}, format="json")
+    assert answer.status_code == 200, answer.content
+    run = Run.objects.get(run_id="nightly-1")
+    assert run.principal == "agent-payments-prod"
+    consumed = AuditEvent.objects.get(chain_id=run.chain_id, event_type="GBX_RUN_CONSUMED")
+    assert (consumed.performer_type, consumed.performer_id) == ("agent", "agent-payments-prod")

@@ -3,10 +3,11 @@ GBX's status codes (docs/entitlements.md "Status codes"), its callers (an OIDC I
 a Mandate person's bearer token), and the holder they act as."""
 
 from rest_framework import exceptions
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from entitlements.services.holders import Holder, principal_value
-from governance.api.authentication import BearerTokenAuthentication, OIDCAuthentication, oidc_identity_of
+from governance.api.authentication import OIDCAuthentication, oidc_identity_of
 from governance.api.errors import APIError, flatten_validation
 from governance.api.permissions import credential_of
 from governance.errors import (
@@ -53,7 +54,9 @@ def gbx_error(exc: DomainError) -> APIError:
 class GBXView(APIView):
     """A GBX endpoint: its callers and its error words."""
 
-    authentication_classes = [OIDCAuthentication, BearerTokenAuthentication]
+    # An ID token first, then the API's usual credentials (a person's mdt_ token, an agent
+    # channel's mdc_ key, a console session).
+    authentication_classes = [OIDCAuthentication, *api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
     def handle_exception(self, exc):
         if isinstance(exc, APIError) and "reason" in exc.extra and "message" not in exc.extra:
@@ -91,8 +94,17 @@ class GBXView(APIView):
             raise exceptions.NotAuthenticated()
         if credential.kind == "oidc":
             return Holder(_oidc_organization(self.request), principal_value(credential.subject_id), "principal")
-        user = self.request.user
         organization_id = credential.organization_id or str(default_organization().pk)
+        if credential.kind == "channel":
+            # An agent's channel key: the agent it was registered for (the channel object is
+            # on the request, put there by its authenticator), else the channel itself.
+            channel = getattr(self.request._request, "mandate_channel", None)
+            agent = getattr(channel, "agent", None)  # the controlplane Agent it was registered for
+            agent_id = getattr(agent, "key", "") or f"channel:{credential.subject_id}"
+            return Holder(organization_id, principal_value(agent_id), "agent")
+        user = self.request.user
+        if credential.kind not in ("token", "session") or not getattr(user, "is_authenticated", False):
+            raise exceptions.PermissionDenied("this credential cannot hold entitlements")
         return Holder(organization_id, principal_value(user.email or user.username), "person")
 
     def body(self) -> dict:
