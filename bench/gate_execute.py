@@ -46,102 +46,37 @@ Exit status: 0 when every run had no errors and the evidence checks passed (and,
 """
 
 import argparse
-import asyncio
 import base64
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import loadkit
 
-import evaluate_load as shared  # noqa: E402  (server process, CPU accounting, py-spy, machine line)
-
+ROOT = loadkit.ROOT
 THROUGHPUT_TARGET = 600.0
 P99_TARGET_MS = 50.0
 ACTION = "bench_fetch"
 AGENT = "agent-bench-{:02d}"
 EXECUTE_PATH = f"/v1/actions/{ACTION}/execute"
 ACTIONS_DIR = ROOT / "var" / "gate_execute-actions"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/5"
 CONNECT_STAGGER = 0.02  # seconds between the agents' connects
-
-
-# --- the local target (its own process) ---------------------------------------------------
-
-TARGET_BODY = b'{"ok":true,"items":[1,2,3]}'
-TARGET_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(TARGET_BODY)).encode()
-    + b"\r\n\r\n"
-    + TARGET_BODY
-)
-
-
-def target_main(port_pipe) -> None:
-    """A keep-alive HTTP/1.1 server answering every request with a small JSON body."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
-                writer.write(TARGET_RESPONSE)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            writer.close()
-
-    async def serve():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-        port_pipe.send(server.sockets[0].getsockname()[1])
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(serve())
-
-
-def start_target() -> tuple[multiprocessing.Process, int]:
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=target_main, args=(child,), daemon=True)
-    process.start()
-    if not parent.poll(30):
-        raise RuntimeError("the target did not start")
-    return process, parent.recv()
 
 
 # --- environment, database, catalogue --------------------------------------------------------
 
 
 def server_env(public_base_url: str = "") -> dict[str, str]:
-    env = os.environ.copy()
-    env.setdefault("SECRET_KEY", "bench")
-    env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
-    env["DEBUG"] = "false"
-    env["LOG_LEVEL"] = "WARNING"
-    env["DJANGO_SETTINGS_MODULE"] = "governance.settings"
+    env = loadkit.server_env()
     env["MANDATE_ACTIONS_DIR"] = str(ACTIONS_DIR)
     env["MANDATE_EGRESS_ALLOW_PRIVATE"] = "true"
     env["MANDATE_GATE_LEASE_TTL_SECONDS"] = "3600"
@@ -164,13 +99,8 @@ def write_catalogue() -> None:
 
 
 def setup_django() -> None:
-    for key, value in server_env().items():
-        os.environ.setdefault(key, value)
-    os.environ["DEBUG"] = "false"
     os.environ["MANDATE_ACTIONS_DIR"] = str(ACTIONS_DIR)
-    import django
-
-    django.setup()
+    loadkit.setup_django(server_env())
 
 
 def prepare_database(agents: int) -> str:
@@ -198,21 +128,15 @@ def prepare_database(agents: int) -> str:
     return secret
 
 
-class Server(shared.Server):
+class Server(loadkit.Server):
     """The real server with ``PUBLIC_BASE_URL`` set to its own URL, run from ``root`` (another
     checkout of the code, to compare before and after on one database)."""
 
     def __init__(self, workers: int, root: Path = ROOT):
-        super().__init__(workers)
-        self.root = root
+        super().__init__(workers, "gate_execute", root)
 
-    def start(self, timeout: float = 60.0) -> None:
-        original_env, original_root = shared.server_env, shared.ROOT
-        shared.server_env, shared.ROOT = (lambda: server_env(self.url)), self.root
-        try:
-            super().start(timeout)
-        finally:
-            shared.server_env, shared.ROOT = original_env, original_root
+    def environment(self) -> dict[str, str]:
+        return server_env(self.url)
 
 
 # --- DPoP keys and proofs (the clients' side) ----------------------------------------------
@@ -294,199 +218,53 @@ def issue_leases(url: str, token: str, count: int, max_calls: int = 0) -> list[t
 # --- the load clients (their own processes) -------------------------------------------------
 
 
-async def _agent_loop(agent, host, port, htu, target, tag, connect_at, window, latencies, outcomes):
-    head = (
-        f"POST {EXECUTE_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: DPoP {agent.lease}\r\n"
-        "Content-Type: application/json\r\nConnection: keep-alive\r\n"
-    ).encode()
-    await asyncio.sleep(max(0.0, connect_at - time.time()))
-    reader, writer = await asyncio.open_connection(host, port)
-    await window["go"].wait()
-    sequence = 0
-    while time.perf_counter() < window["deadline"]:
-        if writer is None:
-            reader, writer = await asyncio.open_connection(host, port)
-        sequence += 1
-        body = json.dumps({"url": f"{target}/items/{tag}-{sequence}"}).encode()
-        start = time.perf_counter()
-        try:
-            proof = agent.proof("POST", htu).encode("ascii")
-            writer.write(head + b"DPoP: " + proof + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
-            writer.write(body)
-            status = int((await reader.readline()).split()[1])
-            length, close = None, False
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"connection" and value.strip().lower() == b"close":
-                    close = True
-            if length is None:
-                raise ValueError("response without Content-Length")
-            answer = json.loads(await reader.readexactly(length))
-            latencies.append(time.perf_counter() - start)
-            if status == 200 and answer.get("verification_outcome") == "verified":
-                outcomes["ok"] += 1
-            else:
-                outcomes[f"{status} {answer.get('error') or answer.get('verification_outcome')}"] += 1
-            if close:
-                writer.close()
-                writer = None
-        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
-            latencies.append(time.perf_counter() - start)
-            outcomes[type(exc).__name__] += 1
-            if writer is not None:
-                writer.close()
-            writer = None
-    if writer is not None:
-        writer.close()
+class Executions(loadkit.Calls):
+    """One agent's calls: each a fresh proof, signed just before it is sent. Anything but a 200
+    whose ``verification_outcome`` is ``verified`` is an error."""
+
+    def __init__(self, tally, agent, host, port, htu, target, tag):
+        super().__init__(tally)
+        self.agent, self.htu, self.target, self.tag = agent, htu, target, tag
+        self.head = (
+            f"POST {EXECUTE_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: DPoP {agent.lease}\r\n"
+            "Content-Type: application/json\r\nConnection: keep-alive\r\n"
+        ).encode()
+
+    def request(self, sequence: int) -> tuple[bytes, ...]:
+        body = json.dumps({"url": f"{self.target}/items/{self.tag}-{sequence}"}).encode()
+        proof = self.agent.proof("POST", self.htu).encode("ascii")
+        return (self.head + b"DPoP: " + proof + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n", body)
+
+    def answered(self, sequence: int, status: int, content: bytes) -> None:
+        answer = json.loads(content)
+        if status == 200 and answer.get("verification_outcome") == "verified":
+            self.tally.ok()
+        else:
+            self.tally.error(f"{status} {answer.get('error') or answer.get('verification_outcome')}")
 
 
-async def _drive(agents, server_url, target, seconds, run_tag, connect_at, start_at):
-    from urllib.parse import urlparse
-
+def make_agents(share):
+    """In a load process: an agent per lease, one keep-alive connection each."""
+    leases, server_url, target, run_tag = share
     parsed = urlparse(server_url)
     htu = server_url + EXECUTE_PATH
-    window = {"go": asyncio.Event(), "deadline": 0.0}
-    latencies: list[float] = []
-    outcomes: Counter = Counter()
-    tasks = [
-        asyncio.create_task(
-            _agent_loop(
-                agent, parsed.hostname, parsed.port, htu, target, f"{run_tag}-{i}", at, window, latencies, outcomes
-            )
-        )
-        for i, (agent, at) in enumerate(zip(agents, connect_at, strict=True))
-    ]
-    await asyncio.sleep(max(0.0, start_at - time.time()))
-    began = time.perf_counter()
-    window["deadline"] = began + seconds
-    window["go"].set()
-    crashed = await asyncio.gather(*tasks, return_exceptions=True)
-    for outcome in crashed:
-        if isinstance(outcome, BaseException):
-            outcomes[f"client crashed: {outcome!r}"[:120]] += 1
-    return latencies, outcomes, began, time.perf_counter()
-
-
-def client_process(leases, server_url, target, seconds, run_tag, start_at, queue):
-    """One load process: an agent per lease, one keep-alive connection each."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    agents = []
-    for pem, lease, _ in leases:
+    tally = loadkit.Tally()
+    clients = []
+    for i, (pem, lease, connect_at) in enumerate(leases):
         agent = Agent(pem)
         agent.lease = lease
-        agents.append(agent)
-    cpu_start = time.process_time()
-    latencies, outcomes, began, ended = asyncio.run(
-        _drive(agents, server_url, target, seconds, run_tag, [at for _, _, at in leases], start_at)
-    )
-    queue.put(
-        {
-            "latencies": latencies,
-            "outcomes": dict(outcomes),
-            "wall": ended - began,
-            "cpu": time.process_time() - cpu_start,
-        }
-    )
+        calls = Executions(tally, agent, parsed.hostname, parsed.port, htu, target, f"{run_tag}-{i}")
+        clients.append(partial(loadkit.keep_alive_client, parsed.hostname, parsed.port, connect_at, calls))
+    return clients, tally
 
 
-def run_load(leases, server_url, target, seconds, processes, run_tag, meter=None, target_pid=None) -> dict:
+def run_load(leases, server_url, target, seconds, processes, run_tag, meter=None) -> dict:
     """The agents in ``processes`` processes; they connect ``CONNECT_STAGGER`` s apart (a burst of
     connects lands on one uvicorn worker), then load together for ``seconds``."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    connect_base = time.time() + 2.0  # spawned interpreters import first
-    timed = [(pem, lease, connect_base + i * CONNECT_STAGGER) for i, (pem, lease) in enumerate(leases)]
-    shares = [timed[i::processes] for i in range(processes)]
-    start_at = connect_base + len(leases) * CONNECT_STAGGER + 0.3
-    workers = [
-        context.Process(
-            target=client_process,
-            args=(share, server_url, target, seconds, f"{run_tag}-p{i}", start_at, queue),
-        )
-        for i, share in enumerate(shares)
-        if share
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        time.sleep(max(0.0, start_at - time.time()))
-        before = meter.snapshot() if meter else None
-        system_before = system_cpu(meter.server.pids()) if meter else {}
-        target_before = shared.process_cpu(target_pid) if target_pid else 0.0
-        results = [queue.get(timeout=seconds + 120) for _ in workers]
-        after = meter.snapshot() if meter else None
-        system_after = system_cpu(meter.server.pids()) if meter else {}
-        target_after = shared.process_cpu(target_pid) if target_pid else 0.0
-    finally:
-        for worker in workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.terminate()
-    latencies = sorted(latency for result in results for latency in result["latencies"])
-    outcomes: Counter = Counter()
-    for result in results:
-        outcomes.update(result["outcomes"])
-    wall = max(result["wall"] for result in results)
-    row = {
-        "requests": len(latencies),
-        "ok": outcomes.pop("ok", 0),
-        "errors": sum(outcomes.values()),
-        "error_kinds": dict(outcomes.most_common(6)),
-        "wall": wall,
-        "rps": len(latencies) / wall if wall else 0.0,
-        **percentiles(latencies),
-    }
-    if meter:
-        span = after["at"] - before["at"]
-        server_seconds = shared.CpuMeter.used(before, after, "server")
-        row.update(
-            server_cpu=server_seconds / span,
-            server_ms_per_call=server_seconds / row["requests"] * 1000 if row["requests"] else 0.0,
-            per_process=sorted((cpu - before["server"].get(pid, 0.0)) / span for pid, cpu in after["server"].items()),
-            server_system_share=sum(v - system_before.get(pid, 0.0) for pid, v in system_after.items()) / server_seconds
-            if server_seconds
-            else 0.0,
-            postgres_cpu=shared.CpuMeter.used(before, after, "postgres") / span,
-            postgres_ms_per_call=shared.CpuMeter.used(before, after, "postgres") / row["requests"] * 1000
-            if row["requests"]
-            else 0.0,
-            machine_cpu=(after["busy"] - before["busy"]) / span,
-            client_cpu=sum(result["cpu"] for result in results) / wall if wall else 0.0,
-            target_cpu=(target_after - target_before) / span,
-            commits=after["commits"] - before["commits"],
-        )
-    return row
-
-
-def system_cpu(pids: list[int]) -> dict[int, float]:
-    """Kernel CPU seconds of each process (thread hand-offs and sockets show up here)."""
-    seconds = {}
-    for pid in pids:
-        fields = shared._stat_fields(pid)
-        if fields:
-            seconds[pid] = int(fields[12]) / shared.CLOCK_TICKS
-    return seconds
-
-
-def percentiles(latencies: list[float]) -> dict:
-    if not latencies:
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
-
-    def at(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": latencies[-1] * 1000}
+    connect_times, start_at = loadkit.schedule(len(leases), CONNECT_STAGGER)
+    timed = [(pem, lease, at) for (pem, lease), at in zip(leases, connect_times, strict=True)]
+    shares = [(timed[i::processes], server_url, target, f"{run_tag}-p{i}") for i in range(processes)]
+    return loadkit.run_load(make_agents, [share for share in shares if share[0]], seconds, start_at, meter=meter)
 
 
 # --- evidence checks ------------------------------------------------------------------------
@@ -565,7 +343,7 @@ def stage_breakdown(count: int, target: str, profile: bool = False) -> None:
     for n in range(50):
         status, answer = call(n)
         assert status == 200, answer
-    timer = shared.StageTimer()
+    timer = loadkit.StageTimer()
     stages = [
         (admission, "rate_limit", "1 rate limit"),
         (admission, "drain", "2 drain (gate state)"),
@@ -643,28 +421,7 @@ PARTS = [
 
 def report_py_spy(recorders) -> None:
     """Inclusive shares of the pipeline's parts, then the hottest functions (self)."""
-    own: Counter = Counter()
-    inclusive: Counter = Counter()
-    total = 0
-    for process, output in recorders:
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if not output.exists():
-            print(f"py-spy wrote nothing for {output.name} (ptrace not permitted?)")
-            continue
-        for line in output.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            samples = int(count)
-            total += samples
-            frames = [shared._function_of(frame) for frame in stack.split(";")]
-            own[frames[-1]] += samples
-            for frame in set(frames):
-                inclusive[frame] += samples
-        print(f"py-spy's raw stacks: {output}")
+    own, inclusive, total = loadkit.read_py_spy(recorders, keep=True)
     if not total:
         return
 
@@ -692,7 +449,7 @@ def measure_configuration(args, token: str, workers: int, target: str, target_pi
     try:
         server.start()
         leases = issue_leases(server.url, token, args.concurrency, args.budget)
-        meter = shared.CpuMeter(server, database_url)
+        meter = loadkit.CpuMeter(server, database_url, {"target": target_pid})
         for run in range(1, args.repeat + 1):
             load = os.getloadavg()[0]
             tag = f"w{workers}r{run}-{uuid.uuid4().hex[:6]}"
@@ -703,83 +460,37 @@ def measure_configuration(args, token: str, workers: int, target: str, target_pi
             recorders = []
             if args.py_spy and run == 1:
                 pids = server.pids()[1:] if workers > 1 else server.pids()[:1]
-                recorders = shared.start_py_spy(args.py_spy, pids, args.duration)
-            result = run_load(
-                leases, server.url, target, args.duration, args.client_processes, tag + "m", meter, target_pid
-            )
+                recorders = loadkit.start_py_spy(args.py_spy, pids, args.duration, "gate_execute")
+            result = run_load(leases, server.url, target, args.duration, args.client_processes, tag + "m", meter)
             after = evidence_counts()
-            result["evidence_problems"] = check_evidence(before, after, warm["ok"] + result["ok"])
-            connection_close()
+            result["problems"] = check_evidence(before, after, warm["ok"] + result["ok"])
+            loadkit.close_connection()
             result.update(workers=workers, run=run, load=load)
             rows.append(result)
-            print_run(result)
+            loadkit.print_call_run(result, "executions/s", "call", "executions", "EVIDENCE", others=("target",))
             if recorders:
                 report_py_spy(recorders)
     finally:
-        server.stop()
-        server.log.close()
-        Path(server.log.name).unlink(missing_ok=True)
+        server.close()
     return rows
 
 
-def connection_close() -> None:
-    from django.db import connection
-
-    connection.close()
-
-
-def print_run(r: dict) -> None:
-    print(
-        f"  workers={r['workers']} run {r['run']}: {r['rps']:,.0f} executions/s over {r['wall']:.1f} s "
-        f"({r['requests']:,} calls, {r['errors']} errors), p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, "
-        f"p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms; load avg at start {r['load']:.2f}"
-    )
-    print(
-        f"    CPU (cores busy): clients {r['client_cpu']:.2f}, target {r['target_cpu']:.2f}, server "
-        f"{r['server_cpu']:.2f} ({r['server_ms_per_call']:.2f} ms per call; per process "
-        f"{' '.join(f'{c:.2f}' for c in r['per_process'])}; "
-        f"{r['server_system_share'] * 100:.0f}% in the kernel), postgres {r['postgres_cpu']:.2f} "
-        f"({r['postgres_ms_per_call']:.2f} ms per call), machine {r['machine_cpu']:.2f} of {os.cpu_count()}; "
-        f"executions per commit {r['requests'] / r['commits'] if r['commits'] else 0:.1f}"
-    )
-    for kind, count in r["error_kinds"].items():
-        print(f"    error: {count} × {kind}")
-    for problem in r["evidence_problems"]:
-        print(f"    EVIDENCE: {problem}")
+COLUMNS = loadkit.call_columns("Executions/s", "call", "Executions", others=("target",))
 
 
 def print_table(rows: list[dict], args) -> None:
-    print(
-        f"\nPOST {EXECUTE_PATH} (builtin:http_api GET to a local target), {args.concurrency} agents "
+    title = (
+        f"POST {EXECUTE_PATH} (builtin:http_api GET to a local target), {args.concurrency} agents "
         f"(own lease, fresh proof per call; clients in {args.client_processes} process(es)), "
-        f"{args.duration:.0f} s per run\n"
+        f"{args.duration:.0f} s per run"
     )
-    print(
-        "| Workers | Run | Load avg | Executions/s | p50 ms | p95 ms | p99 ms | max ms | Errors | CPU clients "
-        "| CPU target | CPU server | Server ms/call | CPU postgres | CPU machine | Executions per commit |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['workers']} | {r['run']} | {r['load']:.2f} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} "
-            f"| {r['p99']:.1f} | {r['max']:.1f} | {r['errors']} | {r['client_cpu']:.2f} | {r['target_cpu']:.2f} "
-            f"| {r['server_cpu']:.2f} | {r['server_ms_per_call']:.2f} | {r['postgres_cpu']:.2f} "
-            f"| {r['machine_cpu']:.2f} | {r['requests'] / r['commits'] if r['commits'] else 0:.1f} |"
-        )
-
-
-def meets_target(row: dict) -> bool:
-    return row["rps"] >= THROUGHPUT_TARGET and row["p99"] <= P99_TARGET_MS and row["errors"] == 0
+    loadkit.print_table(title, COLUMNS, rows)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
-    parser.add_argument("--sweep", help="comma list of worker counts, e.g. 1,2 (overrides --workers)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent agents (default 16)")
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (default 20)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each run (default 3)")
-    parser.add_argument("--repeat", type=int, default=1, help="measured runs per configuration (default 1)")
+    loadkit.add_server_arguments(parser, "comma list of worker counts, e.g. 1,2 (overrides --workers)")
+    loadkit.add_window_arguments(parser, 16, "agents")
     parser.add_argument("--client-processes", type=int, default=1, help="processes the agents are split over")
     parser.add_argument(
         "--server-root",
@@ -796,80 +507,46 @@ def parse_args(argv=None):
     parser.add_argument("--breakdown", type=int, default=0, metavar="N", help="time the steps of N in-process calls")
     parser.add_argument("--profile", action="store_true", help="with --breakdown: cProfile the same calls too")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample the workers in the first run")
-    parser.add_argument("--no-load", action="store_true", help="skip the HTTP load (breakdown only)")
-    parser.add_argument("--fresh", action="store_true", help="drop and recreate the database first")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
-    parser.add_argument("--time-limit", type=float, default=1800.0, help="abort after this many seconds")
+    loadkit.add_run_arguments(parser, "breakdown only", "the target")
     return parser.parse_args(argv)
 
 
-class TimeLimitExceeded(Exception):
-    pass
+def measure(args, token: str, target: str, target_pid: int, rows: list[dict]) -> bool:
+    """The HTTP load (unless ``--no-load``), then the breakdown; whether all went well."""
+    ok = True
+    if not args.no_load:
+        loadkit.sweep(
+            args,
+            rows,
+            f"agents={args.concurrency}",
+            lambda workers: measure_configuration(args, token, workers, target, target_pid),
+        )
+        print_table(rows, args)
+        ok = all(r["errors"] == 0 and not r["problems"] for r in rows)
+        goal = f"≥ {THROUGHPUT_TARGET:,.0f}/s with p99 ≤ {P99_TARGET_MS:.0f} ms"
+        predicates = loadkit.fast_enough(THROUGHPUT_TARGET, P99_TARGET_MS)
+        ok = loadkit.report_best(rows, args, "executions/s", goal, *predicates) and ok
+    if args.breakdown:
+        stage_breakdown(args.breakdown, target, args.profile)
+    return ok
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("set DATABASE_URL to a scratch PostgreSQL database on loopback")
-    shared.check_loopback(database_url, "DATABASE_URL")
-    shared.check_loopback(server_env()["REDIS_URL"], "REDIS_URL")
-    if args.concurrency < 1 or args.client_processes < 1 or args.duration <= 0:
-        raise SystemExit("--concurrency, --client-processes and --duration must be positive")
-
-    def on_alarm(signum, frame):
-        raise TimeLimitExceeded(f"time limit of {args.time_limit:.0f} s exceeded")
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt("SIGTERM")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.alarm(max(1, int(args.time_limit)))
-    (ROOT / "var").mkdir(exist_ok=True)
-    print(f"Machine: {shared.machine_line()}")
-    if args.fresh:
-        shared.recreate_database(database_url)
+    loadkit.begin_load(args)
     write_catalogue()
     setup_django()
     token = prepare_database(args.concurrency)
-    connection_close()
-    target_process, target_port = start_target()
+    loadkit.close_connection()
+    target_process, target_port = loadkit.start_target()
     target = f"http://127.0.0.1:{target_port}"
-    rows: list[dict] = []
-    ok = True
     try:
-        if not args.no_load:
-            counts = [int(w) for w in args.sweep.split(",")] if args.sweep else [args.workers]
-            for workers in counts:
-                print(f"\nworkers={workers}, agents={args.concurrency}:")
-                rows.extend(measure_configuration(args, token, workers, target, target_process.pid))
-            print_table(rows, args)
-            ok = all(r["errors"] == 0 and not r["evidence_problems"] for r in rows)
-            best = max(rows, key=lambda r: (r["errors"] == 0 and r["p99"] <= P99_TARGET_MS, r["rps"]))
-            verdict = "met" if meets_target(best) else "not met"
-            print(
-                f"\nBest: {best['workers']} worker(s): {best['rps']:,.0f} executions/s, p99 {best['p99']:.1f} ms "
-                f"(target ≥ {THROUGHPUT_TARGET:,.0f}/s with p99 ≤ {P99_TARGET_MS:.0f} ms: {verdict})"
-            )
-            if args.strict and not meets_target(best):
-                ok = False
-        if args.breakdown:
-            stage_breakdown(args.breakdown, target, args.profile)
-    except (TimeLimitExceeded, KeyboardInterrupt) as exc:
-        print(f"aborted: {str(exc) or 'interrupted'}", file=sys.stderr)
-        if rows:
-            print_table(rows, args)
-        return 1
+        body = partial(measure, args, token, target, target_process.pid)
+        return loadkit.run_main(body, partial(print_table, args=args))
     finally:
-        signal.alarm(0)
         with suppress(Exception):
             target_process.terminate()
             target_process.join(5)
-    print(f"\nMachine at the end: load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

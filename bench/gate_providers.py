@@ -20,9 +20,7 @@ No database is used. Usage:
 """
 
 import argparse
-import asyncio
 import datetime
-import multiprocessing
 import os
 import platform
 import statistics
@@ -30,7 +28,8 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import loadkit  # puts the repository root on sys.path
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 os.environ.setdefault("SECRET_KEY", "bench")
 os.environ["MANDATE_EGRESS_ALLOW_PRIVATE"] = "true"
@@ -46,38 +45,6 @@ import wasmtime  # noqa: E402
 
 from envelopes.gate.plan import ExecutionPlan  # noqa: E402
 from envelopes.gate.providers import ProviderContext, dispatch, egress  # noqa: E402
-
-BODY = b'{"ok":true,"items":[1,2,3]}'
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(BODY)).encode()
-    + b"\r\n\r\n"
-    + BODY
-)
-
-
-def target_main(port_pipe) -> None:
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
-                writer.write(RESPONSE)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def serve():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-        port_pipe.send(server.sockets[0].getsockname()[1])
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(serve())
 
 
 def percentile(values, p):
@@ -103,10 +70,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
 
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=target_main, args=(child,), daemon=True)
-    server.start()
-    port = parent.recv()
+    server, port = loadkit.start_target(use_uvloop=False, method="fork")
     url = f"http://127.0.0.1:{port}/items"
     plan = ExecutionPlan.from_manifest(
         {

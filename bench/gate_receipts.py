@@ -30,19 +30,13 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
-os.environ.setdefault("SECRET_KEY", "bench")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+import loadkit
 
-LOOPBACK_HOSTS = {"", "127.0.0.1", "localhost", "::1", "[::1]"}
+loadkit.in_process_env()
+
 ACTIONS = [f"action_{n:02d}" for n in range(20)]
 PRINCIPALS = [f"agent-{n:03d}" for n in range(200)]
 SESSIONS = 5000
@@ -63,9 +57,7 @@ def main():
     parser.add_argument("--compare-gin", action="store_true")
     args = parser.parse_args()
 
-    url = urlparse(os.environ.get("DATABASE_URL", ""))
-    if url.scheme not in ("postgres", "postgresql") or url.hostname not in LOOPBACK_HOSTS:
-        sys.exit("DATABASE_URL must name a PostgreSQL database on loopback")
+    loadkit.scratch_database_url()
 
     import django
 

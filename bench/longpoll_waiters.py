@@ -50,7 +50,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,34 +58,21 @@ import time
 import uuid
 from contextlib import suppress
 from pathlib import Path
-from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import loadkit
 
+ROOT = loadkit.ROOT
 WAKE_ALL_TARGET_S = 2.0
 SINGLE_P50_TARGET_MS = 50.0
-LOOPBACK_HOSTS = {"", "127.0.0.1", "localhost", "::1", "[::1]"}
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/5"
-MANAGE = ROOT / "manage.py"
 WAIT_SECONDS = 300
 
 
 # --- environment, database and server ---------------------------------------------------
 
 
-def check_loopback(url: str, what: str) -> None:
-    if (urlparse(url).hostname or "") not in LOOPBACK_HOSTS:
-        raise SystemExit(f"{what} must point at loopback for a benchmark (got {url!r})")
-
-
 def configure_environment() -> None:
-    """One environment for this process, the server and every child process."""
-    os.environ.setdefault("SECRET_KEY", "bench")
-    os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
-    os.environ["DEBUG"] = "false"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "governance.settings"
+    """One environment for this process, the server and every child process: the server's."""
+    os.environ.update(loadkit.server_env())
 
 
 def setup_django() -> None:
@@ -102,12 +88,6 @@ def raise_fd_limit(needed: int) -> int:
     target = needed if hard == resource.RLIM_INFINITY else max(soft, min(hard, needed * 2))
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
-
-
-def manage(*args: str) -> None:
-    result = subprocess.run([sys.executable, str(MANAGE), *args], cwd=ROOT, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
 
 def submit_batch(channel_id: str, count: int) -> list[str]:
@@ -154,86 +134,7 @@ def prepare(waiters: int, processes: int) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``uvicorn governance.asgi:application --workers 1`` in its own process group."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        (ROOT / "var").mkdir(exist_ok=True)
-        self.log = open(ROOT / "var" / f"longpoll_waiters-{os.getpid()}.log", "w+b")  # noqa: SIM115
-
-    def start(self, timeout: float = 60.0) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "governance.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--backlog",
-            "4096",
-            "--no-access-log",
-            "--lifespan",
-            "off",
-            "--log-level",
-            "warning",
-        ]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the server was not ready within {timeout:.0f} s:\n{self.output()}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.process = None
-
-
 # --- /proc --------------------------------------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def process_status(pid: int) -> dict:
@@ -248,12 +149,6 @@ def process_status(pid: int) -> dict:
         "threads": int(values["Threads"]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
     }
-
-
-def process_cpu(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Sampler(threading.Thread):
@@ -390,21 +285,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args) -> int:
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith("postgres"):
-        raise SystemExit("set DATABASE_URL to a scratch PostgreSQL database on loopback")
-    check_loopback(database_url, "DATABASE_URL")
+    loadkit.scratch_database_url()
     configure_environment()
-    check_loopback(os.environ["REDIS_URL"], "REDIS_URL")
+    loadkit.check_loopback(os.environ["REDIS_URL"], "REDIS_URL")
     fd_limit = raise_fd_limit(args.waiters + 1000)
     print(f"open-file limit raised to {fd_limit}")
 
-    manage("migrate", "-v0")
+    loadkit.manage("migrate", "-v0")
     data = prepare(args.waiters, args.setup_processes)
     request_ids = data["request_ids"]
     singles, bulk = request_ids[: args.singles], request_ids[args.singles :]
 
-    server = Server()
+    server = loadkit.Server(1, "longpoll_waiters", options=("--backlog", "4096"))
     context = multiprocessing.get_context("spawn")
     decider_pipe, decider_end = context.Pipe()
     decider = context.Process(
@@ -442,9 +334,9 @@ def run(args) -> int:
         connect_seconds = time.perf_counter() - connect_started
         print(f"{sent} waiters sent in {connect_seconds:.1f} s; settling {args.settle:.0f} s")
         time.sleep(args.settle)
-        cpu_before = process_cpu(server.pid)
+        cpu_before = loadkit.process_cpu(server.pid)
         time.sleep(args.idle_window)
-        parked_cpu = (process_cpu(server.pid) - cpu_before) / args.idle_window
+        parked_cpu = (loadkit.process_cpu(server.pid) - cpu_before) / args.idle_window
         parked = process_status(server.pid)
         print(f"parked: {parked}, server CPU {parked_cpu * 100:.0f}% while waiting")
 
@@ -469,7 +361,7 @@ def run(args) -> int:
             )
             time.sleep(1.0)  # py-spy attaches
         load_at_commit = os.getloadavg()[0]
-        wake_cpu_before = process_cpu(server.pid)
+        wake_cpu_before = loadkit.process_cpu(server.pid)
         decider_pipe.send(("commit",))
         _, bulk_committed, bulk_published, decide_seconds = decider_pipe.recv()
         results = []
@@ -478,7 +370,7 @@ def run(args) -> int:
                 raise RuntimeError("a client process did not finish")
             kind, payload = pipe.recv()
             results.extend(payload)
-        wake_cpu = process_cpu(server.pid) - wake_cpu_before
+        wake_cpu = loadkit.process_cpu(server.pid) - wake_cpu_before
         sampler.stopped.set()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -550,10 +442,6 @@ def run(args) -> int:
     return 0 if met or not args.strict else 1
 
 
-class TimeLimitExceeded(Exception):
-    pass
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiters", type=int, default=10_000)
@@ -573,11 +461,7 @@ def main() -> int:
     if args.singles >= args.waiters:
         raise SystemExit("--singles must be smaller than --waiters")
 
-    def on_alarm(signum, frame):
-        raise TimeLimitExceeded(f"time limit of {args.time_limit:.0f} s exceeded")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(1, int(args.time_limit)))
+    loadkit.arm_time_limit(args.time_limit, stop_on_term=False)
     try:
         return run(args)
     finally:

@@ -27,16 +27,11 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
-os.environ.setdefault("SECRET_KEY", "bench")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+import loadkit
 
-LOOPBACK_HOSTS = {"", "127.0.0.1", "localhost", "::1", "[::1]"}
+loadkit.in_process_env()
+
 TARGETS_MS = {"issue_seal": 20.0, "verify_seal (published keys)": 10.0}
 
 
@@ -49,9 +44,7 @@ def main():
     if args.iterations < 10:
         sys.exit("--iterations must be at least 10")
 
-    url = urlparse(os.environ.get("DATABASE_URL", ""))
-    if url.scheme not in ("postgres", "postgresql") or url.hostname not in LOOPBACK_HOSTS:
-        sys.exit("DATABASE_URL must name a PostgreSQL database on loopback")
+    loadkit.scratch_database_url()
 
     import django
 

@@ -30,30 +30,20 @@ the ledger or a chain invalid (and, with ``--strict``, when the target is missed
 
 import argparse
 import cProfile
-import datetime
 import hashlib
-import io
 import json
 import math
 import os
-import platform
-import pstats
-import signal
 import sys
 import time
 import uuid
-from contextlib import suppress
-from pathlib import Path
-from urllib.parse import urlparse
+from functools import partial
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
-os.environ.setdefault("SECRET_KEY", "bench")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+import loadkit
+
+loadkit.in_process_env()
 
 TARGET_EVENTS_PER_SECOND = 50_000
-LOOPBACK_HOSTS = {"", "127.0.0.1", "localhost", "::1", "[::1]"}
 CHAINS_PER_TRANSACTION = 100
 
 
@@ -136,10 +126,6 @@ def ensure_events(target: int) -> dict:
 
 
 # --- measurements -----------------------------------------------------------------------
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def time_ledger(run: int) -> dict:
@@ -355,12 +341,7 @@ def profile_ledger(top: int = 30) -> None:
     verdict = verify_ledger()
     profiler.disable()
     print(f"\nProfile of one verify_ledger() ({verdict.events_checked:,} events, profiler overhead included):")
-    for order in ("tottime", "cumulative"):
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(top)
-        print(f"\nTop {top} by {order}:\n```")
-        print(out.getvalue().strip())
-        print("```")
+    loadkit.print_profile(profiler, top)
 
 
 # --- report -----------------------------------------------------------------------------
@@ -369,20 +350,10 @@ def profile_ledger(top: int = 30) -> None:
 def machine_line() -> str:
     from django.db import connection
 
-    cpu = "unknown"
-    with suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         server = cursor.fetchone()[0]
-    return (
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}; {os.cpu_count()} cores ({cpu}); "
-        f"Python {platform.python_version()}; PostgreSQL {server}; load average at start {load_average()}"
-    )
+    return loadkit.machine_line(f"PostgreSQL {server}")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -408,83 +379,65 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-class TimeLimitExceeded(Exception):
-    pass
+def measure(args, rows: list[dict]) -> bool:
+    """The timed runs (appended to ``rows``), the split, the profile; whether every
+    verification said valid (and, with ``--strict``, the target was met)."""
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    print(f"Machine: {machine_line()}")
+    appended = ensure_events(args.events)
+    if appended["appended"]:
+        print(
+            f"appended {appended['appended']:,} events in {appended['seconds']:.1f} s "
+            f"({appended['appended'] / appended['seconds']:,.0f} events/s through append_events, "
+            f"{CHAINS_PER_TRANSACTION} chains per transaction)"
+        )
+    chain_ids = recent_chains(args.chains)
+    for run in range(1, args.runs + 1 if not args.split_only else 1):
+        rows.append(time_ledger(run))
+        print(f"  run {run}: verify_ledger {rows[-1]['rate']:,.0f} events/s (load avg {rows[-1]['load']:.2f})")
+        rows.append(time_chains(run, chain_ids))
+        print(
+            f"  run {run}: verify_chain {rows[-1]['rate']:,.0f} events/s, "
+            f"{rows[-1]['chains_per_second']:,.0f} chains/s (load avg {rows[-1]['load']:.2f})"
+        )
+    best = max((r["rate"] for r in rows if r["what"] == "verify_ledger()"), default=0.0)
+    if rows:
+        print_table(rows)
+        verdict = "met" if best >= TARGET_EVENTS_PER_SECOND else "not met"
+        print(f"\nBest verify_ledger: {best:,.0f} events/s (target ≥ {TARGET_EVENTS_PER_SECOND:,}: {verdict})")
+
+    split = hashing_split(args.sample)
+    print(
+        f"\nWhere a pass goes, on the first {split['count']:,} events (events/s for each part alone):\n"
+        f"| Part | Events/s |\n|---|---:|\n"
+        f"| read as model instances (the ORM) | {split['read_rate']:,.0f} |\n"
+        f"| read as tuples (values_list) | {split['read_tuples_rate']:,.0f} |\n"
+        f"| event hash, recompute_hash (evidence.canonical + SHA-256) | {split['rehash_rate']:,.0f} |\n"
+        f"| ledger hash, ledger_hash (evidence.canonical + SHA-256) | {split['relink_rate']:,.0f} |\n"
+        f"| event hash, checked json.dumps + SHA-256 | {split['fast_rehash_rate']:,.0f} |\n"
+        f"| ledger hash, fixed template | {split['fast_relink_rate']:,.0f} |\n"
+        f"| encoding only (timestamp preformatted), rfc8785.dumps | {split['jcs_rate']:,.0f} |\n"
+        f"| encoding only (timestamp preformatted), checked json.dumps | {split['fast_rate']:,.0f} |\n"
+        f"\nFast paths checked against the stored hashes: {split['hash_mismatches']} event-hash and "
+        f"{split['link_mismatches']} ledger-hash differences; the json.dumps path fell back to rfc8785 for "
+        f"{split['fallbacks']} documents and differed in {split['mismatches']}."
+    )
+    if args.profile:
+        profile_ledger()
+    ok = all(r["valid"] for r in rows)
+    return ok and not (args.strict and best < TARGET_EVENTS_PER_SECOND)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("set DATABASE_URL to a scratch PostgreSQL database on loopback")
-    if (urlparse(url).hostname or "") not in LOOPBACK_HOSTS:
-        raise SystemExit(f"DATABASE_URL must point at loopback for a benchmark (got {url!r})")
-
-    def on_alarm(signum, frame):
-        raise TimeLimitExceeded(f"time limit of {args.time_limit:.0f} s exceeded")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(1, int(args.time_limit)))
+    loadkit.scratch_database_url()
+    loadkit.arm_time_limit(args.time_limit, stop_on_term=False)
     import django
-    from django.core.management import call_command
 
     django.setup()
-    rows: list[dict] = []
-    try:
-        call_command("migrate", verbosity=0)
-        print(f"Machine: {machine_line()}")
-        appended = ensure_events(args.events)
-        if appended["appended"]:
-            print(
-                f"appended {appended['appended']:,} events in {appended['seconds']:.1f} s "
-                f"({appended['appended'] / appended['seconds']:,.0f} events/s through append_events, "
-                f"{CHAINS_PER_TRANSACTION} chains per transaction)"
-            )
-        chain_ids = recent_chains(args.chains)
-        for run in range(1, args.runs + 1 if not args.split_only else 1):
-            rows.append(time_ledger(run))
-            print(f"  run {run}: verify_ledger {rows[-1]['rate']:,.0f} events/s (load avg {rows[-1]['load']:.2f})")
-            rows.append(time_chains(run, chain_ids))
-            print(
-                f"  run {run}: verify_chain {rows[-1]['rate']:,.0f} events/s, "
-                f"{rows[-1]['chains_per_second']:,.0f} chains/s (load avg {rows[-1]['load']:.2f})"
-            )
-        best = max((r["rate"] for r in rows if r["what"] == "verify_ledger()"), default=0.0)
-        if rows:
-            print_table(rows)
-            verdict = "met" if best >= TARGET_EVENTS_PER_SECOND else "not met"
-            print(f"\nBest verify_ledger: {best:,.0f} events/s (target ≥ {TARGET_EVENTS_PER_SECOND:,}: {verdict})")
-
-        split = hashing_split(args.sample)
-        print(
-            f"\nWhere a pass goes, on the first {split['count']:,} events (events/s for each part alone):\n"
-            f"| Part | Events/s |\n|---|---:|\n"
-            f"| read as model instances (the ORM) | {split['read_rate']:,.0f} |\n"
-            f"| read as tuples (values_list) | {split['read_tuples_rate']:,.0f} |\n"
-            f"| event hash, recompute_hash (evidence.canonical + SHA-256) | {split['rehash_rate']:,.0f} |\n"
-            f"| ledger hash, ledger_hash (evidence.canonical + SHA-256) | {split['relink_rate']:,.0f} |\n"
-            f"| event hash, checked json.dumps + SHA-256 | {split['fast_rehash_rate']:,.0f} |\n"
-            f"| ledger hash, fixed template | {split['fast_relink_rate']:,.0f} |\n"
-            f"| encoding only (timestamp preformatted), rfc8785.dumps | {split['jcs_rate']:,.0f} |\n"
-            f"| encoding only (timestamp preformatted), checked json.dumps | {split['fast_rate']:,.0f} |\n"
-            f"\nFast paths checked against the stored hashes: {split['hash_mismatches']} event-hash and "
-            f"{split['link_mismatches']} ledger-hash differences; the json.dumps path fell back to rfc8785 for "
-            f"{split['fallbacks']} documents and differed in {split['mismatches']}."
-        )
-        if args.profile:
-            profile_ledger()
-    except TimeLimitExceeded as exc:
-        print(f"aborted: {exc}", file=sys.stderr)
-        if rows:
-            print_table(rows)
-        return 1
-    finally:
-        signal.alarm(0)
-    print(f"\nMachine at the end: load average {load_average()}")
-    ok = all(r["valid"] for r in rows)
-    if args.strict and best < TARGET_EVENTS_PER_SECOND:
-        ok = False
-    return 0 if ok else 1
+    return loadkit.run_main(partial(measure, args), print_table)
 
 
 if __name__ == "__main__":

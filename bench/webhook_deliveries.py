@@ -64,34 +64,23 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import loadkit
 
+ROOT = loadkit.ROOT
 TARGET_PER_SECOND = 200.0
-LOOPBACK_HOSTS = {"", "127.0.0.1", "localhost", "::1", "[::1]"}
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"
 WARMUP = 20
 
 
-def check_loopback(url: str, what: str) -> None:
-    if (urlparse(url).hostname or "") not in LOOPBACK_HOSTS:
-        raise SystemExit(f"{what} must point at loopback for a benchmark (got {url!r})")
-
-
 def configure_environment() -> None:
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("set DATABASE_URL to a scratch PostgreSQL database on loopback")
-    check_loopback(database_url, "DATABASE_URL")
-    os.environ.setdefault("SECRET_KEY", "bench")
+    """The server's environment (``loadkit.server_env``) in this process and the worker's,
+    on a Redis database of its own by default."""
+    loadkit.scratch_database_url()
     os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
-    check_loopback(os.environ["REDIS_URL"], "REDIS_URL")
+    loadkit.check_loopback(os.environ["REDIS_URL"], "REDIS_URL")
+    os.environ.update(loadkit.server_env())
     os.environ["MANDATE_WEBHOOK_ALLOW_PRIVATE"] = "true"
-    os.environ["DEBUG"] = "false"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "governance.settings"
 
 
 # --- the receiver (its own process, so its clock readings do not wait for our GIL) ----------
@@ -173,8 +162,6 @@ class Arrivals:
 
 # --- the worker and CPU accounting (Linux /proc) ------------------------------------------
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def start_worker(db_reuse: int | None) -> subprocess.Popen:
     """``celery -A governance worker`` with its defaults (prefork, one process per CPU).
@@ -202,34 +189,16 @@ def stop(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
 def cpu_seconds(pids) -> float:
-    total = 0.0
-    for pid in pids:
-        fields = _stat(pid)
-        if fields:
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
+    return sum(loadkit.process_cpu(pid) for pid in pids)
 
 
 def process_group(leader: int) -> list[int]:
     return [
         int(e.name)
         for e in Path("/proc").iterdir()
-        if e.name.isdigit() and (_stat(int(e.name)) or [0, 0, 0])[2] == str(leader)
+        if e.name.isdigit() and (loadkit.stat_fields(int(e.name)) or [0, 0, 0])[2] == str(leader)
     ]
-
-
-def machine_busy() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
 
 
 def postgres_backends() -> list[int]:
@@ -267,7 +236,7 @@ class CpuMeter:
             "redis": cpu_seconds(self.redis),
             "receiver": cpu_seconds([self.receiver_pid]),
             "bench": cpu_seconds([os.getpid()]),
-            "machine": machine_busy(),
+            "machine": loadkit.machine_busy()[0],
             "at": time.monotonic(),
         }
 
