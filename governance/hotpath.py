@@ -175,13 +175,25 @@ def _handing_over(secret: str):
 
 
 def _in_thread(function, *args):
-    """Run ``function`` in a pool thread; a database error also drops that thread's
-    connection, so the next call there reconnects (these threads see no request signals)."""
+    """Run ``function`` in a pool thread. These threads see no request signals, so the
+    thread's database connection is handed back here: to the connection pool after every
+    step (a thread holds none between steps — kept, the hot path's threads would hold most of
+    the pool and Django's own requests would wait for a connection, then answer 503), and
+    dropped after a database error, so the next step there reconnects."""
     try:
         return function(*args)
     except DatabaseError:
         connection.close()
         raise
+    finally:
+        _hand_back_connection()
+
+
+def _hand_back_connection() -> None:
+    """Return this thread's pooled connection to the pool (not inside a transaction; without
+    a pool the connection is kept: reconnecting per step would cost more than it saves)."""
+    if connection.connection is not None and not connection.in_atomic_block and getattr(connection, "pool", None):
+        connection.close()
 
 
 async def _cached(step: Cached, loop, executor):

@@ -40,7 +40,7 @@ class RedisProcess:
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(os.environ.get("MANDATE_SERVER_LOG", os.devnull), "ab"),  # noqa: SIM115
         )
         _wait_for_port(self.port)
         return self
@@ -75,7 +75,7 @@ class Server:
             + ["--host", "127.0.0.1", "--log-level", "warning"],
             env=environment,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(os.environ.get("MANDATE_SERVER_LOG", os.devnull), "ab"),  # noqa: SIM115
         )
         _wait_for_port(self.port, timeout=20)
 
