@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from eth_utils import keccak
+from eth_utils import to_checksum_address
 
 # --- RFC 3986 -----------------------------------------------------------------
 _UNRESERVED = r"A-Za-z0-9\-._~"
@@ -73,9 +73,7 @@ class BadChecksum(ValueError):
 
 def checksum_address(address: str) -> str:
     """EIP-55: ``0x`` + the hex digits, capitalized where the address's Keccak-256 says so."""
-    digits = address[2:].lower()
-    hashed = keccak(text=digits).hex()
-    return "0x" + "".join(c.upper() if int(h, 16) >= 8 else c for c, h in zip(digits, hashed, strict=True))
+    return to_checksum_address(address)
 
 
 def parse_datetime(text: str) -> datetime:

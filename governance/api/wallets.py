@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.api.errors import APIError, flatten_validation
+from governance.api.fields import StringField
 from governance.api.request_meta import correlation_id_of
-from governance.services.wallet_sessions import SignInRefused, issue_nonce, verify_sign_in
+from governance.services.wallet_sessions import MAX_SIGNATURE_BYTES, SignInRefused, issue_nonce, verify_sign_in
 from governance.siwe import MAX_MESSAGE_CHARS
 from governance.timestamps import rfc3339_isoformat
 
@@ -91,8 +92,8 @@ class NonceView(CorrelatedView):
 
 
 class VerifyRequestSerializer(serializers.Serializer):
-    message = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
-    signature = serializers.CharField(max_length=2 + 2 * 4096, trim_whitespace=False)
+    message = StringField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
+    signature = StringField(max_length=2 + 2 * MAX_SIGNATURE_BYTES, trim_whitespace=False)
 
 
 class VerifyView(CorrelatedView):
