@@ -516,3 +516,47 @@ def test_unreachable_rpc_is_503_wallet_rpc_unavailable(client, settings):
 def test_without_rpc_a_contract_signature_is_401_signature_invalid(client):
     message = sign_in_message(Account.create(), new_nonce(client), address=CONTRACT)
     assert_refused(verify(client, message, "0x" + "ab" * 130), 401, "signature_invalid")
+
+
+# --- one nonce, many parallel sign-ins, two server processes on PostgreSQL ----------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_sign_ins_with_one_nonce_open_exactly_one_session():
+    import asyncio
+
+    import httpx
+
+    from tests.faults import database_url_named, server
+
+    nonce = issue_nonce().nonce
+    wallets = [Account.create() for _ in range(12)]
+    bodies = []
+    for account in wallets:  # every wallet signs its own message around the same nonce
+        message = sign_in_message(account, nonce)
+        bodies.append({"message": message, "signature": sign(account, message)})
+
+    env = {"PUBLIC_BASE_URL": f"https://{DOMAIN}", "MANDATE_SIWE_DOMAIN": ""}
+    with (
+        server(database_url_named("siwe-a"), **env) as first,
+        server(database_url_named("siwe-b"), **env) as second,
+    ):
+
+        async def scenario():
+            clients = [httpx.AsyncClient(base_url=s.url, timeout=60) for s in (first, second)]
+            try:
+                posts = [clients[n % 2].post(VERIFY_URL, json=body) for n, body in enumerate(bodies)]
+                return await asyncio.gather(*posts)
+            finally:
+                for one in clients:
+                    await one.aclose()
+
+        answers = asyncio.run(scenario())
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] + [409] * 11, [answer.content for answer in answers]
+    assert {answer.json()["code"] for answer in answers if answer.status_code == 409} == {"nonce_used"}
+    winner = next(answer.json() for answer in answers if answer.status_code == 200)
+    assert list(WalletSession.objects.values_list("wallet", flat=True)) == [winner["wallet"]]
+    assert SiweNonce.objects.get().used_at is not None
