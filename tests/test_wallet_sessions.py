@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 from eth_account import Account
-from eth_account.messages import defunct_hash_message, encode_defunct
+from eth_account.messages import encode_defunct
 from rest_framework.test import APIClient
 
 from governance.models import SiweNonce, WalletSession
@@ -420,32 +420,54 @@ def test_admin_revoke_action_revokes_the_session(signed_in, admin_client):
     assert admin_client.get("/admin/governance/walletsession/add/").status_code == 403
 
 
-# --- contract wallets (EIP-1271), through a recorded JSON-RPC double on 127.0.0.1 -----
+# --- contract wallets (EIP-1271): a real contract on web3's tester chain, over HTTP ---------
 
 
-class RecordedRPC:
-    """Answers ``eth_getCode`` and ``eth_call`` as a node would for one EIP-1271 wallet, and
-    records the calls. ``accepts``: what ``isValidSignature`` answers."""
+def owner_checking_wallet(owner: str) -> bytes:
+    """Init code of a minimal EIP-1271 wallet (hand-assembled EVM): ``isValidSignature(hash,
+    sig)`` ecrecovers the 65-byte ``sig`` over ``hash`` and answers the magic value when the
+    signer is ``owner``, else 0xffffffff."""
+    runtime = bytes.fromhex(
+        "600435600052"  # mem[0x00] = hash
+        "60a43560f81c602052"  # mem[0x20] = v, the signature's 65th byte
+        "606435604052"  # mem[0x40] = r
+        "608435606052"  # mem[0x60] = s
+        "602060806080600060015afa50"  # staticcall ecrecover(mem[0:0x80]) -> mem[0x80]
+        "608051" + "73" + owner[2:] + "14"  # mem[0x80] == owner
+    )
+    refuse = bytes.fromhex("63ffffffff60e01b60005260206000f3")
+    accept = bytes.fromhex("5b631626ba7e60e01b60005260206000f3")
+    runtime += bytes([0x60, len(runtime) + 3 + len(refuse), 0x57]) + refuse + accept
+    return bytes([0x60, len(runtime), 0x80, 0x60, 0x0B, 0x60, 0x00, 0x39, 0x60, 0x00, 0xF3]) + runtime
 
-    def __init__(self, accepts: bool):
-        self.accepts = accepts
-        self.calls: list[dict] = []
+
+class LocalChainRPC:
+    """web3's in-memory tester chain (py-evm) served as JSON-RPC on 127.0.0.1, as a node
+    would serve it; records the methods called."""
+
+    def __init__(self):
+        from web3 import EthereumTesterProvider, Web3
+
+        self.provider = EthereumTesterProvider()
+        self.web3 = Web3(self.provider)
+        self.methods: list[str] = []
+        self.lock = threading.Lock()
         rpc = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                rpc.calls.append(request)
-                if request["method"] == "eth_getCode":
-                    result = "0x6080604052"
-                elif request["method"] == "eth_call":
-                    magic = "1626ba7e" if rpc.accepts else "ffffffff"
-                    result = "0x" + magic + "00" * 28
-                elif request["method"] == "eth_chainId":
-                    result = "0x1"
-                else:
-                    result = None
-                body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode()
+                params = request.get("params", [])
+                if request["method"] == "eth_call":  # eth-tester wants a sender; nodes do not
+                    params[0].setdefault("from", rpc.web3.eth.accounts[0])
+                with rpc.lock:
+                    rpc.methods.append(request["method"])
+                    try:
+                        answer = rpc.provider.make_request(request["method"], params)
+                    except Exception as exc:
+                        answer = {"error": {"code": -32000, "message": str(exc)}}
+                answer = {"jsonrpc": "2.0", "id": request["id"], **answer}
+                body = json.dumps(answer, default=lambda value: "0x" + bytes(value).hex()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -459,47 +481,56 @@ class RecordedRPC:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def deploy_wallet(self, owner: str) -> str:
+        transaction = self.web3.eth.send_transaction(
+            {"from": self.web3.eth.accounts[0], "data": owner_checking_wallet(owner)}
+        )
+        return self.web3.eth.get_transaction_receipt(transaction)["contractAddress"]
+
     def close(self):
         self.server.shutdown()
         self.server.server_close()
 
 
 @pytest.fixture
-def contract_wallet_rpc(settings):
-    made = []
-
-    def make(accepts: bool) -> RecordedRPC:
-        rpc = RecordedRPC(accepts)
-        made.append(rpc)
-        settings.MANDATE_WEB3_RPC_URL = rpc.url
-        return rpc
-
-    yield make
-    for rpc in made:
-        rpc.close()
+def chain(settings):
+    rpc = LocalChainRPC()
+    settings.MANDATE_WEB3_RPC_URL = rpc.url
+    yield rpc
+    rpc.close()
 
 
-CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-
-
-def test_contract_wallet_signature_accepted_by_eip1271_opens_a_session(client, contract_wallet_rpc):
-    rpc = contract_wallet_rpc(accepts=True)
-    message = sign_in_message(Account.create(), new_nonce(client), address=CONTRACT)
-    signature = "0x" + "ab" * 130  # a multisig's concatenated signatures: not an EOA signature
-    answer = verify(client, message, signature)
+def test_contract_wallet_whose_owner_signed_opens_a_session(client, chain):
+    owner = Account.create()
+    contract = chain.deploy_wallet(owner.address)
+    message = sign_in_message(owner, new_nonce(client), address=contract)
+    answer = verify(client, message, sign(owner, message))  # recovers to the owner, not the wallet
     assert answer.status_code == 200, answer.content
-    assert answer.json()["wallet"] == CONTRACT
+    assert answer.json()["wallet"] == contract
     assert WalletSession.objects.get().contract_wallet
-    call = next(c for c in rpc.calls if c["method"] == "eth_call")
-    assert call["params"][0]["to"].lower() == CONTRACT.lower()
-    data = call["params"][0]["data"]
-    assert data.startswith("0x1626ba7e") and defunct_hash_message(text=message).hex().removeprefix("0x") in data
+    assert "eth_call" in chain.methods
 
 
-def test_contract_wallet_refusing_the_signature_is_401_signature_invalid(client, contract_wallet_rpc):
-    contract_wallet_rpc(accepts=False)
-    message = sign_in_message(Account.create(), new_nonce(client), address=CONTRACT)
+def test_contract_wallet_refusing_the_signature_is_401_signature_invalid(client, chain):
+    contract = chain.deploy_wallet(Account.create().address)
+    stranger = Account.create()
+    message = sign_in_message(stranger, new_nonce(client), address=contract)
+    assert_refused(verify(client, message, sign(stranger, message)), 401, "signature_invalid")
+    assert not WalletSession.objects.exists()
+
+
+def test_address_without_code_is_not_asked_and_is_401_signature_invalid(client, chain):
+    message = sign_in_message(Account.create(), new_nonce(client))
     assert_refused(verify(client, message, "0x" + "ab" * 130), 401, "signature_invalid")
+    assert "eth_getCode" in chain.methods and "eth_call" not in chain.methods
+
+
+def test_contract_wallet_with_an_unusable_nonce_makes_no_rpc_call(client, chain):
+    contract = chain.deploy_wallet(Account.create().address)
+    chain.methods.clear()
+    message = sign_in_message(Account.create(), "NeverIssuedByMandate123", address=contract)
+    assert_refused(verify(client, message, "0x" + "ab" * 130), 401, "nonce_unknown")
+    assert chain.methods == []
 
 
 def test_unreachable_rpc_is_503_wallet_rpc_unavailable(client, settings):
@@ -511,6 +542,9 @@ def test_unreachable_rpc_is_503_wallet_rpc_unavailable(client, settings):
     settings.MANDATE_WEB3_RPC_URL = f"http://127.0.0.1:{port}"
     message = sign_in_message(Account.create(), new_nonce(client), address=CONTRACT)
     assert_refused(verify(client, message, "0x" + "ab" * 130), 503, "wallet_rpc_unavailable")
+
+
+CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 
 
 def test_without_rpc_a_contract_signature_is_401_signature_invalid(client):
