@@ -199,6 +199,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 15.0,
         "options": {"expires": 15},
     },
+    # Deletes Sign-In with Ethereum nonces past their expiry (docs/wallets.md).
+    "governance-purge-siwe-nonces": {"task": "governance.purge_siwe_nonces", "schedule": 3600.0},
 }
 
 # --- Auth ------------------------------------------------------------------------------

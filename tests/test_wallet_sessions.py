@@ -198,6 +198,24 @@ def test_nonce_lifetime_is_a_setting(client, settings):
     assert issued.expires_at - timezone.now() <= timedelta(seconds=30)
 
 
+def test_beat_purges_expired_nonces_and_keeps_live_ones(client):
+    from governance.tasks import purge_siwe_nonces_task
+
+    live = new_nonce(client)
+    new_nonce(client)
+    SiweNonce.objects.exclude(nonce_hash=hash_secret(live)).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert purge_siwe_nonces_task() == 1
+    assert list(SiweNonce.objects.values_list("nonce_hash", flat=True)) == [hash_secret(live)]
+
+
+def test_the_beat_schedule_runs_the_nonce_purge_and_workers_know_it(settings):
+    from governance.celery import app
+
+    assert [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "governance.purge_siwe_nonces"]
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovery
+    assert "governance.purge_siwe_nonces" in app.tasks
+
+
 def test_expired_message_is_401_message_expired(client, wallet):
     message = sign_in_message(wallet, new_nonce(client), expiration_time=timezone.now() - timedelta(seconds=1))
     assert_refused(verify(client, message, sign(wallet, message)), 401, "message_expired")
