@@ -146,6 +146,11 @@ def test_domain_setting_overrides_public_base_url(client, wallet, settings):
 # --- refusals -------------------------------------------------------------------
 
 
+def test_domain_and_uri_host_compare_case_insensitively(client, wallet):
+    message = sign_in_message(wallet, new_nonce(client), domain="Mandate.EXAMPLE", uri="https://MANDATE.example/x")
+    assert verify(client, message, sign(wallet, message)).status_code == 200
+
+
 def test_wrong_domain_is_401_domain_mismatch_and_keeps_the_nonce(client, wallet):
     nonce = new_nonce(client)
     message = sign_in_message(wallet, nonce, domain="evil.example", uri="https://evil.example/login")
@@ -370,6 +375,10 @@ def test_parser_takes_a_hostile_long_line_quickly():
         SiweMessage.parse("a" * 16000 + " wants you to sign in")
     with pytest.raises(MalformedMessage):
         SiweMessage.parse("x" * 17000)
+    head = "d.example wants you to sign in with your Ethereum account:\n" + "0x" + "ab" * 20 + "\n\n\nURI: "
+    for uri in ("a://" + "u" * 15000 + "@@", "a://" + "%aa" * 4900 + "%", "a:" + ":" * 15000 + " "):
+        with pytest.raises(MalformedMessage):
+            SiweMessage.parse(head + uri + "\nVersion: 1\nChain ID: 1\nNonce: 32891756\nIssued At: 2021-09-30T16:25:24Z")
     assert time.perf_counter() - started < 1
 
 

@@ -127,7 +127,7 @@ class VerifyView(CorrelatedView):
             signed_in = verify_sign_in(serializer.validated_data["message"], serializer.validated_data["signature"])
         except SignInRefused as exc:
             logger.info("wallet sign-in refused: %s (%s)", exc.code, correlation_id_of(request))
-            raise wallet_error(request, SIGN_IN_STATUS[exc.code], exc.code, exc.message) from None
+            raise wallet_error(request, SIGN_IN_STATUS.get(exc.code, 400), exc.code, exc.message) from None
         session = signed_in.session
         logger.info("wallet session opened for %s (%s)", session.wallet, correlation_id_of(request))
         return Response(

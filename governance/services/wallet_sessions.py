@@ -99,12 +99,12 @@ def parse_signature(signature) -> bytes:
 
 def check_message(message: SiweMessage, now: datetime) -> None:
     """Everything about the message that needs neither the database nor the signature."""
-    domain = expected_domain()
-    if message.domain != domain:
+    domain = expected_domain().lower()  # host names are case-insensitive (RFC 3986)
+    if message.domain.lower() != domain:
         raise SignInRefused("domain_mismatch", f"message is for {message.domain!r}, this service is {domain!r}")
     if message.scheme is not None and message.scheme.lower() != urlsplit(settings.PUBLIC_BASE_URL).scheme:
         raise SignInRefused("domain_mismatch", f"message names scheme {message.scheme!r}")
-    if message.uri_authority != domain:
+    if (message.uri_authority or "").lower() != domain:
         raise SignInRefused("uri_mismatch", f"URI {message.uri!r} is not on {domain!r}")
     if message.chain_id not in settings.MANDATE_SIWE_CHAIN_IDS:
         raise SignInRefused("chain_not_allowed", f"Chain ID {message.chain_id} is not accepted")
