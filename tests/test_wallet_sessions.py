@@ -376,9 +376,10 @@ def test_parser_takes_a_hostile_long_line_quickly():
     with pytest.raises(MalformedMessage):
         SiweMessage.parse("x" * 17000)
     head = "d.example wants you to sign in with your Ethereum account:\n" + "0x" + "ab" * 20 + "\n\n\nURI: "
+    tail = "\nVersion: 1\nChain ID: 1\nNonce: 32891756\nIssued At: 2021-09-30T16:25:24Z"
     for uri in ("a://" + "u" * 15000 + "@@", "a://" + "%aa" * 4900 + "%", "a:" + ":" * 15000 + " "):
         with pytest.raises(MalformedMessage):
-            SiweMessage.parse(head + uri + "\nVersion: 1\nChain ID: 1\nNonce: 32891756\nIssued At: 2021-09-30T16:25:24Z")
+            SiweMessage.parse(head + uri + tail)
     assert time.perf_counter() - started < 1
 
 
