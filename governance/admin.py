@@ -14,11 +14,14 @@ from governance.models import (
     Organization,
     Person,
     RoleAssignment,
+    SiweNonce,
     Team,
     TeamMembership,
+    WalletSession,
 )
 from governance.services.people import person_roles
 from governance.services.tokens import prepare_token_secret, revoke_token
+from governance.services.wallet_sessions import revoke_wallet_session
 
 
 @admin.register(Organization)
@@ -179,3 +182,45 @@ class GateLeaseAdmin(_ReadOnly):
     list_filter = ("epoch",)
     search_fields = ("lease_jti", "session_id", "agent_id", "identity", "jkt")
     date_hierarchy = "issued_at"
+
+
+@admin.register(WalletSession)
+class WalletSessionAdmin(_ReadOnly):
+    """Wallet sessions open by Sign-In with Ethereum (docs/wallets.md); here they are listed
+    and revoked. Only a hash of each secret is stored: nothing here can show one."""
+
+    list_display = ("wallet", "prefix", "status", "chain_id", "contract_wallet", "created_at", "expires_at")
+    list_filter = ("status", "chain_id", "contract_wallet")
+    search_fields = ("wallet", "prefix")
+    fields = (
+        "wallet",
+        "prefix",
+        "status",
+        "chain_id",
+        "domain",
+        "contract_wallet",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    )
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected wallet sessions")
+    def revoke(self, request, queryset):
+        if not request.user.has_perm("governance.change_walletsession"):
+            self.message_user(request, "You may not revoke wallet sessions.", messages.ERROR)
+            return
+        sessions = list(queryset.filter(status=TokenStatus.ACTIVE))
+        for session in sessions:
+            revoke_wallet_session(session)
+        self.message_user(request, f"Revoked {len(sessions)} wallet session(s).", messages.SUCCESS)
+
+
+@admin.register(SiweNonce)
+class SiweNonceAdmin(_ReadOnly):
+    """Nonces handed out for Sign-In with Ethereum: only their hash is kept."""
+
+    list_display = ("nonce_hash", "created_at", "expires_at", "used_at")
+    fields = list_display
+    readonly_fields = fields

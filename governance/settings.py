@@ -199,6 +199,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 15.0,
         "options": {"expires": 15},
     },
+    # Deletes Sign-In with Ethereum nonces past their expiry (docs/wallets.md).
+    "governance-purge-siwe-nonces": {"task": "governance.purge_siwe_nonces", "schedule": 3600.0},
 }
 
 # --- Auth ------------------------------------------------------------------------------
@@ -300,6 +302,20 @@ except ValueError as exc:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(f"MANDATE_OIDC_ISSUERS is not JSON: {exc}") from None
+# --- Wallet sessions: Sign-In with Ethereum, EIP-4361 (docs/wallets.md) ---
+# The domain a SIWE message must name; empty: PUBLIC_BASE_URL's host[:port].
+MANDATE_SIWE_DOMAIN = env.str("MANDATE_SIWE_DOMAIN", default="")
+# EIP-155 chain ids a message may name.
+MANDATE_SIWE_CHAIN_IDS = env.list("MANDATE_SIWE_CHAIN_IDS", cast=int, default=[1])
+# How long an issued nonce may be used; a used one never again.
+MANDATE_SIWE_NONCE_TTL_SECONDS = env.int("MANDATE_SIWE_NONCE_TTL_SECONDS", default=300)
+# Tolerated clock difference for a message's Issued At and Not Before.
+MANDATE_SIWE_CLOCK_SKEW_SECONDS = env.int("MANDATE_SIWE_CLOCK_SKEW_SECONDS", default=60)
+# A wallet session's lifetime (shortened to the message's Expiration Time when earlier).
+MANDATE_WALLET_SESSION_TTL_SECONDS = env.int("MANDATE_WALLET_SESSION_TTL_SECONDS", default=86400)
+# JSON-RPC endpoint for EIP-1271 contract-wallet signatures; empty: only EOA signatures verify.
+MANDATE_WEB3_RPC_URL = env.str("MANDATE_WEB3_RPC_URL", default="")
+MANDATE_WEB3_RPC_TIMEOUT_SECONDS = env.float("MANDATE_WEB3_RPC_TIMEOUT_SECONDS", default=5.0)
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")

@@ -71,6 +71,7 @@ urlpatterns = [
     path("v1/", include("controlplane.api.urls")),
     path("v1/", include("envelopes.evaluation.api.urls")),
     path("auth/", include("governance.api.auth_urls")),
+    path("governance/", include("governance.api.wallet_urls")),
     path("accounts/", include("allauth.urls")),
     re_path(
         r"^admin/webhooks/?$",

@@ -6,7 +6,12 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.authentication import BearerTokenAuthentication, OIDCAuthentication, oidc_identity_of
+from governance.api.authentication import (
+    BearerTokenAuthentication,
+    OIDCAuthentication,
+    WalletSessionAuthentication,
+    oidc_identity_of,
+)
 from governance.api.permissions import HasRole, IsAuthenticatedPrincipal
 from governance.choices import Role
 
@@ -51,6 +56,16 @@ class OIDCEchoView(APIView):
         )
 
 
+class WalletEchoView(APIView):
+    """A view that takes wallet sessions, as the installer's views will."""
+
+    authentication_classes = [WalletSessionAuthentication]
+    permission_classes = [IsAuthenticatedPrincipal]
+
+    def get(self, request):
+        return Response({"principal": request.auth.subject_id, "kind": request.auth.kind})
+
+
 class CrashView(APIView):
     permission_classes = []
     authentication_classes = []
@@ -64,5 +79,6 @@ urlpatterns = [
     path("v1/probe/small", SmallBodyView.as_view()),
     path("v1/probe/crash", CrashView.as_view()),
     path("v1/probe/oidc", OIDCEchoView.as_view()),
+    path("v1/probe/wallet", WalletEchoView.as_view()),
     path("", include("governance.urls")),
 ]

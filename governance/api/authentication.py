@@ -14,6 +14,7 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions
 
 from governance.api.errors import APIError, gate_api_error
+from governance.api.request_meta import correlation_id_of
 from governance.choices import Role, expand_roles
 from governance.errors import GateError
 from governance.gate.auth import authenticate_lease, authenticate_operator
@@ -22,6 +23,7 @@ from governance.jwks import key_sets
 from governance.services.oidc import OIDCIdentity, OIDCRejected, OIDCUnavailable, looks_like_jwt, verify_id_token
 from governance.services.people import person_roles
 from governance.services.tokens import authenticate_token
+from governance.services.wallet_sessions import SESSION_SCHEME, authenticate_wallet_session
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +214,45 @@ class OIDCAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'Bearer realm="mandate"'
+
+
+WALLET = "wallet"
+
+
+class WalletSessionAuthenticationFailed(APIError, exceptions.AuthenticationFailed):
+    """401 in edut's shape, ``{"error", "code", "correlation_id"}``, with the ``Bearer`` challenge."""
+
+    def __init__(self, request):
+        code = "wallet_session_invalid"
+        super().__init__(401, code, code=code, correlation_id=correlation_id_of(request))
+        self.detail = exceptions.ErrorDetail("invalid, expired or revoked wallet session", code=code)
+
+
+class WalletSessionAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer mws_...`` — a wallet session from Sign-In with Ethereum
+    (docs/wallets.md). The credential's subject is the EIP-55 checksummed wallet; it carries
+    no roles and no organization. Not a default class: the views that take wallet sessions
+    (the installer's) name it."""
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret.startswith(f"{SESSION_SCHEME}_"):
+            return None
+        session = authenticate_wallet_session(secret)
+        if session is None:
+            raise WalletSessionAuthenticationFailed(request)
+        request._request.mandate_wallet_session = session
+        return AnonymousUser(), Credential(kind=WALLET, subject_id=session.wallet, credential_id=str(session.pk))
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="mandate"'
+
+
+def wallet_session_of(request):
+    """The ``WalletSession`` a wallet-authenticated request carries, else None."""
+    return getattr(getattr(request, "_request", request), "mandate_wallet_session", None)
 
 
 def oidc_identity_of(request) -> OIDCIdentity | None:

@@ -105,6 +105,8 @@ def exception_handler(exc, context):
 
     if isinstance(exc, APIError):
         body = {"error": exc.error, **exc.extra}
+        if "correlation_id" in exc.extra:  # edut's errors: the id in the body and the header
+            headers["X-Correlation-ID"] = exc.extra["correlation_id"]
     elif isinstance(exc, exceptions.ValidationError):
         body = {"error": "; ".join(flatten_validation(exc.detail)) or "invalid request"}
     elif isinstance(exc, exceptions.NotAuthenticated):

@@ -6,6 +6,8 @@ import uuid
 
 from django.conf import settings
 
+from governance.gate.ids import new_id
+
 # Echoed from the caller when it looks like an id (no spaces or control characters), so a
 # client's own correlation id can be searched for; anything else is replaced.
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,255}")
@@ -44,3 +46,13 @@ def client_ip_of(request) -> str:
         if ip := _valid_ip(forwarded):
             return ip
     return _valid_ip(meta.get("REMOTE_ADDR") or "")
+
+
+def correlation_id_of(request) -> str:
+    """edut's correlation id: ``req_`` + a UUIDv7, the same for the whole request (error
+    bodies, the ``X-Correlation-ID`` header, logs)."""
+    http_request = _http_request(request)
+    correlation_id = getattr(http_request, "_mandate_correlation_id", None)
+    if correlation_id is None:
+        correlation_id = http_request._mandate_correlation_id = new_id("req")
+    return correlation_id

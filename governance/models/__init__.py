@@ -1,6 +1,7 @@
 from governance.models.gate import DpopReplay, GateLease, GateState, OperatorKey
 from governance.models.identity import Organization, Person, RoleAssignment, Team, TeamMembership
 from governance.models.tokens import ApiToken
+from governance.models.wallets import SiweNonce, WalletSession
 
 __all__ = [
     "ApiToken",
@@ -11,6 +12,8 @@ __all__ = [
     "Organization",
     "Person",
     "RoleAssignment",
+    "SiweNonce",
     "Team",
     "TeamMembership",
+    "WalletSession",
 ]
