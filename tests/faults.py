@@ -40,7 +40,7 @@ class RedisProcess:
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
-            stderr=open(os.environ.get("MANDATE_SERVER_LOG", os.devnull), "ab"),  # noqa: SIM115
+            stderr=subprocess.DEVNULL,
         )
         _wait_for_port(self.port)
         return self
