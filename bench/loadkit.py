@@ -19,6 +19,7 @@ project. Nothing here imports Django at import time.
   the common options, the time limit.
 """
 
+import abc
 import asyncio
 import datetime
 import io
@@ -457,7 +458,7 @@ class Tally:
         }
 
 
-class Calls:
+class Calls(abc.ABC):
     """One client's calls on a keep-alive connection: ``request`` makes call ``sequence``
     (inside the timed span) as the chunks written in turn, ``answered`` judges the answer and
     tells the tally."""
@@ -465,11 +466,13 @@ class Calls:
     def __init__(self, tally: Tally):
         self.tally = tally
 
+    @abc.abstractmethod
     def request(self, sequence: int) -> tuple[bytes, ...]:
-        raise NotImplementedError
+        """The chunks of call ``sequence``'s request."""
 
+    @abc.abstractmethod
     def answered(self, sequence: int, status: int, content: bytes) -> None:
-        raise NotImplementedError
+        """Count call ``sequence``'s answer in the tally."""
 
 
 async def read_response(reader) -> tuple[int, bytes, bool]:
