@@ -11,7 +11,9 @@ class EvidenceConfig(AppConfig):
         from evidence.choices import KeyAlgorithm
         from evidence.services import keys
         from evidence.services.audit_trails import record_admin_action
-        from governance import audit
+        from evidence.services.chain import append_event
+        from evidence.services.receipts import receipt_keys
+        from governance import audit, install_ports
         from governance.gate import signing
 
         audit.use_recorder(record_admin_action)
@@ -22,3 +24,18 @@ class EvidenceConfig(AppConfig):
             sign=partial(keys.sign, KeyAlgorithm.ES256),
             verify=keys.verify,
         )
+        # The installer's device chains, its package and renewal signatures (Ed25519, the key
+        # receipts and seals use, published with its retired predecessors).
+        install_ports.use_evidence(
+            append=lambda chain_id, event_type, payload, performer_id: append_event(
+                chain_id, event_type, payload, performer_type="wallet", performer_id=performer_id
+            ),
+            sign=lambda data: _signed(keys.sign(KeyAlgorithm.ED25519, data)),
+            public_keys=lambda: receipt_keys()["keys"],
+        )
+
+
+def _signed(signature):
+    from governance.install_ports import Signed
+
+    return Signed(kid=signature.kid, signature=signature.value)

@@ -51,3 +51,66 @@ def expand_roles(roles) -> frozenset[str]:
 class TokenStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     REVOKED = "revoked", "Revoked"
+
+
+# --- governed runtime installs (edut's installer; docs/installs.md) -----------------------
+
+
+class PrincipalRole(models.TextChoices):
+    ORG_ROOT_OWNER = "org_root_owner", "Organization root owner"
+    ORG_ADMIN = "org_admin", "Organization admin"
+    MEMBER = "member", "Member"
+    AGENT_OPERATOR = "agent_operator", "Agent operator"
+
+
+class MembershipStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    INVITED = "invited", "Invited"
+    SUSPENDED = "suspended", "Suspended"
+    REVOKED = "revoked", "Revoked"
+
+
+class IdentityAssurance(models.TextChoices):
+    SELF_ASSERTED = "self_asserted", "Self-asserted"
+    EMAIL_VERIFIED = "email_verified", "Email verified"
+    ONRAMP_ATTESTED = "onramp_attested", "On-ramp attested"
+    DOCUMENT_VERIFIED = "document_verified", "Document verified"
+
+
+class WalletPurpose(models.TextChoices):
+    OWNERSHIP = "ownership", "Ownership"
+    PAYMENT = "payment", "Payment"
+
+
+class InstallState(models.TextChoices):
+    NOT_INSTALLED = "NOT_INSTALLED", "Not installed"
+    DOWNLOADED = "DOWNLOADED", "Downloaded"
+    VERIFIED = "VERIFIED", "Verified"
+    BOOTSTRAPPED = "BOOTSTRAPPED", "Bootstrapped"
+    ACTIVE = "ACTIVE", "Active"
+    VERIFY_FAILED = "VERIFY_FAILED", "Verify failed"
+    RECEIPT_INVALID = "RECEIPT_INVALID", "Receipt invalid"
+    ENTITLEMENT_INACTIVE = "ENTITLEMENT_INACTIVE", "Entitlement inactive"
+    POLICY_MISMATCH = "POLICY_MISMATCH", "Policy mismatch"
+
+
+class AvailabilityState(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PARKED = "parked", "Parked"
+
+
+class AccessClass(models.TextChoices):
+    """How the device's lease was last kept: by heartbeats, or by an offline renewal bundle."""
+
+    CONNECTED = "connected", "Connected"
+    OFFLINE = "offline", "Offline"
+
+
+class PackageStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+class SignerKeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired (still published)"

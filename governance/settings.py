@@ -201,6 +201,12 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Deletes Sign-In with Ethereum nonces past their expiry (docs/wallets.md).
     "governance-purge-siwe-nonces": {"task": "governance.purge_siwe_nonces", "schedule": 3600.0},
+    # Parks devices whose availability lease expired (docs/installs.md).
+    "governance-park-expired-devices": {
+        "task": "governance.park_expired_devices",
+        "schedule": env.float("MANDATE_DEVICE_PARK_INTERVAL_SECONDS", default=60.0),
+        "options": {"expires": 60},
+    },
 }
 
 # --- Auth ------------------------------------------------------------------------------
@@ -316,6 +322,12 @@ MANDATE_WALLET_SESSION_TTL_SECONDS = env.int("MANDATE_WALLET_SESSION_TTL_SECONDS
 # JSON-RPC endpoint for EIP-1271 contract-wallet signatures; empty: only EOA signatures verify.
 MANDATE_WEB3_RPC_URL = env.str("MANDATE_WEB3_RPC_URL", default="")
 MANDATE_WEB3_RPC_TIMEOUT_SECONDS = env.float("MANDATE_WEB3_RPC_TIMEOUT_SECONDS", default=5.0)
+# --- Governed runtime installs (docs/installs.md) ---
+# The plan of the status entitlement ("governance") an ownership wallet must hold, active.
+MANDATE_GOVERNANCE_PLAN_ID = env.str("MANDATE_GOVERNANCE_PLAN_ID", default="governance")
+MANDATE_INSTALL_TOKEN_TTL_SECONDS = env.int("MANDATE_INSTALL_TOKEN_TTL_SECONDS", default=900)
+# A device's availability lease: how long a heartbeat keeps it active.
+MANDATE_DEVICE_LEASE_SECONDS = env.int("MANDATE_DEVICE_LEASE_SECONDS", default=30 * 86400)
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")

@@ -12,6 +12,7 @@ from entitlements.services.evidence import record_entitlement_step
 from entitlements.services.holders import Holder, plan_id_value, principal_value
 from evidence.ids import uuid7_hex
 from governance.errors import Invalid
+from governance.install_ports import HeldEntitlement
 from governance.timestamps import rfc3339_isoformat
 
 MAX_RUNS_PER_ISSUE = 1_000_000
@@ -126,6 +127,11 @@ def set_status_entitlement(
 def status_of(organization_id, principal: str, plan_id: str) -> str:
     """A holder's status under a plan: ``active``, ``inactive`` (none, or set so) or
     ``expired`` (set so, or past its expiry)."""
+    return held_status_entitlement(organization_id, principal, plan_id).status
+
+
+def held_status_entitlement(organization_id, principal: str, plan_id: str) -> HeldEntitlement:
+    """A holder's status entitlement under a plan: its id ("" when none) and status."""
     entitlement = Entitlement.objects.filter(
         organization_id=organization_id,
         kind=EntitlementKind.STATUS,
@@ -133,5 +139,5 @@ def status_of(organization_id, principal: str, plan_id: str) -> str:
         plan_id=plan_id,
     ).first()
     if entitlement is None:
-        return EntitlementStatus.INACTIVE
-    return entitlement.status
+        return HeldEntitlement("", EntitlementStatus.INACTIVE)
+    return HeldEntitlement(entitlement.entitlement_id, entitlement.status)

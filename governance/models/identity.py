@@ -1,6 +1,7 @@
 import uuid
 
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import RegexValidator
 from django.db import models
 
 from governance.choices import Role
@@ -12,6 +13,14 @@ class Organization(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
+    org_root_id = models.CharField(
+        max_length=120,
+        unique=True,
+        null=True,
+        blank=True,
+        validators=[RegexValidator(r"\A[a-z0-9][a-z0-9._-]{0,119}\Z", "lower-case letters, digits and . _ -")],
+        help_text="The organization root governed runtimes name (edut's org_root_id), e.g. org.acme.root.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,69 @@
+"""What the installer (``governance.services.installs`` and friends) needs from the apps that
+sit above identity, handed in by their ``AppConfig.ready`` as ``governance.audit`` is:
+
+- ``EntitlementsConfig.ready`` → ``use_entitlements``: the governance entitlement of a holder
+  (the ownership wallet, in the organization) — its id and status;
+- ``EvidenceConfig.ready`` → ``use_evidence``: append an event to a device's hash chain, sign
+  with Mandate's Ed25519 key (packages, renewal bundles), and the published Ed25519 keys.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+@dataclass(frozen=True)
+class HeldEntitlement:
+    entitlement_id: str  # "" when the holder has none
+    status: str  # active | inactive | expired
+
+
+@dataclass(frozen=True)
+class Signed:
+    kid: str
+    signature: bytes
+
+
+_entitlement_of: Callable[[str, str, str], HeldEntitlement] | None = None
+_append: Callable[[str, str, dict, str], None] | None = None
+_sign: Callable[[bytes], Signed] | None = None
+_public_keys: Callable[[], list[dict]] | None = None
+
+
+def use_entitlements(entitlement_of: Callable[[str, str, str], HeldEntitlement]) -> None:
+    global _entitlement_of
+    _entitlement_of = entitlement_of
+
+
+def use_evidence(
+    *, append: Callable[[str, str, dict, str], None], sign: Callable[[bytes], Signed], public_keys: Callable
+) -> None:
+    global _append, _sign, _public_keys
+    _append, _sign, _public_keys = append, sign, public_keys
+
+
+def _wired(port, who: str):
+    if port is None:
+        raise ImproperlyConfigured(f"the installer's ports are not wired: {who}.ready wires them")
+    return port
+
+
+def entitlement_of(organization_id, holder: str, plan_id: str) -> HeldEntitlement:
+    """The holder's status entitlement under ``plan_id`` in the organization."""
+    return _wired(_entitlement_of, "EntitlementsConfig")(str(organization_id), holder, plan_id)
+
+
+def record_device_event(device_chain_id: str, event_type: str, payload: dict, performer_id: str) -> None:
+    """Append one event to a device's hash chain (and the ledger), in the caller's transaction."""
+    _wired(_append, "EvidenceConfig")(device_chain_id, event_type, payload, performer_id)
+
+
+def sign(data: bytes) -> Signed:
+    """Sign ``data`` with Mandate's active Ed25519 key."""
+    return _wired(_sign, "EvidenceConfig")(data)
+
+
+def public_keys() -> list[dict]:
+    """Mandate's Ed25519 public keys as JWKs, current and retired (so old signatures verify)."""
+    return _wired(_public_keys, "EvidenceConfig")()
