@@ -18,7 +18,6 @@ from django.utils.html import format_html, format_html_join
 
 from controlplane import admin_views
 from controlplane.admin_views import (
-    CONSOLE_ROLES,
     NEEDS_LIFECYCLE_ROLE,
     ReasonForm,
     SurfaceApprovalForm,
@@ -28,7 +27,7 @@ from controlplane.admin_views import (
     principal_of,
     refusal_message,
 )
-from controlplane.api.base import APPLY_ROLES, LIFECYCLE_ROLES
+from controlplane.api.base import LIFECYCLE_ROLES
 from controlplane.models import (
     Agent,
     BusinessService,
@@ -43,7 +42,7 @@ from controlplane.models import (
 from controlplane.services import lifecycle
 from controlplane.services.recovery import latest_versions, profile_recovery, surface_recovery
 from evidence.models import ControlPlaneAuditRecord
-from governance.console import console_organization
+from governance.console import OrganizationScopedAdmin
 from governance.errors import DomainError
 
 AUDIT_ROWS = 25  # audit records shown on a change page; the API has the rest
@@ -78,48 +77,6 @@ def chips(values) -> str:
     return format_html(
         '<ul class="cp-chips">{}</ul>', format_html_join("", '<li class="cp-chip">{}</li>', ((v,) for v in values))
     )
-
-
-class OrganizationScopedAdmin(admin.ModelAdmin):
-    """Read-only pages of one organization's rows, for the console's roles (a superuser sees
-    every organization). The control plane's pages and the entitlements' build on it."""
-
-    actions = None
-    list_per_page = 50
-
-    def _may_open(self, request) -> bool:
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        if not user.is_superuser and not user.organization_id:
-            return False
-        return has_any_role(request, CONSOLE_ROLES)
-
-    def may_apply(self, request) -> bool:
-        """The console's writers: platform operators and admins."""
-        return self._may_open(request) and has_any_role(request, APPLY_ROLES)
-
-    def has_module_permission(self, request):
-        return self._may_open(request)
-
-    def has_view_permission(self, request, obj=None):
-        return self._may_open(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        organization = console_organization(request)
-        return queryset.filter(organization=organization) if organization else queryset.none()
 
 
 class ControlPlaneAdmin(OrganizationScopedAdmin):

@@ -19,7 +19,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from controlplane.api.base import APPLY_ROLES, LIFECYCLE_ROLES, VIEW_ROLES
+from controlplane.api.base import APPLY_ROLES, LIFECYCLE_ROLES
 from controlplane.api.bundles import MAX_BUNDLE_BYTES, ApplyView
 from controlplane.choices import GRANT_TRANSITIONS, Kind, ProfileStatus, SurfaceStatus
 from controlplane.models import Profile, Surface
@@ -28,10 +28,7 @@ from controlplane.services.documents import BundleSyntaxError
 from controlplane.services.lifecycle import GRANT_ACTIONS, Principal, surface_approval_refusal
 from evidence.services.audit_trails import record_admin_action
 from governance.api.request_meta import client_ip_of, request_id_of
-from governance.console import console_organization, console_roles
-
-# Who may open the control-plane pages: readers, and approvers (who act on them).
-CONSOLE_ROLES = frozenset(VIEW_ROLES) | frozenset(LIFECYCLE_ROLES)
+from governance.console import console_organization, console_roles, has_any_role
 
 SESSION_KEY = "controlplane_bundles"
 KEPT_PREVIEWS = 3  # previews kept in the session at once; older ones are dropped
@@ -42,10 +39,6 @@ def _role_list(roles) -> str:
 
 
 # --- who and where ----------------------------------------------------------------------
-
-
-def has_any_role(request, roles) -> bool:
-    return bool(console_roles(request) & set(roles))
 
 
 def principal_of(request) -> Principal:

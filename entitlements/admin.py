@@ -13,7 +13,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from controlplane.admin import OrganizationScopedAdmin
 from entitlements.choices import EntitlementKind
 from entitlements.forms import IssuanceTokenForm, IssueRunsForm
 from entitlements.models import Entitlement, IssuanceToken, Run, SealRedemption
@@ -21,7 +20,7 @@ from entitlements.services.issuance import issue_runs
 from entitlements.services.issuers import make_issuance_token, revoke_issuance_token
 from evidence.models import AuditEvent
 from evidence.performers import PerformerNames
-from governance.console import console_organization
+from governance.console import OrganizationScopedAdmin, console_organization
 from governance.errors import DomainError
 
 
