@@ -32,6 +32,7 @@ class EvidenceConfig(AppConfig):
             ),
             sign=lambda data: _signed(keys.sign(KeyAlgorithm.ED25519, data)),
             public_keys=lambda: receipt_keys()["keys"],
+            active_kid=lambda: keys.active_key(KeyAlgorithm.ED25519).kid,
         )
 
 

@@ -29,6 +29,7 @@ _entitlement_of: Callable[[str, str, str], HeldEntitlement] | None = None
 _append: Callable[[str, str, dict, str], None] | None = None
 _sign: Callable[[bytes], Signed] | None = None
 _public_keys: Callable[[], list[dict]] | None = None
+_active_kid: Callable[[], str] | None = None
 
 
 def use_entitlements(entitlement_of: Callable[[str, str, str], HeldEntitlement]) -> None:
@@ -37,10 +38,14 @@ def use_entitlements(entitlement_of: Callable[[str, str, str], HeldEntitlement])
 
 
 def use_evidence(
-    *, append: Callable[[str, str, dict, str], None], sign: Callable[[bytes], Signed], public_keys: Callable
+    *,
+    append: Callable[[str, str, dict, str], None],
+    sign: Callable[[bytes], Signed],
+    public_keys: Callable[[], list[dict]],
+    active_kid: Callable[[], str],
 ) -> None:
-    global _append, _sign, _public_keys
-    _append, _sign, _public_keys = append, sign, public_keys
+    global _append, _sign, _public_keys, _active_kid
+    _append, _sign, _public_keys, _active_kid = append, sign, public_keys, active_kid
 
 
 def _wired(port, who: str):
@@ -62,6 +67,11 @@ def record_device_event(device_chain_id: str, event_type: str, payload: dict, pe
 def sign(data: bytes) -> Signed:
     """Sign ``data`` with Mandate's active Ed25519 key."""
     return _wired(_sign, "EvidenceConfig")(data)
+
+
+def active_kid() -> str:
+    """The id of the Ed25519 key ``sign`` uses now."""
+    return _wired(_active_kid, "EvidenceConfig")()
 
 
 def public_keys() -> list[dict]:

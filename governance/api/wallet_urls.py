@@ -1,8 +1,12 @@
 from django.urls import path
 
+from governance.api.installs import InstallConfirmView, InstallStatusView, InstallTokenView
 from governance.api.wallets import NonceView, VerifyView
 
 urlpatterns = [
     path("auth/nonce", NonceView.as_view(), name="wallet-nonce"),
     path("auth/verify", VerifyView.as_view(), name="wallet-verify"),
+    path("install/token", InstallTokenView.as_view(), name="install-token"),
+    path("install/confirm", InstallConfirmView.as_view(), name="install-confirm"),
+    path("install/status", InstallStatusView.as_view(), name="install-status"),
 ]
