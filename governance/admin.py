@@ -26,8 +26,8 @@ from governance.services.wallet_sessions import revoke_wallet_session
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "created_at")
-    search_fields = ("name", "slug")
+    list_display = ("name", "slug", "org_root_id", "created_at")
+    search_fields = ("name", "slug", "org_root_id")
     prepopulated_fields = {"slug": ("name",)}
 
 
@@ -224,3 +224,7 @@ class SiweNonceAdmin(_ReadOnly):
     list_display = ("nonce_hash", "created_at", "expires_at", "used_at")
     fields = list_display
     readonly_fields = fields
+
+
+# The installer's pages (principals, devices, install tokens, runtime packages, signer keys).
+from governance import admin_installs  # noqa: E402, F401

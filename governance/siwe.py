@@ -76,6 +76,16 @@ def checksum_address(address: str) -> str:
     return to_checksum_address(address)
 
 
+def checksummed(address: str) -> str:
+    """The EIP-55 form of a hex address given in lower case, upper case, or already EIP-55;
+    BadChecksum for any other capitalization (a typo the checksum caught)."""
+    result = checksum_address(address)
+    digits = address[2:]
+    if digits != digits.lower() and digits != digits.upper() and address != result:
+        raise BadChecksum(f"address {address} is not EIP-55 checksummed (expected {result})")
+    return result
+
+
 def parse_datetime(text: str) -> datetime:
     """An RFC 3339 date-time (already matched by the grammar) as an aware datetime.
     Fractions beyond microseconds are truncated; a leap second (``:60``) is refused."""
@@ -113,11 +123,7 @@ class SiweMessage:
         if match is None:
             raise MalformedMessage("not an EIP-4361 message")
         fields = match.groupdict()
-        address = fields["address"]
-        checksummed = checksum_address(address)
-        digits = address[2:]
-        if digits != digits.lower() and digits != digits.upper() and address != checksummed:
-            raise BadChecksum(f"address {address} is not EIP-55 checksummed (expected {checksummed})")
+        address = checksummed(fields["address"])
         chain_id = int(fields["chain_id"])
         if chain_id > _MAX_CHAIN_ID:
             raise MalformedMessage("Chain ID out of range")
@@ -125,7 +131,7 @@ class SiweMessage:
         return cls(
             scheme=fields["scheme"],
             domain=fields["domain"],
-            address=checksummed,
+            address=address,
             statement=fields["statement"],
             uri=fields["uri"],
             version=fields["version"],
@@ -183,4 +189,4 @@ def format_message(
     return "\n".join(lines)
 
 
-__all__ = ["BadChecksum", "MalformedMessage", "SiweMessage", "checksum_address", "format_message"]
+__all__ = ["BadChecksum", "MalformedMessage", "SiweMessage", "checksum_address", "checksummed", "format_message"]

@@ -3,8 +3,10 @@ principals and their wallets, the runtime packages launchers install, the device
 on, the single-use install tokens, and the offline renewal bundles that keep a device's
 availability lease alive without a network."""
 
+import re
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -19,11 +21,25 @@ from governance.choices import (
     SignerKeyStatus,
     WalletPurpose,
 )
+from governance.siwe import BadChecksum, checksummed
 
 IDENTIFIER = RegexValidator(
     r"\A[a-z0-9][a-z0-9._-]{0,119}\Z", "lower-case letters, digits and . _ -, starting with a letter or digit"
 )
-WALLET_ADDRESS = RegexValidator(r"\A0x[0-9a-fA-F]{40}\Z", "a 0x-prefixed 20-byte hex address")
+ADDRESS = re.compile(r"\A0x[0-9a-fA-F]{40}\Z")
+WALLET_ADDRESS = RegexValidator(ADDRESS, "a 0x-prefixed 20-byte hex address")
+
+
+def checksummed_address(address: str) -> str:
+    """The EIP-55 form of an address (see ``governance.siwe.checksummed``)."""
+    if not isinstance(address, str) or not ADDRESS.match(address):
+        return address  # the field's validator says what is wrong
+    try:
+        return checksummed(address)
+    except BadChecksum as exc:
+        raise ValidationError({"address": str(exc)}) from None
+
+
 SHA256_DIGEST = RegexValidator(r"\Asha256:[0-9a-f]{64}\Z", "sha256: and 64 lower-case hex digits")
 
 
@@ -82,6 +98,9 @@ class PrincipalWallet(models.Model):
 
     def __str__(self):
         return f"{self.address} ({self.purpose})"
+
+    def clean(self):
+        self.address = checksummed_address(self.address)
 
 
 class AccountWallet(models.Model):

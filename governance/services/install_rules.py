@@ -13,7 +13,7 @@ from governance.choices import MembershipStatus, PrincipalRole, WalletPurpose
 from governance.errors import DomainError
 from governance.install_ports import HeldEntitlement, entitlement_of
 from governance.models import Organization, Principal, PrincipalWallet
-from governance.siwe import checksum_address
+from governance.siwe import BadChecksum, checksummed
 
 ADDRESS = re.compile(r"\A0x[0-9a-fA-F]{40}\Z")
 SHA256_DIGEST = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
@@ -37,11 +37,10 @@ def wallet_value(value, field: str = "wallet") -> str:
     mixed case must be the checksum."""
     if not isinstance(value, str) or not ADDRESS.match(value):
         raise invalid(field, "must be a 0x-prefixed 20-byte hex address")
-    checksummed = checksum_address(value)
-    digits = value[2:]
-    if digits != digits.lower() and digits != digits.upper() and value != checksummed:
-        raise InstallRefused("address_checksum_invalid", f"{field}: {value} is not EIP-55 checksummed")
-    return checksummed
+    try:
+        return checksummed(value)
+    except BadChecksum as exc:
+        raise InstallRefused("address_checksum_invalid", f"{field}: {exc}") from None
 
 
 def identifier_value(value, field: str) -> str:

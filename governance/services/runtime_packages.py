@@ -14,6 +14,7 @@ import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from governance.choices import PackageStatus, SignerKeyStatus
@@ -146,7 +147,11 @@ def register_package(
             signer_key_id = signed.kid
         signature = "ed25519:" + signed.signature.hex()
     package = RuntimePackage(**fields, signature=signature, signer_key_id=signer_key_id, created_by=created_by)
-    package.full_clean(exclude=["signature"])
+    try:
+        package.full_clean(exclude=["signature"], validate_constraints=False)
+    except ValidationError as exc:
+        field, problems = next(iter(exc.message_dict.items()))
+        raise Invalid(" ".join(problems), field=field) from None
     try:
         with transaction.atomic():
             package.save()
