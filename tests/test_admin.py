@@ -1,11 +1,13 @@
+import hashlib
 import re
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 
 from evidence.services import keys
 from governance.choices import Role
-from governance.models import ApiToken, Person
+from governance.models import ApiToken, Organization, Person, RuntimePackage
 
 pytestmark = pytest.mark.django_db
 
@@ -84,6 +86,12 @@ def test_bootstrap_demo_is_idempotent_and_prints_secrets_once(capsys):
     assert Role.PLATFORM_ADMIN in admin.role_names
     assert Person.objects.get(username="bob").manager.username == "alice"
     assert ApiToken.objects.filter(principal=admin, name="demo").count() == 1
+    # the governed runtime's demo root and one signed package per platform, made once
+    assert Organization.objects.get(slug="demo").org_root_id == "org.demo.root"
+    packages = RuntimePackage.objects.order_by("platform")
+    assert [p.platform for p in packages] == ["linux", "macos", "windows"]
+    with open(finders.find("mandate/runtime/demo-runtime-1.0.0.txt"), "rb") as artifact:
+        assert {p.package_hash for p in packages} == {"sha256:" + hashlib.sha256(artifact.read()).hexdigest()}
 
 
 def test_create_api_token_command_prints_a_working_secret(capsys, make_person, client):

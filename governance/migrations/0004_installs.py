@@ -9,190 +9,478 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0003_wallet_sessions'),
+        ("governance", "0003_wallet_sessions"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SignerKey',
+            name="SignerKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_id', models.CharField(help_text='e.g. governance-signer-2026-01', max_length=80, unique=True, validators=[django.core.validators.RegexValidator('\\A[a-z0-9][a-z0-9._-]{0,119}\\Z', 'lower-case letters, digits and . _ -, starting with a letter or digit')])),
-                ('public_key', models.CharField(help_text="The raw 32-byte Ed25519 public key, base64url (a JWK's x).", max_length=64)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('retired', 'Retired (still published)')], default='active', max_length=16)),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "key_id",
+                    models.CharField(
+                        help_text="e.g. governance-signer-2026-01",
+                        max_length=80,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "\\A[a-z0-9][a-z0-9._-]{0,119}\\Z",
+                                "lower-case letters, digits and . _ -, starting with a letter or digit",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "public_key",
+                    models.CharField(
+                        help_text="The raw 32-byte Ed25519 public key, base64url (a JWK's x).", max_length=64
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("retired", "Retired (still published)")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'verbose_name': 'external signer key',
-                'ordering': ['key_id'],
+                "verbose_name": "external signer key",
+                "ordering": ["key_id"],
             },
         ),
         migrations.AddField(
-            model_name='organization',
-            name='org_root_id',
-            field=models.CharField(blank=True, help_text="The organization root governed runtimes name (edut's org_root_id), e.g. org.acme.root.", max_length=120, null=True, unique=True, validators=[django.core.validators.RegexValidator('\\A[a-z0-9][a-z0-9._-]{0,119}\\Z', 'lower-case letters, digits and . _ -')]),
+            model_name="organization",
+            name="org_root_id",
+            field=models.CharField(
+                blank=True,
+                help_text="The organization root governed runtimes name (edut's org_root_id), e.g. org.acme.root.",
+                max_length=120,
+                null=True,
+                unique=True,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "\\A[a-z0-9][a-z0-9._-]{0,119}\\Z", "lower-case letters, digits and . _ -"
+                    )
+                ],
+            ),
         ),
         migrations.CreateModel(
-            name='AccountWallet',
+            name="AccountWallet",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('address', models.CharField(help_text='EIP-55 checksummed address.', max_length=42, unique=True, validators=[django.core.validators.RegexValidator(re.compile('\\A0x[0-9a-fA-F]{40}\\Z'), 'a 0x-prefixed 20-byte hex address')])),
-                ('linked_at', models.DateTimeField(auto_now_add=True)),
-                ('person', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='linked_wallets', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "address",
+                    models.CharField(
+                        help_text="EIP-55 checksummed address.",
+                        max_length=42,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                re.compile("\\A0x[0-9a-fA-F]{40}\\Z"), "a 0x-prefixed 20-byte hex address"
+                            )
+                        ],
+                    ),
+                ),
+                ("linked_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "person",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="linked_wallets",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-linked_at'],
+                "ordering": ["-linked_at"],
             },
         ),
         migrations.CreateModel(
-            name='Principal',
+            name="Principal",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('principal_id', models.CharField(help_text='e.g. human.joshua', max_length=120, validators=[django.core.validators.RegexValidator('\\A[a-z0-9][a-z0-9._-]{0,119}\\Z', 'lower-case letters, digits and . _ -, starting with a letter or digit')])),
-                ('display_name', models.CharField(blank=True, max_length=200)),
-                ('role', models.CharField(choices=[('org_root_owner', 'Organization root owner'), ('org_admin', 'Organization admin'), ('member', 'Member'), ('agent_operator', 'Agent operator')], default='member', max_length=32)),
-                ('membership_status', models.CharField(choices=[('active', 'Active'), ('invited', 'Invited'), ('suspended', 'Suspended'), ('revoked', 'Revoked')], default='active', max_length=16)),
-                ('identity_assurance_level', models.CharField(choices=[('self_asserted', 'Self-asserted'), ('email_verified', 'Email verified'), ('onramp_attested', 'On-ramp attested'), ('document_verified', 'Document verified')], default='self_asserted', max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='principals', to='governance.organization')),
-                ('person', models.ForeignKey(blank=True, help_text='The console account of this principal, if any.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='principals', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "principal_id",
+                    models.CharField(
+                        help_text="e.g. human.joshua",
+                        max_length=120,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "\\A[a-z0-9][a-z0-9._-]{0,119}\\Z",
+                                "lower-case letters, digits and . _ -, starting with a letter or digit",
+                            )
+                        ],
+                    ),
+                ),
+                ("display_name", models.CharField(blank=True, max_length=200)),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("org_root_owner", "Organization root owner"),
+                            ("org_admin", "Organization admin"),
+                            ("member", "Member"),
+                            ("agent_operator", "Agent operator"),
+                        ],
+                        default="member",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "membership_status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("invited", "Invited"),
+                            ("suspended", "Suspended"),
+                            ("revoked", "Revoked"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "identity_assurance_level",
+                    models.CharField(
+                        choices=[
+                            ("self_asserted", "Self-asserted"),
+                            ("email_verified", "Email verified"),
+                            ("onramp_attested", "On-ramp attested"),
+                            ("document_verified", "Document verified"),
+                        ],
+                        default="self_asserted",
+                        max_length=32,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="principals",
+                        to="governance.organization",
+                    ),
+                ),
+                (
+                    "person",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The console account of this principal, if any.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="principals",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['organization__name', 'principal_id'],
+                "ordering": ["organization__name", "principal_id"],
             },
         ),
         migrations.CreateModel(
-            name='Device',
+            name="Device",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('device_id', models.CharField(max_length=120)),
-                ('wallet', models.CharField(help_text='The ownership wallet that installed it.', max_length=42)),
-                ('platform', models.CharField(max_length=40)),
-                ('rollout_channel', models.CharField(default='stable', max_length=40)),
-                ('launcher_version', models.CharField(blank=True, max_length=40)),
-                ('runtime_version', models.CharField(blank=True, help_text='The runtime installed and active.', max_length=40)),
-                ('policy_hash', models.CharField(blank=True, max_length=71)),
-                ('entitlement_id', models.CharField(blank=True, max_length=64)),
-                ('install_state', models.CharField(choices=[('NOT_INSTALLED', 'Not installed'), ('DOWNLOADED', 'Downloaded'), ('VERIFIED', 'Verified'), ('BOOTSTRAPPED', 'Bootstrapped'), ('ACTIVE', 'Active'), ('VERIFY_FAILED', 'Verify failed'), ('RECEIPT_INVALID', 'Receipt invalid'), ('ENTITLEMENT_INACTIVE', 'Entitlement inactive'), ('POLICY_MISMATCH', 'Policy mismatch')], default='NOT_INSTALLED', max_length=24)),
-                ('availability_state', models.CharField(choices=[('active', 'Active'), ('parked', 'Parked')], default='active', max_length=16)),
-                ('access_class', models.CharField(choices=[('connected', 'Connected'), ('offline', 'Offline')], default='connected', max_length=16)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('last_heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('activated_at', models.DateTimeField(blank=True, null=True)),
-                ('launcher_receipt_hash', models.CharField(blank=True, max_length=71)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='devices', to='governance.organization')),
-                ('principal', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='devices', to='governance.principal')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("device_id", models.CharField(max_length=120)),
+                ("wallet", models.CharField(help_text="The ownership wallet that installed it.", max_length=42)),
+                ("platform", models.CharField(max_length=40)),
+                ("rollout_channel", models.CharField(default="stable", max_length=40)),
+                ("launcher_version", models.CharField(blank=True, max_length=40)),
+                (
+                    "runtime_version",
+                    models.CharField(blank=True, help_text="The runtime installed and active.", max_length=40),
+                ),
+                ("policy_hash", models.CharField(blank=True, max_length=71)),
+                ("entitlement_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "install_state",
+                    models.CharField(
+                        choices=[
+                            ("NOT_INSTALLED", "Not installed"),
+                            ("DOWNLOADED", "Downloaded"),
+                            ("VERIFIED", "Verified"),
+                            ("BOOTSTRAPPED", "Bootstrapped"),
+                            ("ACTIVE", "Active"),
+                            ("VERIFY_FAILED", "Verify failed"),
+                            ("RECEIPT_INVALID", "Receipt invalid"),
+                            ("ENTITLEMENT_INACTIVE", "Entitlement inactive"),
+                            ("POLICY_MISMATCH", "Policy mismatch"),
+                        ],
+                        default="NOT_INSTALLED",
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "availability_state",
+                    models.CharField(
+                        choices=[("active", "Active"), ("parked", "Parked")], default="active", max_length=16
+                    ),
+                ),
+                (
+                    "access_class",
+                    models.CharField(
+                        choices=[("connected", "Connected"), ("offline", "Offline")], default="connected", max_length=16
+                    ),
+                ),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("last_heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("activated_at", models.DateTimeField(blank=True, null=True)),
+                ("launcher_receipt_hash", models.CharField(blank=True, max_length=71)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="devices",
+                        to="governance.organization",
+                    ),
+                ),
+                (
+                    "principal",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="devices", to="governance.principal"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at'],
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='PrincipalWallet',
+            name="PrincipalWallet",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('address', models.CharField(help_text='EIP-55 checksummed address.', max_length=42, validators=[django.core.validators.RegexValidator(re.compile('\\A0x[0-9a-fA-F]{40}\\Z'), 'a 0x-prefixed 20-byte hex address')])),
-                ('purpose', models.CharField(choices=[('ownership', 'Ownership'), ('payment', 'Payment')], default='ownership', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('principal', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='wallets', to='governance.principal')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "address",
+                    models.CharField(
+                        help_text="EIP-55 checksummed address.",
+                        max_length=42,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                re.compile("\\A0x[0-9a-fA-F]{40}\\Z"), "a 0x-prefixed 20-byte hex address"
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "purpose",
+                    models.CharField(
+                        choices=[("ownership", "Ownership"), ("payment", "Payment")], default="ownership", max_length=16
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "principal",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="wallets", to="governance.principal"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['principal__principal_id', 'purpose'],
+                "ordering": ["principal__principal_id", "purpose"],
             },
         ),
         migrations.CreateModel(
-            name='RenewalBundle',
+            name="RenewalBundle",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('bundle_id', models.CharField(editable=False, max_length=40, unique=True)),
-                ('wallet', models.CharField(max_length=42)),
-                ('renewed_until', models.DateTimeField()),
-                ('valid_until', models.DateTimeField(help_text='The bundle must be applied before this.')),
-                ('signed_payload', models.TextField(editable=False)),
-                ('signing_key_id', models.CharField(editable=False, max_length=80)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('applied_at', models.DateTimeField(blank=True, null=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.organization')),
-                ('principal', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='renewal_bundles', to='governance.principal')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("bundle_id", models.CharField(editable=False, max_length=40, unique=True)),
+                ("wallet", models.CharField(max_length=42)),
+                ("renewed_until", models.DateTimeField()),
+                ("valid_until", models.DateTimeField(help_text="The bundle must be applied before this.")),
+                ("signed_payload", models.TextField(editable=False)),
+                ("signing_key_id", models.CharField(editable=False, max_length=80)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("applied_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="governance.organization"
+                    ),
+                ),
+                (
+                    "principal",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="renewal_bundles",
+                        to="governance.principal",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='RuntimePackage',
+            name="RuntimePackage",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('platform', models.CharField(help_text='e.g. macos, windows, linux', max_length=40, validators=[django.core.validators.RegexValidator('\\A[a-z0-9][a-z0-9._-]{0,119}\\Z', 'lower-case letters, digits and . _ -, starting with a letter or digit')])),
-                ('rollout_channel', models.CharField(default='stable', max_length=40, validators=[django.core.validators.RegexValidator('\\A[a-z0-9][a-z0-9._-]{0,119}\\Z', 'lower-case letters, digits and . _ -, starting with a letter or digit')])),
-                ('runtime_version', models.CharField(max_length=40)),
-                ('package_url', models.URLField(max_length=500)),
-                ('package_hash', models.CharField(max_length=71, validators=[django.core.validators.RegexValidator('\\Asha256:[0-9a-f]{64}\\Z', 'sha256: and 64 lower-case hex digits')])),
-                ('policy_hash', models.CharField(max_length=71, validators=[django.core.validators.RegexValidator('\\Asha256:[0-9a-f]{64}\\Z', 'sha256: and 64 lower-case hex digits')])),
-                ('signature', models.CharField(help_text='ed25519: and the hex signature of the descriptor.', max_length=140)),
-                ('signer_key_id', models.CharField(max_length=80)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('withdrawn', 'Withdrawn')], default='active', max_length=16)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "platform",
+                    models.CharField(
+                        help_text="e.g. macos, windows, linux",
+                        max_length=40,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "\\A[a-z0-9][a-z0-9._-]{0,119}\\Z",
+                                "lower-case letters, digits and . _ -, starting with a letter or digit",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "rollout_channel",
+                    models.CharField(
+                        default="stable",
+                        max_length=40,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "\\A[a-z0-9][a-z0-9._-]{0,119}\\Z",
+                                "lower-case letters, digits and . _ -, starting with a letter or digit",
+                            )
+                        ],
+                    ),
+                ),
+                ("runtime_version", models.CharField(max_length=40)),
+                ("package_url", models.URLField(max_length=500)),
+                (
+                    "package_hash",
+                    models.CharField(
+                        max_length=71,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "\\Asha256:[0-9a-f]{64}\\Z", "sha256: and 64 lower-case hex digits"
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "policy_hash",
+                    models.CharField(
+                        max_length=71,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "\\Asha256:[0-9a-f]{64}\\Z", "sha256: and 64 lower-case hex digits"
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "signature",
+                    models.CharField(help_text="ed25519: and the hex signature of the descriptor.", max_length=140),
+                ),
+                ("signer_key_id", models.CharField(max_length=80)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("withdrawn", "Withdrawn")], default="active", max_length=16
+                    ),
+                ),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['platform', 'rollout_channel', '-created_at'],
-                'constraints': [models.UniqueConstraint(fields=('platform', 'rollout_channel', 'runtime_version'), name='runtime_package_version_unique')],
+                "ordering": ["platform", "rollout_channel", "-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("platform", "rollout_channel", "runtime_version"), name="runtime_package_version_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='InstallToken',
+            name="InstallToken",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('token_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('wallet', models.CharField(max_length=42)),
-                ('entitlement_id', models.CharField(max_length=64)),
-                ('launcher_version', models.CharField(max_length=40)),
-                ('current_runtime_version', models.CharField(blank=True, max_length=40)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
-                ('installed_at', models.DateTimeField(blank=True, null=True)),
-                ('launcher_receipt_hash', models.CharField(blank=True, max_length=71)),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='install_tokens', to='governance.device')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.organization')),
-                ('principal', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='install_tokens', to='governance.principal')),
-                ('package', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='governance.runtimepackage')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("token_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                ("wallet", models.CharField(max_length=42)),
+                ("entitlement_id", models.CharField(max_length=64)),
+                ("launcher_version", models.CharField(max_length=40)),
+                ("current_runtime_version", models.CharField(blank=True, max_length=40)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                ("used_at", models.DateTimeField(blank=True, null=True)),
+                ("installed_at", models.DateTimeField(blank=True, null=True)),
+                ("launcher_receipt_hash", models.CharField(blank=True, max_length=71)),
+                (
+                    "device",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="install_tokens",
+                        to="governance.device",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="governance.organization"
+                    ),
+                ),
+                (
+                    "principal",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="install_tokens",
+                        to="governance.principal",
+                    ),
+                ),
+                (
+                    "package",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="governance.runtimepackage"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='device',
-            name='package',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='governance.runtimepackage'),
+            model_name="device",
+            name="package",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="governance.runtimepackage",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='principal',
-            constraint=models.UniqueConstraint(fields=('organization', 'principal_id'), name='principal_id_unique_in_org'),
+            model_name="principal",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "principal_id"), name="principal_id_unique_in_org"
+            ),
         ),
         migrations.AddIndex(
-            model_name='principalwallet',
-            index=models.Index(fields=['address'], name='governance_wallet_address'),
+            model_name="principalwallet",
+            index=models.Index(fields=["address"], name="governance_wallet_address"),
         ),
         migrations.AddConstraint(
-            model_name='principalwallet',
-            constraint=models.UniqueConstraint(fields=('principal', 'address', 'purpose'), name='principal_wallet_unique'),
+            model_name="principalwallet",
+            constraint=models.UniqueConstraint(
+                fields=("principal", "address", "purpose"), name="principal_wallet_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='device',
-            index=models.Index(condition=models.Q(('availability_state', 'active')), fields=['lease_expires_at'], name='governance_device_lease'),
+            model_name="device",
+            index=models.Index(
+                condition=models.Q(("availability_state", "active")),
+                fields=["lease_expires_at"],
+                name="governance_device_lease",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='device',
-            constraint=models.UniqueConstraint(fields=('wallet', 'device_id'), name='device_unique_per_wallet'),
+            model_name="device",
+            constraint=models.UniqueConstraint(fields=("wallet", "device_id"), name="device_unique_per_wallet"),
         ),
     ]

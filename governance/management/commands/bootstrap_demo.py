@@ -5,15 +5,18 @@ Secrets are printed once, when they are created; re-running prints only what exi
 Everyone who signs in with a printed password must choose their own at first login.
 """
 
+import hashlib
 import secrets
 
+from django.contrib.staticfiles import finders
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from governance.audit import record_admin_action
 from governance.choices import Role
-from governance.models import Person, Team
+from governance.models import Person, RuntimePackage, Team
 from governance.services.people import add_team_member, create_person, ensure_organization
+from governance.services.runtime_packages import register_package
 from governance.services.tokens import issue_token
 
 DECIDERS = [Role.GOVERNANCE_APPROVER, Role.GOVERNANCE_REVIEWER]
@@ -87,6 +90,8 @@ class Command(BaseCommand):
         else:
             lines.append("  demo API token: created earlier (make a new one: manage.py create_api_token)")
 
+        lines.append(self._governed_runtime(organization, base_url))
+
         self.stdout.write("Mandate demo organization ready:")
         for line in lines:
             self.stdout.write(line)
@@ -125,3 +130,32 @@ class Command(BaseCommand):
         person.must_change_password = True
         person.save(update_fields=["password", "must_change_password"])
         return person, password
+
+    def _governed_runtime(self, organization, base_url) -> str:
+        """The demo root for governed-runtime installs, and a Mandate-signed package per
+        platform (docs/installs.md): a launcher's owner is added as a principal in the console."""
+        if not organization.org_root_id:
+            organization.org_root_id = "org.demo.root"
+            organization.save(update_fields=["org_root_id"])
+        with open(finders.find(DEMO_PACKAGE), "rb") as artifact:
+            package_hash = "sha256:" + hashlib.sha256(artifact.read()).hexdigest()
+        for platform in DEMO_PLATFORMS:
+            if not RuntimePackage.objects.filter(platform=platform, rollout_channel="stable").exists():
+                register_package(
+                    platform=platform,
+                    rollout_channel="stable",
+                    runtime_version="1.0.0",
+                    package_url=f"{base_url}/static/{DEMO_PACKAGE}",
+                    package_hash=package_hash,
+                    policy_hash="sha256:" + hashlib.sha256(b"demo governance policy v1").hexdigest(),
+                    created_by="system:demo",
+                )
+        return (
+            f"  governed runtime: root {organization.org_root_id}; packages for {', '.join(DEMO_PLATFORMS)} "
+            f"({base_url}/admin/governance/runtimepackage/); add a principal and its wallets in the console"
+        )
+
+
+# The demo's runtime package: one real file (static), offered for every platform.
+DEMO_PACKAGE = "mandate/runtime/demo-runtime-1.0.0.txt"
+DEMO_PLATFORMS = ("macos", "linux", "windows")
