@@ -11,7 +11,6 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.utils import timezone
-from eth_account import Account
 
 from evidence.choices import KeyAlgorithm
 from evidence.models import AuditEvent
