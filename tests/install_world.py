@@ -43,6 +43,23 @@ def open_wallet_session(client: APIClient, account, domain: str = DOMAIN) -> str
     return answer.json()["wallet_session"]
 
 
+def signed_in_session(account) -> str:
+    """A wallet session for ``account`` through the sign-in service itself (a message for
+    this deployment's domain, signed with the account's key)."""
+    from governance.services.wallet_sessions import expected_domain, issue_nonce, verify_sign_in
+
+    message = format_message(
+        domain=expected_domain(),
+        address=account.address,
+        statement="Install the governed runtime.",
+        uri=f"https://{expected_domain()}/launcher",
+        chain_id=1,
+        nonce=issue_nonce().nonce,
+        issued_at=timezone.now(),
+    )
+    return verify_sign_in(message, sign_text(account, message)).secret
+
+
 @dataclass
 class Owner:
     organization: Organization

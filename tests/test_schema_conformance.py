@@ -28,9 +28,11 @@ from envelopes.requests.submissions import submit_request
 from governance.choices import Role
 from governance.gate.state import end_drain
 from governance.services.people import create_person
+from governance.services.runtime_packages import register_package
 from governance.services.tokens import issue_token
 from governance.wsgi import application
 from tests.factories import declare_demo_authority
+from tests.install_world import make_active_device, make_owner, signed_in_session
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "4"))
 BUDGET_SECONDS = 60
@@ -81,6 +83,20 @@ class World:
         )
         envelope_id = evaluate(org, request, "{}", performer_id="schemathesis")["envelope_id"]
         Profile.objects.filter(organization=org).update(effective_date=timezone.now() - timedelta(days=1))
+        # A launcher's wallet session, its owner's root, a device and a package (docs/installs.md).
+        org.org_root_id = "org.demo.root"
+        org.save(update_fields=["org_root_id"])
+        owner = make_owner("org.demo.root", organization=org)
+        self.wallet_session = signed_in_session(owner.account)
+        make_active_device(owner, "schemathesis-device")
+        register_package(
+            platform="macos",
+            rollout_channel="stable",
+            runtime_version="1.0.0",
+            package_url="https://downloads.example/1.0.0.pkg",
+            package_hash="sha256:" + "09" * 32,
+            policy_hash="sha256:" + "f1" * 32,
+        )
         self.known = {
             "/v1/agents/": "agent-payments-prod",
             "/v1/businessservices/": "bs-payments",
@@ -101,6 +117,8 @@ class World:
 
     def headers_for(self, operation) -> dict:
         schemes = {name for requirement in operation.definition.raw.get("security", []) for name in requirement}
+        if "walletSession" in schemes:
+            return {"Authorization": f"Bearer {self.wallet_session}"}
         key = self.channel_key if "channelKey" in schemes else self.admin_token
         return {"Authorization": f"Bearer {key}"}
 

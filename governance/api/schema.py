@@ -67,3 +67,18 @@ class OIDCScheme(OpenApiAuthenticationExtension):
                 "MANDATE_OIDC_ISSUERS, its audience this service's (docs/oidc.md)."
             ),
         }
+
+
+class WalletSessionScheme(OpenApiAuthenticationExtension):
+    target_class = "governance.api.authentication.WalletSessionAuthentication"
+    name = "walletSession"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "A wallet session (mws_...) from POST /governance/auth/verify: Sign-In with Ethereum "
+                "(docs/wallets.md). The installer's endpoints take it (docs/installs.md)."
+            ),
+        }
