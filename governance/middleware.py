@@ -26,7 +26,8 @@ def is_api_path(path: str) -> bool:
 
 
 class RequestLogMiddleware(MiddlewareMixin):
-    """One structured line per API request (method, path, status, duration). Never headers."""
+    """One structured line per API request (method, path, status, duration, and the
+    installer's correlation id when the answer carries one). Never headers otherwise."""
 
     def process_request(self, request):
         request._mandate_started = time.perf_counter()
@@ -34,15 +35,15 @@ class RequestLogMiddleware(MiddlewareMixin):
     def process_response(self, request, response):
         started = getattr(request, "_mandate_started", None)
         if started is not None and is_api_path(request.path):
-            logger.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            extra = {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            if response.has_header("X-Correlation-ID"):
+                extra["correlation_id"] = response["X-Correlation-ID"]
+            logger.info("request", extra=extra)
         return response
 
 

@@ -481,3 +481,12 @@ def test_each_install_is_evidence_on_the_devices_own_chain(owner, package):
     assert confirmed["package_hash"] == PACKAGE_HASH and confirmed["policy_hash"] == POLICY_HASH
     assert confirmed["launcher_receipt_hash"] == RECEIPT_HASH and confirmed["runtime_version"] == "1.0.0"
     assert verify_chain(chain).valid
+
+
+def test_the_correlation_id_is_in_the_request_log(owner, package, caplog):
+    client = launcher(owner.account)
+    with caplog.at_level("INFO", logger="mandate.request"):
+        answer = client.post(TOKEN_URL, token_request(owner, platform="plan9"), format="json")
+    logged = [record for record in caplog.records if getattr(record, "path", "") == TOKEN_URL]
+    assert logged and logged[-1].correlation_id == answer.json()["correlation_id"]
+    assert logged[-1].status == 404
