@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from envelopes.requests.views import agents_page
 from evidence.api.views import JWKSView
+from governance.account_pages import wallets_page
 from governance.api.leases import LeaseView
 from governance.api.views import api_not_found, healthz, readyz
 
@@ -72,6 +73,7 @@ urlpatterns = [
     path("v1/", include("envelopes.evaluation.api.urls")),
     path("auth/", include("governance.api.auth_urls")),
     path("governance/", include("governance.api.wallet_urls")),
+    path("accounts/wallet/", wallets_page, name="account_wallets"),
     path("accounts/", include("allauth.urls")),
     re_path(
         r"^admin/webhooks/?$",

@@ -15,6 +15,7 @@ import string
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -107,7 +108,8 @@ def check_message(message: SiweMessage, now: datetime) -> None:
     if (message.uri_authority or "").lower() != domain:
         raise SignInRefused("uri_mismatch", f"URI {message.uri!r} is not on {domain!r}")
     if message.chain_id not in settings.MANDATE_SIWE_CHAIN_IDS:
-        raise SignInRefused("chain_not_allowed", f"Chain ID {message.chain_id} is not accepted")
+        accepted = ", ".join(str(chain_id) for chain_id in settings.MANDATE_SIWE_CHAIN_IDS)
+        raise SignInRefused("chain_not_allowed", f"Chain ID {message.chain_id} is not accepted (accepted: {accepted})")
     skew = timedelta(seconds=settings.MANDATE_SIWE_CLOCK_SKEW_SECONDS)
     if message.issued_at > now + skew:
         raise SignInRefused("issued_in_future", "Issued At is in the future")
@@ -183,9 +185,18 @@ def signed_by_contract(message: SiweMessage, text: str, signature: bytes, before
     raise SignInRefused("signature_invalid", "signature is not the address's")
 
 
-def verify_sign_in(text, signature, now: datetime | None = None) -> SignIn:
-    """Verify a signed EIP-4361 message; spend its nonce and open a wallet session."""
-    now = now or timezone.now()
+@dataclass(frozen=True)
+class SignedMessage:
+    """An EIP-4361 message whose fields and signature verified; its nonce not yet spent."""
+
+    message: SiweMessage
+    nonce_hash: str
+    contract_wallet: bool
+
+
+def verify_signed_message(text, signature, now: datetime) -> SignedMessage:
+    """Every check but spending the nonce: the grammar, domain, URI, chain, times, and the
+    signature (EIP-191, else EIP-1271). The caller spends the nonce with what it writes."""
     try:
         message = SiweMessage.parse(text)
     except BadChecksum as exc:
@@ -196,6 +207,29 @@ def verify_sign_in(text, signature, now: datetime | None = None) -> SignIn:
     check_message(message, now)
     nonce_hash = hash_secret(message.nonce)
     by_contract = signed_by_contract(message, text, signature_bytes, lambda: check_nonce(nonce_hash, now))
+    return SignedMessage(message=message, nonce_hash=nonce_hash, contract_wallet=by_contract)
+
+
+def spend_nonce(nonce_hash: str, now: datetime) -> None:
+    """Mark the nonce used, in the caller's transaction; of parallel spends of one nonce the
+    row lock lets exactly one UPDATE match. Refuses with why when it is not spendable."""
+    if not SiweNonce.objects.filter(nonce_hash=nonce_hash, used_at__isnull=True, expires_at__gt=now).update(
+        used_at=now
+    ):
+        refuse_unspendable_nonce(nonce_hash, now)
+
+
+def refuse_unspendable_nonce(nonce_hash: str, now: datetime) -> NoReturn:
+    """Why a nonce could not be spent: unknown, used or expired."""
+    check_nonce(nonce_hash, now)
+    raise SignInRefused("nonce_used", "nonce has already been used")  # spent since the check
+
+
+def verify_sign_in(text, signature, now: datetime | None = None) -> SignIn:
+    """Verify a signed EIP-4361 message; spend its nonce and open a wallet session."""
+    now = now or timezone.now()
+    signed = verify_signed_message(text, signature, now)
+    message, nonce_hash, by_contract = signed.message, signed.nonce_hash, signed.contract_wallet
 
     expires_at = now + timedelta(seconds=settings.MANDATE_WALLET_SESSION_TTL_SECONDS)
     if message.expiration_time is not None:
@@ -215,8 +249,7 @@ def verify_sign_in(text, signature, now: datetime | None = None) -> SignIn:
         expires_at=expires_at,
     )
     if not open_session_spending_nonce(session, nonce_hash, now):
-        check_nonce(nonce_hash, now)  # says why: unknown, used or expired
-        raise SignInRefused("nonce_used", "nonce has already been used")  # spent since the check
+        refuse_unspendable_nonce(nonce_hash, now)
     return SignIn(session=session, secret=secret)
 
 
