@@ -1,10 +1,13 @@
 """Signing in to the console with a linked wallet, linking and unlinking wallets: through the
 services (the rules) and over HTTP (the browser's endpoints)."""
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -14,6 +17,7 @@ from governance.choices import Role
 from governance.errors import Invalid, NotFound
 from governance.models import AccountWallet, Person, SiweNonce, WalletSession
 from governance.secret_hashing import hash_secret
+from governance.services.people import create_person, ensure_organization
 from governance.services.wallet_login import link_wallet, sign_in_with_wallet, unlink_wallet
 from governance.services.wallet_sessions import SignInRefused, issue_nonce
 from tests.siwe_wallets import LINK_PATH, console_message, new_wallet, sign
@@ -198,6 +202,52 @@ def test_unlinking_a_wallet_not_linked_to_this_person_or_not_an_address_is_refus
     assert AccountWallet.objects.count() == 1
 
 
+# --- services: at the same time, on PostgreSQL ----------------------------------------------------
+
+
+def at_once(calls) -> list:
+    """Run the calls in parallel threads (each with its own connection), released together;
+    each returns what its call returned, or the refusal's code."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        try:
+            barrier.wait()
+            return call()
+        except SignInRefused as exc:
+            return exc.code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_people_linking_one_wallet_at_once_link_it_to_exactly_one_of_them(wallet):
+    organization = ensure_organization("acme", "Acme")
+    people = [create_person(organization, f"p{n}") for n in range(6)]
+    attempts = [(person, signed(wallet, path=LINK_PATH)) for person in people]
+    results = at_once(
+        [lambda person=person, sent=sent: link_wallet(person, *sent).created for person, sent in attempts]
+    )
+    assert sorted(map(str, results)) == ["True"] + ["wallet_linked_to_another_account"] * 5
+    winner = people[results.index(True)]
+    assert list(AccountWallet.objects.values_list("person", flat=True)) == [winner.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_signed_message_sent_many_times_at_once_signs_in_once(wallet):
+    dana = create_person(ensure_organization("acme", "Acme"), "dana")
+    AccountWallet.objects.create(person=dana, address=wallet.address)
+    message, signature = signed(wallet)
+    results = at_once([lambda: sign_in_with_wallet(message, signature).username] * 6)
+    assert sorted(results) == ["dana"] + ["nonce_used"] * 5
+    assert AdminAuditRecord.objects.filter(action="wallet.signed_in").count() == 1
+
+
 # --- HTTP: POST /auth/wallet/login ---------------------------------------------------------------
 
 
@@ -352,7 +402,9 @@ def test_linking_again_is_200(linked, dana, wallet):
 
 def test_linking_someone_elses_wallet_is_409(linked, make_person, wallet):
     erin = make_person(username="erin")
-    assert_refused(post_link(signed_in_client(erin), *signed(wallet, path=LINK_PATH)), 409, "wallet_linked_to_another_account")
+    assert_refused(
+        post_link(signed_in_client(erin), *signed(wallet, path=LINK_PATH)), 409, "wallet_linked_to_another_account"
+    )
 
 
 def test_linking_needs_a_signed_in_person_and_the_csrf_token(dana, wallet):

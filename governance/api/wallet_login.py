@@ -53,6 +53,10 @@ def refusal(code: str, message: str, http_status: int | None = None) -> APIError
     return APIError(http_status or STATUS.get(code, 400), code, message=message)
 
 
+def audit_meta(request) -> dict:
+    return {"request_id": request_id_of(request), "client_ip": client_ip_of(request)}
+
+
 class ConsoleWalletView(APIView):
     """Checks the CSRF token before anything else, and answers DRF's own refusals with a code."""
 
@@ -74,11 +78,11 @@ class ConsoleWalletView(APIView):
             exc = refusal(code, str(exc.detail), exc.status_code)
         return super().handle_exception(exc)
 
-    def signed_message(self, request) -> tuple[str, str]:
-        serializer = SignedMessageSerializer(data=request.data)
+    def validated(self, serializer_class, request) -> dict:
+        serializer = serializer_class(data=request.data)
         if not serializer.is_valid():
             raise refusal("invalid_request", "; ".join(flatten_validation(serializer.errors)))
-        return serializer.validated_data["message"], serializer.validated_data["signature"]
+        return serializer.validated_data
 
 
 class SignedMessageSerializer(serializers.Serializer):
@@ -97,6 +101,16 @@ class UnlinkRequestSerializer(serializers.Serializer):
 ERROR_BODY = inline_serializer(
     "ConsoleWalletError", {"error": serializers.CharField(), "message": serializers.CharField()}
 )
+
+
+def error_responses(descriptions: dict[int, str]) -> dict:
+    """The schema's error answers: each status with what it means, and 415 for a body not JSON."""
+    return {
+        http_status: OpenApiResponse(ERROR_BODY, description=description)
+        for http_status, description in {**descriptions, 415: "unsupported_media_type"}.items()
+    }
+
+
 LINKED_WALLET = inline_serializer(
     "LinkedWallet", {"wallet": serializers.CharField(), "linked_at": serializers.DateTimeField()}
 )
@@ -123,30 +137,27 @@ class WalletLoginView(ConsoleWalletView):
             200: inline_serializer(
                 "WalletLogin", {"redirect": serializers.CharField(), "username": serializers.CharField()}
             ),
-            400: OpenApiResponse(ERROR_BODY, description="malformed body, message or signature"),
-            401: OpenApiResponse(ERROR_BODY, description="the message or signature is refused; wallet_not_linked"),
-            403: OpenApiResponse(ERROR_BODY, description="csrf_failed, account_inactive"),
-            409: OpenApiResponse(ERROR_BODY, description="nonce_used"),
-            429: OpenApiResponse(ERROR_BODY, description="too_many_attempts"),
+            **error_responses(
+                {
+                    400: "malformed body, message or signature",
+                    401: "the message or signature is refused; wallet_not_linked",
+                    403: "csrf_failed, account_inactive",
+                    409: "nonce_used",
+                    429: "too_many_attempts",
+                    503: "wallet_rpc_unavailable (EIP-1271)",
+                }
+            ),
         },
         tags=["auth"],
         summary="Sign in to the console with a linked wallet (EIP-4361); starts a session (cookie)",
     )
     def post(self, request):
-        # One budget per address with the password sign-in (allauth's "login" rate).
+        # One budget per client address, shared with the password sign-in (allauth's "login" rate).
         if not ratelimit.consume(request._request, action="login"):
             raise refusal("too_many_attempts", "too many sign-in attempts; try again in a minute")
-        serializer = WalletLoginRequestSerializer(data=request.data)
-        if not serializer.is_valid():
-            raise refusal("invalid_request", "; ".join(flatten_validation(serializer.errors)))
-        data = serializer.validated_data
+        data = self.validated(WalletLoginRequestSerializer, request)
         try:
-            person = sign_in_with_wallet(
-                data["message"],
-                data["signature"],
-                request_id=request_id_of(request),
-                client_ip=client_ip_of(request),
-            )
+            person = sign_in_with_wallet(data["message"], data["signature"], **audit_meta(request))
         except SignInRefused as exc:
             logger.info("console wallet sign-in refused: %s", exc.code)
             raise refusal(exc.code, exc.message) from None
@@ -165,20 +176,23 @@ class WalletLinkView(ConsoleWalletView):
         responses={
             201: LINKED_WALLET,
             200: OpenApiResponse(LINKED_WALLET, description="already linked to this account"),
-            400: OpenApiResponse(ERROR_BODY, description="malformed body, message or signature"),
-            401: OpenApiResponse(ERROR_BODY, description="not_signed_in; the message or signature is refused"),
-            403: OpenApiResponse(ERROR_BODY, description="csrf_failed"),
-            409: OpenApiResponse(ERROR_BODY, description="nonce_used, wallet_linked_to_another_account"),
+            **error_responses(
+                {
+                    400: "malformed body, message or signature",
+                    401: "not_signed_in; the message or signature is refused",
+                    403: "csrf_failed",
+                    409: "nonce_used, wallet_linked_to_another_account",
+                    503: "wallet_rpc_unavailable (EIP-1271)",
+                }
+            ),
         },
         tags=["auth"],
         summary="Link the wallet that signed the message to the signed-in person",
     )
     def post(self, request):
-        message, signature = self.signed_message(request)
+        data = self.validated(SignedMessageSerializer, request)
         try:
-            linked = link_wallet(
-                request.user, message, signature, request_id=request_id_of(request), client_ip=client_ip_of(request)
-            )
+            linked = link_wallet(request.user, data["message"], data["signature"], **audit_meta(request))
         except SignInRefused as exc:
             raise refusal(exc.code, exc.message) from None
         body = {"wallet": linked.wallet.address, "linked_at": linked.wallet.linked_at}
@@ -193,25 +207,22 @@ class WalletUnlinkView(ConsoleWalletView):
         request=UnlinkRequestSerializer,
         responses={
             200: inline_serializer("UnlinkedWallet", {"unlinked": serializers.CharField()}),
-            400: OpenApiResponse(ERROR_BODY, description="wallet is not an address"),
-            401: OpenApiResponse(ERROR_BODY, description="not_signed_in"),
-            403: OpenApiResponse(ERROR_BODY, description="csrf_failed"),
-            404: OpenApiResponse(ERROR_BODY, description="wallet_not_linked (to this account)"),
+            **error_responses(
+                {
+                    400: "wallet is not an address",
+                    401: "not_signed_in",
+                    403: "csrf_failed",
+                    404: "wallet_not_linked (to this account)",
+                }
+            ),
         },
         tags=["auth"],
         summary="Unlink one of the signed-in person's wallets",
     )
     def post(self, request):
-        serializer = UnlinkRequestSerializer(data=request.data)
-        if not serializer.is_valid():
-            raise refusal("invalid_request", "; ".join(flatten_validation(serializer.errors)))
+        data = self.validated(UnlinkRequestSerializer, request)
         try:
-            address = unlink_wallet(
-                request.user,
-                serializer.validated_data["wallet"],
-                request_id=request_id_of(request),
-                client_ip=client_ip_of(request),
-            )
+            address = unlink_wallet(request.user, data["wallet"], **audit_meta(request))
         except Invalid as exc:
             raise refusal("invalid_request", exc.message) from None
         except NotFound as exc:

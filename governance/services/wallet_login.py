@@ -48,16 +48,18 @@ def linked_wallets(person: Person) -> list[AccountWallet]:
     return list(person.linked_wallets.order_by("-linked_at"))
 
 
-def _verified_for(text, signature, uri_path: str, now: datetime) -> SignedMessage:
-    """A verified message made for ``uri_path``: a launcher's message (or a link message)
-    cannot sign anyone in to the console, nor a sign-in message link a wallet."""
-    signed = verify_signed_message(text, signature, now)
-    if urlsplit(signed.message.uri).path != uri_path:
-        raise SignInRefused("uri_mismatch", f"the message is for {signed.message.uri!r}, not for {uri_path!r}")
-    return signed
-
-
-def _audit(action: str, *, outcome="success", actor: Person | None, wallet: str, organization_id, details, meta):
+def _audit(
+    action: str,
+    *,
+    actor: Person | None,
+    wallet: str,
+    organization_id,
+    details,
+    request_id,
+    client_ip,
+    outcome="success",
+):
+    """One admin-audit record about ``wallet``; with no ``actor`` (nobody signed in), the wallet acts."""
     record_admin_action(
         action=action,
         outcome=outcome,
@@ -66,10 +68,47 @@ def _audit(action: str, *, outcome="success", actor: Person | None, wallet: str,
         organization_id=organization_id,
         target_type="wallet",
         target_id=wallet,
-        request_id=meta.get("request_id", ""),
-        client_ip=meta.get("client_ip", ""),
+        request_id=request_id,
+        client_ip=client_ip,
         details=details,
     )
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """A message verified for one page, and where it came from (for the audit record)."""
+
+    signed: SignedMessage
+    request_id: str
+    client_ip: str
+
+    @classmethod
+    def verify(cls, text, signature, uri_path: str, now: datetime, request_id: str, client_ip: str) -> "_Attempt":
+        """A launcher's message (or a link message) cannot sign anyone in to the console, nor
+        a sign-in message link a wallet: the URI must be ``uri_path``'s page."""
+        signed = verify_signed_message(text, signature, now)
+        if urlsplit(signed.message.uri).path != uri_path:
+            raise SignInRefused("uri_mismatch", f"the message is for {signed.message.uri!r}, not for {uri_path!r}")
+        return cls(signed=signed, request_id=request_id, client_ip=client_ip)
+
+    @property
+    def address(self) -> str:
+        return self.signed.message.address
+
+    def record(self, action: str, *, actor: Person | None, organization_id, refusal: SignInRefused | None) -> None:
+        details = {"chain_id": self.signed.message.chain_id, "contract_wallet": self.signed.contract_wallet}
+        if refusal:
+            details["reason"] = refusal.code
+        _audit(
+            action,
+            outcome="failure" if refusal else "success",
+            actor=actor,
+            wallet=self.address,
+            organization_id=organization_id,
+            details=details,
+            request_id=self.request_id,
+            client_ip=self.client_ip,
+        )
 
 
 def sign_in_with_wallet(text, signature, *, now: datetime | None = None, request_id="", client_ip="") -> Person:
@@ -80,27 +119,21 @@ def sign_in_with_wallet(text, signature, *, now: datetime | None = None, request
     ``failure`` record). The caller starts the session.
     """
     now = now or timezone.now()
-    signed = _verified_for(text, signature, sign_in_uri_path(), now)
-    address = signed.message.address
-    meta = {"request_id": request_id, "client_ip": client_ip}
-    details = {"chain_id": signed.message.chain_id, "contract_wallet": signed.contract_wallet}
+    attempt = _Attempt.verify(text, signature, sign_in_uri_path(), now, request_id, client_ip)
     refusal = None
     with transaction.atomic():
-        spend_nonce(signed.nonce_hash, now)
-        link = AccountWallet.objects.select_related("person").filter(address=address).first()
+        spend_nonce(attempt.signed.nonce_hash, now)
+        link = AccountWallet.objects.select_related("person").filter(address=attempt.address).first()
         person = link.person if link else None
         if person is None:
             refusal = SignInRefused("wallet_not_linked", "this wallet is not linked to any account")
         elif not person.is_active:
             refusal = SignInRefused("account_inactive", "the account this wallet is linked to is deactivated")
-        _audit(
+        attempt.record(
             "wallet.signed_in",
-            outcome="failure" if refusal else "success",
-            actor=person if refusal is None else None,
-            wallet=address,
+            actor=None if refusal else person,
             organization_id=person.organization_id if person else None,
-            details={**details, "reason": refusal.code} if refusal else details,
-            meta=meta,
+            refusal=refusal,
         )
     if refusal:
         raise refusal
@@ -113,28 +146,16 @@ def link_wallet(
     """Link the wallet that signed ``text`` (for the wallets page) to ``person``. Linking it
     again is a no-op; a wallet linked to someone else is ``wallet_linked_to_another_account``."""
     now = now or timezone.now()
-    signed = _verified_for(text, signature, link_uri_path(), now)
-    address = signed.message.address
-    meta = {"request_id": request_id, "client_ip": client_ip}
-    details = {"chain_id": signed.message.chain_id, "contract_wallet": signed.contract_wallet}
+    attempt = _Attempt.verify(text, signature, link_uri_path(), now, request_id, client_ip)
     refusal = None
     with transaction.atomic():
-        spend_nonce(signed.nonce_hash, now)
+        spend_nonce(attempt.signed.nonce_hash, now)
         # get_or_create: of two people linking one wallet at once, the unique address lets one win.
-        wallet, created = AccountWallet.objects.get_or_create(address=address, defaults={"person": person})
+        wallet, created = AccountWallet.objects.get_or_create(address=attempt.address, defaults={"person": person})
         if wallet.person_id != person.pk:
             refusal = SignInRefused("wallet_linked_to_another_account", "this wallet is linked to another account")
-            details = {**details, "reason": refusal.code}
         if created or refusal:
-            _audit(
-                "wallet.linked",
-                outcome="failure" if refusal else "success",
-                actor=person,
-                wallet=address,
-                organization_id=person.organization_id,
-                details=details,
-                meta=meta,
-            )
+            attempt.record("wallet.linked", actor=person, organization_id=person.organization_id, refusal=refusal)
     if refusal:
         raise refusal
     return WalletLink(wallet=wallet, created=created)
@@ -162,6 +183,7 @@ def unlink_wallet(person: Person, address, *, by: Person | None = None, request_
             wallet=checksummed,
             organization_id=person.organization_id,
             details={"person": str(person.pk)} if actor.pk != person.pk else {},
-            meta={"request_id": request_id, "client_ip": client_ip},
+            request_id=request_id,
+            client_ip=client_ip,
         )
     return checksummed
