@@ -196,7 +196,8 @@ def test_unlinking_removes_the_wallet_in_any_capitalization_and_audits_who_did_i
 def test_unlinking_a_wallet_not_linked_to_this_person_or_not_an_address_is_refused(linked, make_person, wallet):
     with pytest.raises(NotFound):
         unlink_wallet(make_person(username="erin"), wallet.address)
-    for hostile in ("0x12", "0x" + "g" * 40, 42, None, " " + wallet.address, wallet.address + "\n"):
+    wrong_checksum = "0x742D35cC6634c0532925A3B844bC454E4438F44E"  # EIP-55's capitals swapped
+    for hostile in ("0x12", "0x" + "g" * 40, 42, None, " " + wallet.address, wallet.address + "\n", wrong_checksum):
         with pytest.raises(Invalid):
             unlink_wallet(linked.person, hostile)
     assert AccountWallet.objects.count() == 1

@@ -8,7 +8,6 @@ to link. Once the signature verifies, the nonce is spent whatever the answer, in
 transaction as the link or the audit record, so a signed message is good for one attempt.
 """
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -22,10 +21,9 @@ from django.utils import timezone
 from governance.audit import record_admin_action
 from governance.errors import Invalid, NotFound
 from governance.models import AccountWallet, Person
+from governance.models.installs import ADDRESS
 from governance.services.wallet_sessions import SignedMessage, SignInRefused, spend_nonce, verify_signed_message
-from governance.siwe import checksum_address
-
-ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+from governance.siwe import BadChecksum, checksummed
 
 
 @dataclass(frozen=True)
@@ -162,10 +160,13 @@ def link_wallet(
 
 
 def parse_address(address) -> str:
-    """A ``0x`` + 40 hex digit address, EIP-55 checksummed."""
-    if not isinstance(address, str) or not ADDRESS.fullmatch(address):
+    """A ``0x`` + 40 hex digit address (lower, upper or EIP-55 case), EIP-55 checksummed."""
+    if not isinstance(address, str) or not ADDRESS.match(address):
         raise Invalid("must be 0x and 40 hex digits", field="wallet")
-    return checksum_address(address)
+    try:
+        return checksummed(address)
+    except BadChecksum as exc:
+        raise Invalid(str(exc), field="wallet") from None
 
 
 def unlink_wallet(person: Person, address, *, by: Person | None = None, request_id="", client_ip="") -> str:
