@@ -11,7 +11,6 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-import governance.admin_wallets  # noqa: F401  (registers AccountWallet in the admin)
 from evidence.models import AdminAuditRecord
 from governance.choices import Role
 from governance.errors import Invalid, NotFound
