@@ -27,8 +27,8 @@ class EvidenceConfig(AppConfig):
         # The installer's device chains, its package and renewal signatures (Ed25519, the key
         # receipts and seals use, published with its retired predecessors).
         install_ports.use_evidence(
-            append=lambda chain_id, event_type, payload, performer_id: append_event(
-                chain_id, event_type, payload, performer_type="wallet", performer_id=performer_id
+            append=lambda chain_id, event_type, payload, performer_id, performer_type: append_event(
+                chain_id, event_type, payload, performer_type=performer_type, performer_id=performer_id
             ),
             sign=lambda data: _signed(keys.sign(KeyAlgorithm.ED25519, data)),
             public_keys=lambda: receipt_keys()["keys"],

@@ -26,7 +26,7 @@ class Signed:
 
 
 _entitlement_of: Callable[[str, str, str], HeldEntitlement] | None = None
-_append: Callable[[str, str, dict, str], None] | None = None
+_append: Callable[..., None] | None = None
 _sign: Callable[[bytes], Signed] | None = None
 _public_keys: Callable[[], list[dict]] | None = None
 _active_kid: Callable[[], str] | None = None
@@ -39,7 +39,7 @@ def use_entitlements(entitlement_of: Callable[[str, str, str], HeldEntitlement])
 
 def use_evidence(
     *,
-    append: Callable[[str, str, dict, str], None],
+    append: Callable[..., None],
     sign: Callable[[bytes], Signed],
     public_keys: Callable[[], list[dict]],
     active_kid: Callable[[], str],
@@ -59,9 +59,12 @@ def entitlement_of(organization_id, holder: str, plan_id: str) -> HeldEntitlemen
     return _wired(_entitlement_of, "EntitlementsConfig")(str(organization_id), holder, plan_id)
 
 
-def record_device_event(device_chain_id: str, event_type: str, payload: dict, performer_id: str) -> None:
-    """Append one event to a device's hash chain (and the ledger), in the caller's transaction."""
-    _wired(_append, "EvidenceConfig")(device_chain_id, event_type, payload, performer_id)
+def record_device_event(
+    device_chain_id: str, event_type: str, payload: dict, performer_id: str, *, performer_type: str = "wallet"
+) -> None:
+    """Append one event to a device's hash chain (and the ledger), in the caller's transaction.
+    The performer is a wallet unless named otherwise (an admin issuing a renewal bundle)."""
+    _wired(_append, "EvidenceConfig")(device_chain_id, event_type, payload, performer_id, performer_type)
 
 
 def sign(data: bytes) -> Signed:

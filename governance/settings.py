@@ -328,6 +328,8 @@ MANDATE_GOVERNANCE_PLAN_ID = env.str("MANDATE_GOVERNANCE_PLAN_ID", default="gove
 MANDATE_INSTALL_TOKEN_TTL_SECONDS = env.int("MANDATE_INSTALL_TOKEN_TTL_SECONDS", default=900)
 # A device's availability lease: how long a heartbeat keeps it active.
 MANDATE_DEVICE_LEASE_SECONDS = env.int("MANDATE_DEVICE_LEASE_SECONDS", default=30 * 86400)
+# How far ahead an offline renewal bundle may renew device leases (docs/renewals.md).
+MANDATE_RENEWAL_MAX_DAYS = env.int("MANDATE_RENEWAL_MAX_DAYS", default=400)
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")

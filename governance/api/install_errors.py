@@ -1,6 +1,8 @@
 """How each installer refusal answers (docs/installs.md): edut's body
 ``{"error": code, "code": code, "correlation_id": "req_..."}`` with this status."""
 
+from governance.api.wallets import wallet_error
+
 INSTALL_STATUS = {
     "invalid_request": 400,
     "address_checksum_invalid": 400,
@@ -23,4 +25,10 @@ INSTALL_STATUS = {
     "package_hash_mismatch": 409,
     "device_not_installed": 409,
     "renewal_bundle_used": 409,
+    "signing_key_unstable": 503,
 }
+
+
+def install_error(request, exc):
+    """The answer to an ``InstallRefused``: its code, its status, its message as ``reason``."""
+    return wallet_error(request, INSTALL_STATUS.get(exc.code, 400), exc.code, exc.message)
