@@ -226,6 +226,6 @@ class SiweNonceAdmin(_ReadOnly):
     readonly_fields = fields
 
 
-# The installer's pages (principals, devices, install tokens, runtime packages, signer keys)
-# and the wallets linked to console accounts.
-from governance import admin_installs, admin_wallets  # noqa: E402, F401
+# The installer's pages (principals, devices, install tokens, runtime packages, signer keys,
+# offline renewal bundles) and the wallets linked to console accounts.
+from governance import admin_installs, admin_renewals, admin_wallets  # noqa: E402, F401

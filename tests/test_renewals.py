@@ -21,12 +21,12 @@ from governance.models import Device, PrincipalWallet, RenewalBundle, SignerKey
 from governance.services.people import create_person
 from governance.services.tokens import issue_token
 from tests.install_world import (
-    DOMAIN,
     make_active_device,
     make_owner,
     open_wallet_session,
     set_governance_entitlement,
 )
+from tests.test_wallet_sessions import _our_domain, assert_refused  # noqa: F401  (an autouse fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -34,14 +34,6 @@ CREATE_URL = "/governance/renewal-bundles"
 APPLY_URL = "/governance/lease/offline-renew"
 KEYS_URL = "/governance/signer-keys"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "renewals.md"
-
-
-@pytest.fixture(autouse=True)
-def _our_domain(settings):
-    settings.PUBLIC_BASE_URL = f"https://{DOMAIN}"
-    settings.MANDATE_SIWE_DOMAIN = ""
-    settings.MANDATE_SIWE_CHAIN_IDS = [1]
-    settings.MANDATE_WEB3_RPC_URL = ""
 
 
 @pytest.fixture
@@ -108,14 +100,6 @@ def apply(launcher, owner, bundle: dict, **fields):
     }
     body.update(fields)
     return launcher.post(APPLY_URL, body, format="json")
-
-
-def assert_refused(answer, status: int, code: str):
-    assert answer.status_code == status, answer.content
-    body = answer.json()
-    assert body["error"] == code and body["code"] == code, body
-    assert body["correlation_id"].startswith("req_")
-    assert answer["X-Correlation-ID"] == body["correlation_id"]
 
 
 def document_of(signed_payload: str) -> dict:
@@ -640,3 +624,51 @@ def test_parallel_applies_of_one_bundle_apply_it_exactly_once():
     for device in devices:
         device.refresh_from_db()
         assert device.lease_expires_at == datetime.fromisoformat(bundle["renewed_until"])
+
+
+# --- the console page: organization-scoped, created only through the service -----------------------
+
+
+def console(organization, username: str, *roles):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(create_person(organization, username, roles=roles))
+    return client
+
+
+def test_console_viewers_list_bundles_but_only_admins_and_operators_add_them(admin, owner):
+    bundle = created(admin, owner)
+    viewer = console(owner.organization, "viewer", Role.PLATFORM_VIEWER)
+    listing = viewer.get("/admin/governance/renewalbundle/")
+    assert listing.status_code == 200 and bundle["bundle_id"] in listing.content.decode()
+    assert viewer.get("/admin/governance/renewalbundle/add/").status_code == 403
+    operator = console(owner.organization, "operator", Role.PLATFORM_OPERATOR)
+    assert operator.get("/admin/governance/renewalbundle/add/").status_code == 200
+
+
+def test_console_shows_no_bundle_of_another_organization(admin, owner):
+    bundle = created(admin, owner)
+    other = make_owner("org.other.root", "human.other")
+    outsider = console(other.organization, "outsider", Role.PLATFORM_ADMIN)
+    assert bundle["bundle_id"] not in outsider.get("/admin/governance/renewalbundle/").content.decode()
+    pk = RenewalBundle.objects.get().pk
+    assert outsider.get(f"/admin/governance/renewalbundle/{pk}/change/").status_code == 302  # "does not exist"
+    add_page = outsider.get("/admin/governance/renewalbundle/add/").content.decode()
+    assert other.wallet in add_page and owner.wallet not in add_page
+
+
+def test_console_refuses_a_wallet_of_another_principal_with_the_services_reason(owner):
+    colleague = make_owner(principal_id="human.colleague", organization=owner.organization)
+    operator = console(owner.organization, "operator", Role.PLATFORM_OPERATOR)
+    answer = operator.post(
+        "/admin/governance/renewalbundle/add/",
+        {
+            "principal": owner.principal.pk,
+            "wallet": colleague.wallet,
+            "renewed_until": (timezone.now() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+    assert answer.status_code == 200
+    assert "not an ownership wallet of the principal" in answer.content.decode()
+    assert not RenewalBundle.objects.exists()
