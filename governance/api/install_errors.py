@@ -1,8 +1,6 @@
 """How each installer refusal answers (docs/installs.md): edut's body
 ``{"error": code, "code": code, "correlation_id": "req_..."}`` with this status."""
 
-from governance.api.wallets import wallet_error
-
 INSTALL_STATUS = {
     "invalid_request": 400,
     "address_checksum_invalid": 400,
@@ -27,8 +25,3 @@ INSTALL_STATUS = {
     "renewal_bundle_used": 409,
     "signing_key_unstable": 503,
 }
-
-
-def install_error(request, exc):
-    """The answer to an ``InstallRefused``: its code, its status, its message as ``reason``."""
-    return wallet_error(request, INSTALL_STATUS.get(exc.code, 400), exc.code, exc.message)

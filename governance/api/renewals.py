@@ -17,9 +17,10 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from governance.api.authentication import OPERATOR_KEY, WalletSessionAuthentication, wallet_session_of
+from governance.api.authentication import OPERATOR_KEY
 from governance.api.errors import APIError
-from governance.api.install_errors import install_error
+from governance.api.install_errors import INSTALL_STATUS
+from governance.api.installs import WalletSessionView
 from governance.api.permissions import HasRole, credential_of
 from governance.api.request_meta import correlation_id_of
 from governance.api.tenancy import request_organization
@@ -28,7 +29,7 @@ from governance.choices import Role
 from governance.models import Person, Principal
 from governance.services.install_rules import InstallRefused
 from governance.services.renewals import Issuer, apply_offline_renewal, create_renewal_bundle
-from governance.services.signer_keys import published_keys
+from governance.services.runtime_packages import published_keys
 from governance.timestamps import parse_rfc3339, rfc3339_isoformat
 
 logger = logging.getLogger(__name__)
@@ -70,8 +71,7 @@ class OfflineRenewRequestSerializer(serializers.Serializer):
     renewal_bundle = RenewalBundleRefSerializer()
 
 
-class OfflineRenewView(CorrelatedView):
-    authentication_classes = [WalletSessionAuthentication]
+class OfflineRenewView(WalletSessionView):
     max_body_bytes = 16 * 1024
 
     @extend_schema(
@@ -119,18 +119,14 @@ class OfflineRenewView(CorrelatedView):
     def post(self, request):
         body = json_object(request, request.data, APPLY_FIELDS, APPLY_FIELDS)
         bundle = json_object(request, body["renewal_bundle"], BUNDLE_FIELDS, BUNDLE_FIELDS, "renewal_bundle")
-        try:
-            applied = apply_offline_renewal(
-                session_wallet=wallet_session_of(request).wallet,
-                wallet=body["wallet"],
-                org_root_id=body["org_root_id"],
-                principal_id=body["principal_id"],
-                bundle_id=bundle["bundle_id"],
-                signed_payload=bundle["signed_payload"],
-            )
-        except InstallRefused as exc:
-            logger.info("offline renewal refused: %s (%s)", exc.code, correlation_id_of(request))
-            raise install_error(request, exc) from None
+        applied = apply_offline_renewal(
+            session_wallet=self.session_wallet(),
+            wallet=body["wallet"],
+            org_root_id=body["org_root_id"],
+            principal_id=body["principal_id"],
+            bundle_id=bundle["bundle_id"],
+            signed_payload=bundle["signed_payload"],
+        )
         logger.info(
             "offline renewal %s applied to %s (%s)",
             applied.bundle.bundle_id,
@@ -186,6 +182,11 @@ class RenewalBundlesView(CorrelatedView):
     required_roles = (Role.PLATFORM_ADMIN, Role.PLATFORM_OPERATOR)
     max_body_bytes = 16 * 1024
 
+    def handle_exception(self, exc):
+        if isinstance(exc, InstallRefused):
+            exc = wallet_error(self.request, INSTALL_STATUS.get(exc.code, 400), exc.code, exc.message)
+        return super().handle_exception(exc)
+
     @extend_schema(
         request=CreateRenewalBundleSerializer,
         responses={
@@ -228,16 +229,13 @@ class RenewalBundlesView(CorrelatedView):
         )
         if principal is None:
             raise wallet_error(request, 404, "principal_not_found", f"no such principal in {org_root_id}")
-        try:
-            bundle = create_renewal_bundle(
-                principal,
-                body["wallet"],
-                _moment(request, body, "renewed_until"),
-                _moment(request, body, "valid_until"),
-                created_by=issuer_of(request),
-            )
-        except InstallRefused as exc:
-            raise install_error(request, exc) from None
+        bundle = create_renewal_bundle(
+            principal,
+            body["wallet"],
+            _moment(request, body, "renewed_until"),
+            _moment(request, body, "valid_until"),
+            created_by=issuer_of(request),
+        )
         logger.info("renewal bundle %s created (%s)", bundle.bundle_id, correlation_id_of(request))
         return Response(
             {
@@ -269,7 +267,8 @@ class SignerKeysView(CorrelatedView):
                 {
                     "keys": serializers.ListField(
                         child=serializers.DictField(),
-                        help_text="JWKs (kty OKP, crv Ed25519, x, kid, alg EdDSA, use sig, status active|retired)",
+                        help_text="JWKs (kty OKP, crv Ed25519, x, kid, alg EdDSA, use sig; signer mandate|external; "
+                        "an external key's status active|retired)",
                     )
                 },
             )
@@ -278,4 +277,4 @@ class SignerKeysView(CorrelatedView):
         summary="The Ed25519 keys renewal bundles and runtime packages verify with (offline)",
     )
     def get(self, request):
-        return Response(published_keys())
+        return Response({"keys": published_keys()})

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
@@ -25,7 +23,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from governance.choices import AccessClass, AvailabilityState
-from governance.install_ports import public_keys, record_device_event, sign
+from governance.install_ports import active_kid, public_keys, record_device_event, sign
 from governance.models import Device, Person, Principal, RenewalBundle
 from governance.services.install_rules import (
     InstallRefused,
@@ -39,12 +37,11 @@ from governance.services.install_rules import (
     same_wallet,
     wallet_value,
 )
-from governance.services.signer_keys import active_mandate_kid
+from governance.services.runtime_packages import SIGNATURE, canonical_strings, verify_signature
 from governance.timestamps import rfc3339_isoformat
 from governance.ulid import new_ulid
 
 BUNDLE_ID = re.compile(r"\Arb_[0-9A-HJKMNP-TV-Z]{26}\Z")
-SIGNATURE = re.compile(r"\Aed25519:[0-9a-f]{128}\Z")
 PAYLOAD_TYPE = "offline_renewal"  # so a renewal's signature can never pass for a package's
 PAYLOAD_FIELDS = frozenset(
     {"type", "bundle_id", "org_root_id", "principal_id", "wallet", "renewed_until", "valid_until", "issued_at", "kid"}
@@ -57,10 +54,6 @@ def bundle_invalid(message: str) -> InstallRefused:
     return InstallRefused("renewal_bundle_invalid", message)
 
 
-def _canonical(value) -> bytes:
-    return rfc8785.dumps(value)
-
-
 def _whole_seconds(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
@@ -71,11 +64,11 @@ class SignedRenewal:
     ``{"payload": {...}, "signature": "ed25519:<hex>"}``."""
 
     payload: dict[str, str]
-    signature: bytes
+    signature: str  # ed25519:<128 hex digits>, over canonical_strings(payload)
 
     def encode(self) -> str:
-        document = {"payload": self.payload, "signature": "ed25519:" + self.signature.hex()}
-        return SIGNED_PREFIX + base64.b64encode(_canonical(document)).decode("ascii")
+        document = {"payload": self.payload, "signature": self.signature}
+        return SIGNED_PREFIX + base64.b64encode(rfc8785.dumps(document)).decode("ascii")
 
     @classmethod
     def parse(cls, text) -> "SignedRenewal":
@@ -97,22 +90,16 @@ class SignedRenewal:
             raise bundle_invalid(f"the payload's fields are strings and its type is {PAYLOAD_TYPE}")
         if not isinstance(signature, str) or not SIGNATURE.match(signature):
             raise bundle_invalid("signature must be ed25519: and 128 lower-case hex digits")
-        if _canonical(document) != raw:
+        if rfc8785.dumps(document) != raw:
             # One encoding per bundle: what was signed and stored is the only form accepted.
             raise bundle_invalid("the signed document is not in its canonical (RFC 8785) form")
-        return cls(payload, bytes.fromhex(signature.removeprefix("ed25519:")))
+        return cls(payload, signature)
 
-    def verify(self, keys: list[dict]) -> None:
-        """The signature must be by the published Ed25519 key the payload names (retired keys too)."""
-        jwk = next((key for key in keys if key.get("kid") == self.payload["kid"]), None)
-        if jwk is None or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-            raise bundle_invalid("the payload names no published Ed25519 key")
-        try:
-            x = jwk["x"]
-            public = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "=" * (-len(x) % 4)))
-            public.verify(self.signature, _canonical(self.payload))
-        except (InvalidSignature, ValueError, KeyError, binascii.Error):
-            raise bundle_invalid("the signature does not verify") from None
+    def verify(self) -> None:
+        """The signature must be by the Mandate key the payload names (retired keys too;
+        never an external signer's: only Mandate issues renewals)."""
+        if not verify_signature(self.payload["kid"], canonical_strings(self.payload), self.signature, public_keys()):
+            raise bundle_invalid("the signature does not verify with the Mandate key the payload names")
 
 
 # --- creating a bundle (an org admin, in the console or through the API) ---------------------
@@ -130,6 +117,11 @@ class Issuer:
     def of_person(cls, person: Person) -> "Issuer":
         return cls(person.get_username(), "person", str(person.pk))
 
+    @classmethod
+    def named(cls, name: str) -> "Issuer":
+        """Someone the evidence knows only by name (a script, a management command)."""
+        return cls(name, "system", name)
+
 
 def renewals_chain_id(organization) -> str:
     """The organization's chain of issued renewal bundles (issuing touches no device: devices
@@ -141,16 +133,15 @@ def renewal_horizon(now: datetime) -> datetime:
     return now + timedelta(days=settings.MANDATE_RENEWAL_MAX_DAYS)
 
 
-def _signed(payload: dict) -> tuple[dict, bytes]:
-    """Sign ``payload`` naming the key that signs it. The port signs with the active key and
-    says which afterwards, so the payload names the expected kid and is signed again should
-    a rotation land in between."""
-    kid = active_mandate_kid()
+def _signed(payload: dict) -> tuple[dict, str]:
+    """Sign ``payload`` naming the key that signs it; should the key rotate between naming
+    and signing, sign again."""
+    kid = active_kid()
     for _attempt in range(3):
         payload = {**payload, "kid": kid}
-        signed = sign(_canonical(payload))
+        signed = sign(canonical_strings(payload))
         if signed.kid == kid:
-            return payload, signed.signature
+            return payload, "ed25519:" + signed.signature.hex()
         kid = signed.kid
     raise InstallRefused("signing_key_unstable", "the signing key rotated while signing; try again")
 
@@ -162,11 +153,13 @@ def create_renewal_bundle(
     renewed_until: datetime,
     valid_until: datetime | None = None,
     *,
-    created_by: Issuer,
+    created_by: Issuer | str,
 ) -> RenewalBundle:
     """Sign a renewal of ``principal``'s devices of ``wallet`` (an ownership wallet) until
     ``renewed_until`` (at most ``MANDATE_RENEWAL_MAX_DAYS`` ahead), to be applied before
     ``valid_until`` (default and at most ``renewed_until``). Times are kept to whole seconds."""
+    if isinstance(created_by, str):
+        created_by = Issuer.named(created_by)
     organization = principal.organization
     if not organization.org_root_id:
         raise invalid("org_root_id", f"the organization {organization.slug} has no organization root id")
@@ -269,7 +262,7 @@ def apply_offline_renewal(
         raise bundle_invalid("bundle_id must be rb_ and a ULID")
 
     renewal = SignedRenewal.parse(signed_payload)
-    renewal.verify(public_keys())
+    renewal.verify()
     request = {"bundle_id": bundle_id, "wallet": wallet, "org_root_id": org_root_id, "principal_id": principal_id}
     bundle = _bound_bundle(renewal, request, signed_payload)
 
