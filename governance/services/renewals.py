@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from governance.choices import AccessClass, AvailabilityState
-from governance.install_ports import active_kid, public_keys, record_device_event, sign
+from governance.install_ports import public_keys, record_device_event
 from governance.models import Device, Person, Principal, RenewalBundle
 from governance.services.install_rules import (
     InstallRefused,
@@ -37,7 +37,7 @@ from governance.services.install_rules import (
     same_wallet,
     wallet_value,
 )
-from governance.services.runtime_packages import SIGNATURE, canonical_strings, verify_signature
+from governance.services.runtime_packages import SIGNATURE, canonical_strings, sign_naming_key, verify_signature
 from governance.timestamps import rfc3339_isoformat
 from governance.ulid import new_ulid
 
@@ -134,16 +134,9 @@ def renewal_horizon(now: datetime) -> datetime:
 
 
 def _signed(payload: dict) -> tuple[dict, str]:
-    """Sign ``payload`` naming the key that signs it; should the key rotate between naming
-    and signing, sign again."""
-    kid = active_kid()
-    for _attempt in range(3):
-        payload = {**payload, "kid": kid}
-        signed = sign(canonical_strings(payload))
-        if signed.kid == kid:
-            return payload, "ed25519:" + signed.signature.hex()
-        kid = signed.kid
-    raise InstallRefused("signing_key_unstable", "the signing key rotated while signing; try again")
+    """``payload`` naming the key that signs it, and the signature."""
+    kid, signature = sign_naming_key(lambda kid: canonical_strings({**payload, "kid": kid}))
+    return {**payload, "kid": kid}, signature
 
 
 @transaction.atomic

@@ -11,6 +11,7 @@ keys too, so a launcher verifies offline (docs/installs.md).
 import base64
 import json
 import re
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -21,6 +22,7 @@ from governance.choices import PackageStatus, SignerKeyStatus
 from governance.errors import Conflict, Invalid
 from governance.install_ports import active_kid, public_keys, sign
 from governance.models import RuntimePackage, SignerKey
+from governance.services.install_rules import InstallRefused
 
 DESCRIPTOR_FIELDS = (
     "package_hash",
@@ -69,7 +71,11 @@ def published_keys() -> list[dict]:
         }
         for key in SignerKey.objects.order_by("created_at", "key_id")
     ]
-    return [*({**key, "signer": "mandate"} for key in public_keys()), *external]
+    active = active_kid()
+    mandate = [
+        {**key, "status": "active" if key["kid"] == active else "retired", "signer": "mandate"} for key in public_keys()
+    ]
+    return [*mandate, *external]
 
 
 def verify_signature(kid: str, data: bytes, signature: str, keys: list[dict] | None = None) -> bool:
@@ -86,6 +92,18 @@ def verify_signature(kid: str, data: bytes, signature: str, keys: list[dict] | N
             except (InvalidSignature, ValueError, KeyError):
                 return False
     return False
+
+
+def sign_naming_key(document_for: Callable[[str], bytes]) -> tuple[str, str]:
+    """Sign with Mandate's active key a document that names that key (``document_for(kid)``):
+    ``(kid, "ed25519:<hex>")``. Should the key rotate between naming and signing, sign again."""
+    kid = active_kid()
+    for _attempt in range(3):
+        signed = sign(document_for(kid))
+        if signed.kid == kid:
+            return kid, "ed25519:" + signed.signature.hex()
+        kid = signed.kid
+    raise InstallRefused("signing_key_unstable", "the signing key rotated while signing; try again")
 
 
 def register_signer_key(key_id: str, public_key: str, description: str = "") -> SignerKey:
@@ -138,14 +156,7 @@ def register_package(
         if not verify_signature(signer_key_id, data, signature):
             raise Invalid("does not verify over the package descriptor with that key", field="signature")
     else:
-        # Sign with the active key; should it rotate between naming and signing, sign again.
-        for _ in range(3):
-            signer_key_id = active_kid()
-            signed = sign(descriptor({**fields, "signer_key_id": signer_key_id}))
-            if signed.kid == signer_key_id:
-                break
-            signer_key_id = signed.kid
-        signature = "ed25519:" + signed.signature.hex()
+        signer_key_id, signature = sign_naming_key(lambda kid: descriptor({**fields, "signer_key_id": kid}))
     package = RuntimePackage(**fields, signature=signature, signer_key_id=signer_key_id, created_by=created_by)
     try:
         package.full_clean(exclude=["signature"], validate_constraints=False)
