@@ -16,6 +16,7 @@ from envelopes.gate.api.execute import EXECUTE  # noqa: E402
 from envelopes.inbox.stream_route import InboxStreamRouter  # noqa: E402
 from envelopes.requests import bus  # noqa: E402
 from envelopes.requests.longpoll_route import LongPollRouter  # noqa: E402
+from governance.api.device_leases import HEARTBEAT  # noqa: E402
 from governance.hotpath import HotPath  # noqa: E402
 
 # Mandate serves its own static assets (admin, Swagger UI) so one process is a whole
@@ -26,9 +27,11 @@ http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_
 # view would pin one thread per waiter (see envelopes/requests/longpoll.py). So are the inbox's
 # live streams (envelopes/inbox/stream_route.py), on the same notification bus. The hot
 # endpoints' plain requests are too (governance/hotpath.py): POST /v1/evaluate
-# (envelopes/evaluation/fastroute.py), POST /api/entitlement/consume (entitlements/fastroute.py).
+# (envelopes/evaluation/fastroute.py), POST /api/entitlement/consume (entitlements/fastroute.py),
+# POST /v1/actions/{id}/execute (envelopes/gate/api/execute.py) and POST /governance/lease/heartbeat
+# (governance/api/device_leases.py).
 # Everything else is Django.
-hot_path = HotPath(http_application, [EVALUATE, EXECUTE, CONSUME], threads=settings.MANDATE_EVALUATE_THREADS)
+hot_path = HotPath(http_application, [EVALUATE, EXECUTE, CONSUME, HEARTBEAT], threads=settings.MANDATE_EVALUATE_THREADS)
 application = InboxStreamRouter(LongPollRouter(hot_path), bus)
 
 # A server process holds many long-lived objects (10,000 parked long-poll waiters are a few

@@ -21,7 +21,13 @@ import queue
 import threading
 from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
+
+try:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
+    ServerBindingCursor = None
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +177,18 @@ class GroupCommit:
 
         self._queue.put(close_connection)
         done.wait(10)
+
+
+class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None else object):
+    """Server-side parameters (a batch's JSON goes as is, not quoted into the SQL text) and a
+    prepared statement per connection (parsed and planned once)."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+def prepared_cursor():
+    """A cursor for a recorder's one statement on PostgreSQL (``_PreparedCursor``), wrapped
+    as Django wraps its own (query logging, ``CaptureQueriesContext``)."""
+    connection.ensure_connection()
+    return connection._prepare_cursor(_PreparedCursor(connection.connection))

@@ -33,57 +33,16 @@ from governance.api.parsers import parse_strict_json
 from governance.errors import DomainError
 from governance.front_routes import log_request
 from governance.group_commit import GroupCommit
+from governance.hot_steps import Cached, InThread, OnLoop, Write
 from governance.token_cache import CachedToken, StaleToken, TokenCache
 
 logger = logging.getLogger("mandate.request")
 
+__all__ = ["Cached", "HandOver", "HotEndpoint", "HotPath", "HotRequest", "HotRoute", "InThread", "OnLoop", "Write"]
+
 
 class HandOver(Exception):
     """Django answers this request (raised by a parser or a service of the hot path)."""
-
-
-class InThread:
-    """A service step that may query: ``function(*args)`` runs in the hot path's thread
-    pool and its result is sent back into the service."""
-
-    __slots__ = ("args", "function")
-
-    def __init__(self, function: Callable, *args):
-        self.function, self.args = function, args
-
-
-class Cached(InThread):
-    """A step that usually finds what it needs in this process's memory (the gate's state,
-    the catalogue, the policy snapshot: caches re-checked at most every second). The hot
-    path runs it on the event loop, without a thread hop; when it turns out to need the
-    database after all, Django refuses the query on the loop before any I/O
-    (``SynchronousOnlyOperation``) and the step runs again in a pool thread. So a Cached
-    step must do no other I/O (Redis, HTTP, files: those are InThread steps) and nothing
-    before its first query that it could not do twice."""
-
-    __slots__ = ()
-
-
-class OnLoop(InThread):
-    """A step that waits on the network without blocking: the hot path awaits
-    ``coroutine(*args)`` on its event loop; a driver that blocks (Django's view) calls
-    ``function(*args)``, its blocking twin, which must do the same."""
-
-    __slots__ = ("coroutine",)
-
-    def __init__(self, function: Callable, coroutine: Callable, *args):
-        super().__init__(function, *args)
-        self.coroutine = coroutine
-
-
-class Write:
-    """A service's write: ``item`` goes to the endpoint's recorder with the next group
-    commit, and the recorder's result for it is sent back into the service."""
-
-    __slots__ = ("item",)
-
-    def __init__(self, item):
-        self.item = item
 
 
 # The service of a hot endpoint: a generator that does no I/O itself. It yields InThread,
@@ -398,11 +357,12 @@ class HotPath:
             {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers},
             body,
         )
-        status, answer = await drive_async(route, request, self.executor)
+        status, answer, *extra = await drive_async(route, request, self.executor)
         content = render(answer)
         response_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
+            *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (extra[0] if extra else ())),
             *_VIEW_HEADERS,
         ]
         if self._strict_transport and _is_secure(scope):
@@ -492,9 +452,10 @@ class HotRoute:
     - ``path``: a pattern whose ``{name}`` segments match one path segment each
       (``/v1/actions/{action_id}/execute``);
     - ``service(request: HotRequest)``: a generator of InThread and Write steps (see
-      ``Service``) returning ``(status, body)``; Django's view for the same URL drives the
-      same generator synchronously (``drive``), so both answer alike;
-    - ``errors(exc) -> (status, body)``: the answer for an exception the service raised;
+      ``Service``) returning ``(status, body)``, or ``(status, body, headers)`` with headers
+      of its own (``(name, value)`` pairs, e.g. a correlation id); Django's view for the
+      same URL drives the same generator synchronously (``drive``), so both answer alike;
+    - ``errors(exc) -> (status, body[, headers])``: the answer for an exception the service raised;
     - ``record(items)``: the group commit's statement for Write steps (None: no writes).
 
     Admission (else Django's view answers, with the same service): the method and a

@@ -330,6 +330,12 @@ MANDATE_INSTALL_TOKEN_TTL_SECONDS = env.int("MANDATE_INSTALL_TOKEN_TTL_SECONDS",
 MANDATE_DEVICE_LEASE_SECONDS = env.int("MANDATE_DEVICE_LEASE_SECONDS", default=30 * 86400)
 # How far ahead an offline renewal bundle may renew device leases (docs/renewals.md).
 MANDATE_RENEWAL_MAX_DAYS = env.int("MANDATE_RENEWAL_MAX_DAYS", default=400)
+# Plain heartbeats are answered on the hot path on Postgres (docs/device_leases.md): an active
+# governance entitlement is taken from memory when read at most this long ago; most heartbeats
+# refreshed with one statement and one commit (1: each alone).
+MANDATE_HEARTBEAT_FAST_ROUTE = env.bool("MANDATE_HEARTBEAT_FAST_ROUTE", default=True)
+MANDATE_HEARTBEAT_CACHE_SECONDS = env.float("MANDATE_HEARTBEAT_CACHE_SECONDS", default=1.0)
+MANDATE_HEARTBEAT_GROUP_COMMIT = env.int("MANDATE_HEARTBEAT_GROUP_COMMIT", default=64)
 # Default request body limit for API routes; views may set max_body_bytes.
 MANDATE_MAX_BODY_BYTES = env.int("MANDATE_MAX_BODY_BYTES", default=1024 * 1024)
 MANDATE_API_PREFIXES = ("/v1/", "/api/", "/governance/", "/auth/", "/.well-known/")

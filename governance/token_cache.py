@@ -1,13 +1,15 @@
-"""Bearer tokens verified once and then kept in memory, for the hot path (``governance.hotpath``).
+"""Bearer credentials verified once and then kept in memory, for the hot path
+(``governance.hotpath``): API tokens (``mdt_``) and wallet sessions (``mws_``).
 
-A token is kept by the SHA-256 of the presented secret, never the secret. Staleness is not
-bounded by the TTL: every hot write re-checks the token in its own statement (active,
-unexpired, same roles, person active, same organization) and the service raises
-:class:`StaleToken` when it no longer stands, so a revoked token or a removed role takes
-effect on the next request, as on the Django path. The TTL only bounds memory and how
-long a changed organization object lives here.
+A credential is kept by the SHA-256 of the presented secret, never the secret. Staleness is
+not bounded by the TTL: every hot write re-checks the credential in its own statement (a
+token: active, unexpired, same roles, person active, same organization; a wallet session:
+active, unexpired) and the service refuses when it no longer stands (:class:`StaleToken`
+for tokens), so a revocation takes effect on the next request, as on the Django path. The
+TTL only bounds memory and how long a changed organization object lives here.
 """
 
+import abc
 import threading
 import time
 from collections import OrderedDict
@@ -46,42 +48,36 @@ class CachedToken:
         return not roles or not roles.isdisjoint(self.held_roles)
 
 
-class TokenCache:
-    """Verified tokens by the SHA-256 of the presented secret, for ``ttl`` seconds."""
+class SecretCache(abc.ABC):
+    """Entries by the SHA-256 of the presented secret, for ``ttl`` seconds; ``load`` makes
+    the entry of a secret not cached (None: not a standing credential, nothing kept)."""
 
     def __init__(self, ttl: float = 300.0, max_entries: int = 10_000):
         self.ttl, self.max_entries = ttl, max_entries
-        self._entries: OrderedDict[str, CachedToken] = OrderedDict()
+        self._entries: OrderedDict[str, object] = OrderedDict()
         self._lock = threading.Lock()
 
-    def cached(self, secret: str) -> CachedToken | None:
+    @abc.abstractmethod
+    def load(self, secret: str):
+        """A fresh entry for ``secret`` (it has ``loaded_at``, ``time.monotonic()``), or None."""
+
+    def cached(self, secret: str):
         """The entry, if cached and fresh (no query)."""
         entry = self._entries.get(hash_secret(secret))
         if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
             return entry
         return None
 
-    def get(self, secret: str) -> CachedToken | None:
-        """The entry, looking the token up when it is not cached (one query). None for an
-        unknown or inactive token, and for a person with no organization (Django decides)."""
-        from governance.services.tokens import authenticate_token
-
+    def get(self, secret: str):
+        """The entry, loaded when it is not cached (a query). None for a secret that is not
+        a standing credential."""
         entry = self.cached(secret)
         if entry is not None:
             return entry
-        token = authenticate_token(secret)
-        if token is None or token.principal.organization is None:
+        entry = self.load(secret)
+        if entry is None:
             self.drop(secret)
             return None
-        entry = CachedToken(
-            token_id=str(token.pk),
-            roles=list(token.roles),
-            held_roles=expand_roles(token.roles),
-            subject_id=str(token.principal.pk),
-            organization=token.principal.organization,
-            loaded_at=time.monotonic(),
-            principal_name=token.principal.email or token.principal.username,
-        )
         with self._lock:
             self._entries[hash_secret(secret)] = entry
             while len(self._entries) > self.max_entries:
@@ -95,3 +91,46 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+class TokenCache(SecretCache):
+    """Verified API tokens (``mdt_``)."""
+
+    def load(self, secret: str) -> CachedToken | None:
+        """None for an unknown or inactive token, and for a person with no organization
+        (Django decides)."""
+        from governance.services.tokens import authenticate_token
+
+        token = authenticate_token(secret)
+        if token is None or token.principal.organization is None:
+            return None
+        return CachedToken(
+            token_id=str(token.pk),
+            roles=list(token.roles),
+            held_roles=expand_roles(token.roles),
+            subject_id=str(token.principal.pk),
+            organization=token.principal.organization,
+            loaded_at=time.monotonic(),
+            principal_name=token.principal.email or token.principal.username,
+        )
+
+
+@dataclass(frozen=True)
+class CachedWalletSession:
+    """A wallet session (Sign-In with Ethereum) as it was when it was looked up."""
+
+    session_id: str
+    wallet: str  # EIP-55 checksummed
+    loaded_at: float
+
+
+class WalletSessionCache(SecretCache):
+    """Verified wallet sessions (``mws_``)."""
+
+    def load(self, secret: str) -> CachedWalletSession | None:
+        from governance.services.wallet_sessions import authenticate_wallet_session
+
+        session = authenticate_wallet_session(secret)
+        if session is None:
+            return None
+        return CachedWalletSession(session_id=str(session.pk), wallet=session.wallet, loaded_at=time.monotonic())

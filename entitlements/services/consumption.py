@@ -10,14 +10,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django.utils import timezone
-
-try:
-    from django.db.backends.postgresql.base import ServerBindingCursor
-except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
-    ServerBindingCursor = None
 
 from entitlements.choices import RunState
 from entitlements.models import Run
@@ -26,6 +19,7 @@ from entitlements.services.holders import Holder
 from evidence.canonical import format_timestamp
 from evidence.ids import uuid7_strs
 from evidence.services.chain import rows_json
+from governance.group_commit import prepared_cursor
 
 CONSUME_SQL = "SELECT mandate_consume_runs(%s::jsonb, %s, %s)"
 
@@ -80,16 +74,7 @@ def consume_many(items: list[Consumption]) -> list[dict]:
         }
         for item, event_id in zip(items, uuid7_strs(len(items)), strict=True)
     ]
-    connection.ensure_connection()
-    with connection._prepare_cursor(_PreparedCursor(connection.connection)) as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(CONSUME_SQL, [rows_json(payload), now, format_timestamp(now)])
         (answer,) = cursor.fetchone()
     return json.loads(answer) if isinstance(answer, str | bytes) else answer
-
-
-class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None else object):
-    """Server-side parameters (the batch's JSON goes as is, not quoted into the SQL text) and
-    a prepared statement per connection (parsed and planned once)."""
-
-    def execute(self, query, params=None, *, prepare=None, binary=None):
-        return super().execute(query, params, prepare=True, binary=binary)

@@ -13,14 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-
-try:
-    from django.db.backends.postgresql.base import ServerBindingCursor
-except (ImportError, ImproperlyConfigured):  # no psycopg 3: SQLite only
-    ServerBindingCursor = None
 
 from envelopes.choices import EnvelopeKind, EnvelopeState, Outcome
 from envelopes.evaluation.authority import Decision, decide
@@ -31,6 +25,7 @@ from envelopes.state import StateWalk
 from evidence.canonical import canonical_json
 from evidence.services.chain import EventDraft, draft_rows, rows_json, store_rows
 from governance.errors import Conflict, Invalid, Unavailable
+from governance.group_commit import prepared_cursor
 from governance.token_cache import StaleToken
 
 
@@ -196,14 +191,6 @@ def _envelope_row(fields: dict) -> dict:
     return row
 
 
-class _PreparedCursor(ServerBindingCursor if ServerBindingCursor is not None else object):
-    """Server-side parameters (the JSON goes as is, not quoted into the SQL text) and a
-    prepared statement per connection (parsed and planned once)."""
-
-    def execute(self, query, params=None, *, prepare=None, binary=None):
-        return super().execute(query, params, prepare=True, binary=binary)
-
-
 RECORD_SQL = "SELECT mandate_record_evaluations(%s::jsonb)"
 
 
@@ -219,8 +206,7 @@ def record_many(items) -> list[dict]:
         }
         for planned, revision, token in items
     ]
-    connection.ensure_connection()
-    with connection._prepare_cursor(_PreparedCursor(connection.connection)) as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(RECORD_SQL, [rows_json(payload)])
         (result,) = cursor.fetchone()
     return json.loads(result) if isinstance(result, str | bytes) else result

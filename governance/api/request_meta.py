@@ -48,11 +48,22 @@ def client_ip_of(request) -> str:
     return _valid_ip(meta.get("REMOTE_ADDR") or "")
 
 
+def new_correlation_id() -> str:
+    """edut's correlation id: ``req_`` + a UUIDv7."""
+    return new_id("req")
+
+
 def correlation_id_of(request) -> str:
-    """edut's correlation id: ``req_`` + a UUIDv7, the same for the whole request (error
-    bodies, the ``X-Correlation-ID`` header, logs)."""
+    """The request's correlation id, the same for the whole request (error bodies, the
+    ``X-Correlation-ID`` header, logs)."""
     http_request = _http_request(request)
     correlation_id = getattr(http_request, "_mandate_correlation_id", None)
     if correlation_id is None:
-        correlation_id = http_request._mandate_correlation_id = new_id("req")
+        correlation_id = http_request._mandate_correlation_id = new_correlation_id()
     return correlation_id
+
+
+def adopt_correlation_id(request, correlation_id: str) -> None:
+    """Make ``correlation_id`` the request's: its answer was made, and its id named, by a
+    service the view drove (a hot route's)."""
+    _http_request(request)._mandate_correlation_id = correlation_id

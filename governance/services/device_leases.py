@@ -1,0 +1,401 @@
+"""Availability leases: heartbeats keep a device's lease alive, the beat task parks devices
+whose lease ran out, and a heartbeat revives a parked device while the governance
+entitlement is active (edut's ``/governance/lease/heartbeat``; docs/device_leases.md).
+
+Heartbeats are on the hot path (``governance/api/device_leases.py``), so ``heartbeat`` is a
+generator of hot path steps: the wallet session and the caller's standing come from this
+process's memory (the standing at most ``MANDATE_HEARTBEAT_CACHE_SECONDS`` old), and the
+refresh is one UPDATE per group commit that re-checks the session. What that statement did
+not refresh (a parked, unknown or uninstalled device, or one named twice in a batch) is
+settled alone under the device's row lock. Parking and reviving are events on the device's
+hash chain; a plain refresh moves nothing but the lease and writes none.
+"""
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from governance.choices import AccessClass, AvailabilityState, InstallState, TokenStatus
+from governance.group_commit import prepared_cursor
+from governance.hot_steps import Cached, InThread, Write
+from governance.install_ports import record_device_event
+from governance.models import Device, WalletSession
+from governance.services.install_rules import (
+    InstallRefused,
+    device_chain_id,
+    entitlement_active,
+    identifier_value,
+    invalid,
+    membership_active,
+    owns,
+    principal_in_root,
+    same_wallet,
+    wallet_value,
+)
+from governance.services.wallet_sessions import SESSION_SCHEME
+from governance.timestamps import rfc3339_isoformat
+from governance.token_cache import WalletSessionCache
+
+HEARTBEAT_FIELDS = ("wallet", "org_root_id", "principal_id", "device_id")
+REVIVED_EVENT = "lease.revived"
+PARKED_EVENT = "lease.parked"
+PARK_BATCH = 500
+
+# Outcomes of the batch statement, per heartbeat.
+REFRESHED = "refreshed"
+SESSION_INVALID = "session_invalid"
+UNSETTLED = "unsettled"  # not refreshed: settled alone (``settle_heartbeat``)
+
+sessions = WalletSessionCache()
+
+
+def session_invalid() -> InstallRefused:
+    return InstallRefused("wallet_session_invalid", "invalid, expired or revoked wallet session")
+
+
+def wallet_session_secret(authorization: str | None) -> str | None:
+    """The secret of ``Authorization: Bearer mws_...``, else None."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret.startswith(f"{SESSION_SCHEME}_"):
+        return None
+    return secret
+
+
+def lease_until(now: datetime) -> datetime:
+    """A lease taken at ``now``: ``MANDATE_DEVICE_LEASE_SECONDS`` on, in whole seconds (as
+    the wire shows it)."""
+    return (now + timedelta(seconds=settings.MANDATE_DEVICE_LEASE_SECONDS)).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class HeartbeatRequest:
+    wallet: str  # EIP-55 checksummed
+    org_root_id: str
+    principal_id: str
+    device_id: str
+
+    @classmethod
+    def of(cls, data) -> "HeartbeatRequest":
+        """The request in a parsed body: exactly edut's four fields."""
+        if not isinstance(data, dict):
+            raise invalid("body", "must be a JSON object")
+        unknown = sorted(set(data) - set(HEARTBEAT_FIELDS))
+        if unknown:
+            raise invalid(unknown[0], "is not a field of a heartbeat")
+        missing = [name for name in HEARTBEAT_FIELDS if name not in data]
+        if missing:
+            raise invalid(missing[0], "this field is required")
+        return cls(
+            wallet=wallet_value(data["wallet"]),
+            org_root_id=identifier_value(data["org_root_id"], "org_root_id"),
+            principal_id=identifier_value(data["principal_id"], "principal_id"),
+            device_id=identifier_value(data["device_id"], "device_id"),
+        )
+
+
+@dataclass(frozen=True)
+class LeaseRefreshed:
+    lease_expires_at: datetime
+    revived: bool
+
+
+# --- the caller's standing, cached ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether a wallet may keep a principal's devices alive in an organization root: the
+    first of the installer's rules it fails (principal in root, ownership wallet,
+    membership, governance entitlement), as read at ``loaded_at``."""
+
+    organization_id: str
+    principal_pk: str
+    refusal: tuple[str, str] | None  # (code, message)
+    loaded_at: float
+
+    def confirm(self) -> None:
+        if self.refusal is not None:
+            raise InstallRefused(*self.refusal)
+
+
+def read_standing(org_root_id: str, principal_id: str, wallet: str) -> Standing:
+    """The standing as the database says now (four queries)."""
+    try:
+        principal = principal_in_root(org_root_id, principal_id)
+        owns(principal, wallet)
+        membership_active(principal)
+        entitlement_active(principal, wallet)
+    except InstallRefused as refused:
+        return Standing("", "", (refused.code, refused.message), time.monotonic())
+    return Standing(str(principal.organization_id), str(principal.pk), None, time.monotonic())
+
+
+class StandingCache:
+    """Standings by (org root, principal, wallet), each used for at most
+    ``MANDATE_HEARTBEAT_CACHE_SECONDS``: a suspended membership, a removed ownership wallet
+    or an inactive entitlement stops heartbeats within that time in every process (at once
+    for a parked device: its revival reads the entitlement afresh)."""
+
+    def __init__(self, max_entries: int = 100_000):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, Standing] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, org_root_id: str, principal_id: str, wallet: str) -> Standing:
+        """The standing, read again when older than the setting allows (a hot path ``Cached``
+        step: reading nothing before its first query)."""
+        key = (org_root_id, principal_id, wallet)
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry.loaded_at < settings.MANDATE_HEARTBEAT_CACHE_SECONDS:
+            return entry
+        entry = read_standing(*key)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+standings = StandingCache()
+
+
+# --- the refresh: one statement for a batch -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseRefresh:
+    """One heartbeat to write: the device (by wallet and device_id, in the standing's
+    organization and principal) and the session the statement re-checks."""
+
+    session_id: str
+    wallet: str
+    device_id: str
+    organization_id: str
+    principal_pk: str
+
+
+@dataclass(frozen=True)
+class Refresh:
+    status: str  # REFRESHED, SESSION_INVALID or UNSETTLED
+    lease_expires_at: datetime | None = None
+
+
+# The devices are locked in id order, so two batches naming the same devices never deadlock;
+# a device parked meanwhile no longer matches when its lock is granted (and is settled alone).
+REFRESH_SQL = """
+WITH item AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb)
+        AS i(n int, session_id uuid, wallet text, device_id text, organization_id uuid, principal_id uuid)
+), standing AS (
+    SELECT item.*, EXISTS (
+        SELECT 1 FROM governance_walletsession s
+        WHERE s.id = item.session_id AND s.status = %s AND s.expires_at > %s
+    ) AS session_ok
+    FROM item
+), locked AS (
+    SELECT d.id, standing.n
+    FROM governance_device d JOIN standing
+        ON d.wallet = standing.wallet AND d.device_id = standing.device_id
+        AND d.organization_id = standing.organization_id AND d.principal_id = standing.principal_id
+    WHERE standing.session_ok AND d.install_state = %s AND d.availability_state = %s
+    ORDER BY d.id
+    FOR UPDATE OF d
+), refreshed AS (
+    UPDATE governance_device d
+    SET lease_expires_at = %s, last_heartbeat_at = %s, access_class = %s, updated_at = %s
+    FROM locked
+    WHERE d.id = locked.id
+    RETURNING locked.n
+)
+SELECT standing.n, standing.session_ok, refreshed.n IS NOT NULL
+FROM standing LEFT JOIN refreshed ON refreshed.n = standing.n
+ORDER BY standing.n
+"""
+
+
+def refresh_leases(items: list[LeaseRefresh]) -> list[Refresh]:
+    """Refresh the lease of each item's device when its session stands and the device is
+    installed and active; one outcome per item, in order (the hot path's recorder: on
+    PostgreSQL one statement, committed on its own)."""
+    now = timezone.now()
+    lease = lease_until(now)
+    if connection.vendor != "postgresql":
+        return [_refresh_one(item, now, lease) for item in items]
+    payload = json.dumps(
+        [
+            {
+                "n": n,
+                "session_id": item.session_id,
+                "wallet": item.wallet,
+                "device_id": item.device_id,
+                "organization_id": item.organization_id,
+                "principal_id": item.principal_pk,
+            }
+            for n, item in enumerate(items)
+        ]
+    )
+    parameters = [payload, TokenStatus.ACTIVE, now, InstallState.ACTIVE, AvailabilityState.ACTIVE]
+    parameters += [lease, now, AccessClass.CONNECTED, now]
+    with prepared_cursor() as cursor:
+        cursor.execute(REFRESH_SQL, parameters)
+        rows = cursor.fetchall()
+    outcomes = {n: (session_ok, refreshed) for n, session_ok, refreshed in rows}
+    return [_outcome(*outcomes[n], lease) for n in range(len(items))]
+
+
+def _outcome(session_ok: bool, refreshed: bool, lease: datetime) -> Refresh:
+    if refreshed:
+        return Refresh(REFRESHED, lease)
+    return Refresh(UNSETTLED if session_ok else SESSION_INVALID)
+
+
+@transaction.atomic
+def _refresh_one(item: LeaseRefresh, now: datetime, lease: datetime) -> Refresh:
+    """``refresh_leases`` for one item through the ORM (SQLite)."""
+    if not session_stands(item.session_id, now):
+        return Refresh(SESSION_INVALID)
+    refreshed = _device(item).filter(install_state=InstallState.ACTIVE, availability_state=AvailabilityState.ACTIVE)
+    updated = refreshed.update(
+        lease_expires_at=lease, last_heartbeat_at=now, access_class=AccessClass.CONNECTED, updated_at=now
+    )
+    return _outcome(True, bool(updated), lease)
+
+
+def session_stands(session_id: str, now: datetime | None = None) -> bool:
+    """The wallet session is active and unexpired."""
+    return WalletSession.objects.filter(
+        pk=session_id, status=TokenStatus.ACTIVE, expires_at__gt=now or timezone.now()
+    ).exists()
+
+
+def _device(item: LeaseRefresh):
+    return Device.objects.filter(
+        wallet=item.wallet,
+        device_id=item.device_id,
+        organization_id=item.organization_id,
+        principal_id=item.principal_pk,
+    )
+
+
+def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
+    """A heartbeat the statement did not refresh, alone, under the device's row lock: the
+    device must be known and installed; a parked one is revived when the governance
+    entitlement is active (read now, not from the cache), with an event on its chain."""
+    with transaction.atomic():
+        device = _device(item).select_for_update().select_related("principal").first()
+        if device is None:
+            raise InstallRefused(
+                "device_not_found", f"no device {item.device_id} of this wallet, organization root and principal"
+            )
+        if device.install_state != InstallState.ACTIVE:
+            raise InstallRefused("device_not_installed", f"the device's install state is {device.install_state}")
+        revived = device.availability_state == AvailabilityState.PARKED
+        held = entitlement_active(device.principal, item.wallet) if revived else None
+        now = timezone.now()
+        device.lease_expires_at = lease_until(now)
+        device.last_heartbeat_at = now
+        device.access_class = AccessClass.CONNECTED
+        device.availability_state = AvailabilityState.ACTIVE
+        device.save(
+            update_fields=["lease_expires_at", "last_heartbeat_at", "access_class", "availability_state", "updated_at"]
+        )
+        if held is not None:
+            record_device_event(
+                device_chain_id(device),
+                REVIVED_EVENT,
+                {
+                    "device_id": device.device_id,
+                    "wallet": item.wallet,
+                    "entitlement_id": held.entitlement_id,
+                    "lease_expires_at": rfc3339_isoformat(device.lease_expires_at),
+                },
+                item.wallet,
+            )
+    return LeaseRefreshed(device.lease_expires_at, revived)
+
+
+# --- the heartbeat, as hot path steps ------------------------------------------------------------
+
+
+def heartbeat(secret: str | None, read_body: Callable[[], object]):
+    """One heartbeat as hot path steps (``governance.hotpath``): the session of ``secret``,
+    the request ``read_body()`` gives (the edge's parser: it raises ``invalid_request``), the
+    caller's standing, the refresh. Returns ``LeaseRefreshed``; raises ``InstallRefused``.
+
+    A refusal is the answer only while the session stands: a session revoked since it was
+    cached is ``wallet_session_invalid`` on the next request, whatever else is wrong."""
+    session = (yield Cached(sessions.get, secret)) if secret is not None else None
+    if session is None:
+        raise session_invalid()
+    try:
+        request = HeartbeatRequest.of(read_body())
+        same_wallet(session.wallet, request.wallet)
+        standing = yield Cached(standings.get, request.org_root_id, request.principal_id, request.wallet)
+        standing.confirm()
+        item = LeaseRefresh(
+            session.session_id, request.wallet, request.device_id, standing.organization_id, standing.principal_pk
+        )
+        refresh = yield Write(item)
+        if refresh.status == SESSION_INVALID:
+            raise session_invalid()
+        if refresh.status == REFRESHED:
+            return LeaseRefreshed(refresh.lease_expires_at, revived=False)
+        return (yield InThread(settle_heartbeat, item))
+    except InstallRefused as refused:
+        if refused.code == "wallet_session_invalid" or not (yield InThread(session_stands, session.session_id)):
+            sessions.drop(secret)
+            raise session_invalid() from None
+        raise
+
+
+# --- parking -----------------------------------------------------------------------------------
+
+
+def park_expired_devices(now: datetime | None = None, batch_size: int = PARK_BATCH) -> int:
+    """Park every active device whose lease expired before ``now``, each with an event on its
+    chain; how many. Safe to run in several workers at once: each takes its devices with
+    ``SKIP LOCKED`` and re-checks them under the lock, so none is parked (or logged) twice,
+    and a device a heartbeat holds is left to it (refreshed, it is no longer expired)."""
+    now = now or timezone.now()
+    parked = 0
+    while True:
+        with transaction.atomic():
+            expired = list(
+                Device.objects.select_for_update(skip_locked=True)
+                .filter(availability_state=AvailabilityState.ACTIVE, lease_expires_at__lt=now)
+                .order_by("lease_expires_at", "id")
+                .values("id", "device_id", "wallet", "lease_expires_at")[:batch_size]
+            )
+            if not expired:
+                return parked
+            Device.objects.filter(pk__in=[row["id"] for row in expired]).update(
+                availability_state=AvailabilityState.PARKED, updated_at=now
+            )
+            for row in expired:
+                record_device_event(
+                    device_chain_id(Device(pk=row["id"])),
+                    PARKED_EVENT,
+                    {
+                        "device_id": row["device_id"],
+                        "wallet": row["wallet"],
+                        "lease_expired_at": rfc3339_isoformat(row["lease_expires_at"]),
+                    },
+                    row["wallet"],
+                )
+        parked += len(expired)
+        if len(expired) < batch_size:
+            return parked
