@@ -23,15 +23,15 @@ from evidence.services.verification import verify_chain, verify_ledger
 from governance.api.device_leases import HEARTBEAT
 from governance.choices import AccessClass, AvailabilityState, InstallState, MembershipStatus, WalletPurpose
 from governance.hotpath import HotPath, HotRequest, drive
-from governance.models import Device, PrincipalWallet, WalletSession
+from governance.models import Device, Organization, PrincipalWallet, WalletSession
 from governance.services.device_leases import (
     PARKED_EVENT,
     REVIVED_EVENT,
     LeaseRefresh,
+    holdings,
     park_expired_devices,
     refresh_leases,
     sessions,
-    standings,
 )
 from governance.services.install_rules import device_chain_id
 from governance.services.wallet_sessions import revoke_wallet_session
@@ -39,6 +39,8 @@ from governance.tasks import park_expired_devices_task
 from tests.faults import database_url_named, server
 from tests.install_world import (
     DOMAIN,
+    ORG_ROOT_ID,
+    PRINCIPAL_ID,
     make_active_device,
     make_owner,
     open_wallet_session,
@@ -62,10 +64,10 @@ def _our_domain(settings):
 def _fresh_heartbeat_caches():
     """The hot path's per-process caches outlive each test's rollback."""
     sessions.clear()
-    standings.clear()
+    holdings.clear()
     yield
     sessions.clear()
-    standings.clear()
+    holdings.clear()
 
 
 class Launcher:
@@ -342,7 +344,7 @@ def test_a_heartbeat_revives_a_parked_device_while_the_entitlement_is_active(lau
 
 
 def test_a_parked_device_is_not_revived_once_the_entitlement_is_inactive(launcher, settings):
-    assert launcher.heartbeat().status_code == 200  # the standing is cached as active...
+    assert launcher.heartbeat().status_code == 200  # the entitlement is cached as active...
     expire(device())
     assert park_expired_devices() == 1
     settings.MANDATE_HEARTBEAT_CACHE_SECONDS = 3600
@@ -364,14 +366,41 @@ def test_a_lease_expired_but_not_yet_parked_is_simply_refreshed(launcher):
     assert device_events(device()) == []
 
 
-def test_a_suspended_membership_stops_heartbeats_within_the_cache_time(launcher, settings):
+def test_a_suspended_membership_or_removed_ownership_wallet_stops_the_next_heartbeat(launcher, settings):
+    settings.MANDATE_HEARTBEAT_CACHE_SECONDS = 3600
+    owner = launcher.owner
+    assert launcher.heartbeat().status_code == 200  # the entitlement is cached now
+    owner.principal.membership_status = MembershipStatus.SUSPENDED
+    owner.principal.save()
+    refusal(launcher.heartbeat(), 403, "membership_inactive")  # the statement checks it every time
+    owner.principal.membership_status = MembershipStatus.ACTIVE
+    owner.principal.save()
+    assert launcher.heartbeat().status_code == 200
+    PrincipalWallet.objects.filter(address=owner.wallet).delete()
+    refusal(launcher.heartbeat(), 403, "wallet_not_owner")
+
+
+def test_a_root_id_given_to_another_organization_is_seen_at_once(launcher, settings):
+    settings.MANDATE_HEARTBEAT_CACHE_SECONDS = 3600
+    assert launcher.heartbeat().status_code == 200  # the root's organization is cached now
+    organization = launcher.owner.organization
+    organization.org_root_id = "org.renamed.root"
+    organization.save()
+    other = Organization.objects.create(slug="other", name="Other", org_root_id=ORG_ROOT_ID)
+    make_owner(principal_id="human.someone", organization=other)  # the old root id, another organization
+    refusal(launcher.heartbeat(org_root_id=ORG_ROOT_ID), 404, "principal_not_found")
+    assert launcher.heartbeat(org_root_id="org.renamed.root").status_code == 200
+
+
+def test_an_inactive_entitlement_stops_heartbeats_within_the_cache_time(launcher, settings):
     settings.MANDATE_HEARTBEAT_CACHE_SECONDS = 0.3
     assert launcher.heartbeat().status_code == 200
-    launcher.owner.principal.membership_status = MembershipStatus.SUSPENDED
-    launcher.owner.principal.save()
-    assert launcher.heartbeat().status_code == 200  # the standing read 0.3 s ago still counts
+    set_governance_entitlement(launcher.owner.organization, launcher.owner.wallet, "inactive")
+    assert launcher.heartbeat().status_code == 200  # the entitlement read 0.3 s ago still counts
     time.sleep(0.35)
-    refusal(launcher.heartbeat(), 403, "membership_inactive")
+    refusal(launcher.heartbeat(), 403, "entitlement_inactive")
+    set_governance_entitlement(launcher.owner.organization, launcher.owner.wallet, "active")
+    assert launcher.heartbeat().status_code == 200  # an inactive holding is never taken from the cache
 
 
 # --- the service: the statement, the round trips, parking under concurrency ------------------------
@@ -390,25 +419,26 @@ def test_one_statement_refreshes_a_batch_each_with_its_own_outcome(launcher):
         status="revoked", expires_at=timezone.now() + timedelta(hours=1),
     )  # fmt: skip
 
-    def item(device_id, session_id=session.pk):
-        return LeaseRefresh(
-            str(session_id), owner.wallet, device_id, str(owner.organization.pk), str(owner.principal.pk)
-        )
+    def item(device_id, session_id=session.pk, principal_id=PRINCIPAL_ID):
+        organization_id = str(owner.organization.pk)
+        return LeaseRefresh(str(session_id), owner.wallet, ORG_ROOT_ID, principal_id, device_id, organization_id)
 
     items = [item("desktop-7f6f3a9b"), item("b"), item("c"), item("d"), item("nope"), item("b", other.pk), item("b")]
+    items.append(item("b", principal_id="human.other"))
     with CaptureQueriesContext(connections["default"]) as queries:
         outcomes = refresh_leases(items)
     assert len(queries.captured_queries) == 1
     statuses = [outcome.status for outcome in outcomes]
     assert statuses[0] == "refreshed"
     assert statuses[2:6] == ["unsettled", "unsettled", "unsettled", "session_invalid"]  # parked, installing, unknown
-    # "b" twice with a standing session: one of them refreshes it, the other is settled alone
+    # "b" twice with a session that stands: one of them refreshes it, the other is settled alone
     assert sorted([statuses[1], statuses[6]]) == ["refreshed", "unsettled"]
+    assert statuses[7] == "unsettled"  # not that principal's device
     assert device("b").last_heartbeat_at is not None and device("c").last_heartbeat_at is None
 
 
 @pytest.mark.postgres
-def test_a_hot_heartbeat_with_its_session_and_standing_cached_is_one_round_trip(launcher, settings):
+def test_a_hot_heartbeat_with_its_session_and_entitlement_cached_is_one_round_trip(launcher, settings):
     settings.MANDATE_HEARTBEAT_CACHE_SECONDS = 60
     request = HotRequest(
         "POST",
@@ -417,7 +447,7 @@ def test_a_hot_heartbeat_with_its_session_and_standing_cached_is_one_round_trip(
         {"authorization": f"Bearer {launcher.session}"},
         json.dumps(launcher.body()).encode(),
     )
-    assert drive(HEARTBEAT, request)[0] == 200  # caches the session and the standing
+    assert drive(HEARTBEAT, request)[0] == 200  # caches the session and the entitlement
     with CaptureQueriesContext(connections["default"]) as queries:
         status, body, headers = drive(HEARTBEAT, request)
     assert status == 200 and body["status"] == "lease_refreshed"

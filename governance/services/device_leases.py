@@ -3,14 +3,16 @@ whose lease ran out, and a heartbeat revives a parked device while the governanc
 entitlement is active (edut's ``/governance/lease/heartbeat``; docs/device_leases.md).
 
 Heartbeats are on the hot path (``governance/api/device_leases.py``), so ``heartbeat`` is a
-generator of hot path steps: the wallet session and the caller's standing come from this
-process's memory (the standing at most ``MANDATE_HEARTBEAT_CACHE_SECONDS`` old), and the
-refresh is one UPDATE per group commit that re-checks the session. What that statement did
-not refresh (a parked, unknown or uninstalled device, or one named twice in a batch) is
-settled alone under the device's row lock. Parking and reviving are events on the device's
-hash chain; a plain refresh moves nothing but the lease and writes none.
+generator of hot path steps. The wallet session comes from this process's memory and the
+governance entitlement too (read at most ``MANDATE_HEARTBEAT_CACHE_SECONDS`` ago: it belongs
+to another app); then one UPDATE per group commit re-checks everything identity owns (the
+session, the principal in its root, the ownership wallet, the membership, the device) and
+refreshes the lease. What it did not refresh is settled alone (``settle_heartbeat``): every
+rule read afresh, in edut's order, under the device's row lock, and a parked device revived.
+Parking and reviving are events on the device's hash chain; a plain refresh writes none.
 """
 
+import functools
 import json
 import threading
 import time
@@ -23,11 +25,18 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from governance.choices import AccessClass, AvailabilityState, InstallState, TokenStatus
+from governance.choices import (
+    AccessClass,
+    AvailabilityState,
+    InstallState,
+    MembershipStatus,
+    TokenStatus,
+    WalletPurpose,
+)
 from governance.group_commit import prepared_cursor
 from governance.hot_steps import Cached, InThread, Write
-from governance.install_ports import record_device_event
-from governance.models import Device, WalletSession
+from governance.install_ports import entitlement_of, record_device_event
+from governance.models import Device, Organization, Principal, WalletSession
 from governance.services.install_rules import (
     InstallRefused,
     device_chain_id,
@@ -76,6 +85,11 @@ def lease_until(now: datetime) -> datetime:
     return (now + timedelta(seconds=settings.MANDATE_DEVICE_LEASE_SECONDS)).replace(microsecond=0)
 
 
+# A launcher sends the same wallet with every heartbeat: its checksum (a Keccak hash) is
+# worked out once per process.
+_checksummed = functools.lru_cache(maxsize=65_536)(wallet_value)
+
+
 @dataclass(frozen=True)
 class HeartbeatRequest:
     wallet: str  # EIP-55 checksummed
@@ -95,7 +109,7 @@ class HeartbeatRequest:
         if missing:
             raise invalid(missing[0], "this field is required")
         return cls(
-            wallet=wallet_value(data["wallet"]),
+            wallet=_checksummed(data["wallet"]) if isinstance(data["wallet"], str) else wallet_value(data["wallet"]),
             org_root_id=identifier_value(data["org_root_id"], "org_root_id"),
             principal_id=identifier_value(data["principal_id"], "principal_id"),
             device_id=identifier_value(data["device_id"], "device_id"),
@@ -108,69 +122,91 @@ class LeaseRefreshed:
     revived: bool
 
 
-# --- the caller's standing, cached ------------------------------------------------------------
+# --- the governance entitlement, cached ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Standing:
-    """Whether a wallet may keep a principal's devices alive in an organization root: the
-    first of the installer's rules it fails (principal in root, ownership wallet,
-    membership, governance entitlement), as read at ``loaded_at``."""
+class Holding:
+    """Whether a wallet holds an active governance entitlement in an organization root (and
+    the root's organization, "" when there is none), as read at ``loaded_at``."""
 
     organization_id: str
-    principal_pk: str
-    refusal: tuple[str, str] | None  # (code, message)
+    active: bool
     loaded_at: float
 
-    def confirm(self) -> None:
-        if self.refusal is not None:
-            raise InstallRefused(*self.refusal)
+
+# An organization root's organization, kept longer than a holding: the refresh statement
+# re-checks the pair, so a root id moved to another organization is settled afresh.
+ROOT_SECONDS = 300.0
+_roots: dict[str, tuple[str, float]] = {}
 
 
-def read_standing(org_root_id: str, principal_id: str, wallet: str) -> Standing:
-    """The standing as the database says now (four queries)."""
-    try:
-        principal = principal_in_root(org_root_id, principal_id)
-        owns(principal, wallet)
-        membership_active(principal)
-        entitlement_active(principal, wallet)
-    except InstallRefused as refused:
-        return Standing("", "", (refused.code, refused.message), time.monotonic())
-    return Standing(str(principal.organization_id), str(principal.pk), None, time.monotonic())
+def organization_of_root(org_root_id: str) -> str:
+    """The id of the organization whose root is ``org_root_id`` ("" when there is none)."""
+    known = _roots.get(org_root_id)
+    if known is not None and time.monotonic() - known[1] < ROOT_SECONDS:
+        return known[0]
+    found = Organization.objects.filter(org_root_id=org_root_id).values_list("pk", flat=True).first()
+    if found is None:
+        return ""
+    if len(_roots) >= 100_000:
+        _roots.clear()
+    _roots[org_root_id] = (str(found), time.monotonic())
+    return str(found)
 
 
-class StandingCache:
-    """Standings by (org root, principal, wallet), each used for at most
-    ``MANDATE_HEARTBEAT_CACHE_SECONDS``: a suspended membership, a removed ownership wallet
-    or an inactive entitlement stops heartbeats within that time in every process (at once
-    for a parked device: its revival reads the entitlement afresh)."""
+def read_holding(org_root_id: str, wallet: str) -> Holding:
+    """The holding as the database says now (one query, two for a root not seen lately)."""
+    started = time.monotonic()
+    organization_id = organization_of_root(org_root_id)
+    if not organization_id:
+        return Holding("", False, started)
+    held = entitlement_of(organization_id, wallet, settings.MANDATE_GOVERNANCE_PLAN_ID)
+    return Holding(organization_id, held.status == "active", started)
 
-    def __init__(self, max_entries: int = 100_000):
+
+class HoldingCache:
+    """Holdings by (org root, wallet), each used for at most ``MANDATE_HEARTBEAT_CACHE_SECONDS``:
+    an entitlement that turns inactive stops heartbeats within that time in every process.
+    Only for going ahead: a holding that is not active is read afresh by ``settle_heartbeat``,
+    which gives the answer."""
+
+    def __init__(self, max_entries: int = 100_000, stripes: int = 64):
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, Standing] = OrderedDict()
+        self._entries: OrderedDict[tuple, Holding] = OrderedDict()
         self._lock = threading.Lock()
+        # one read per holding at a time: the threads that missed it too wait for that read
+        self._reading = [threading.Lock() for _ in range(stripes)]
 
-    def get(self, org_root_id: str, principal_id: str, wallet: str) -> Standing:
-        """The standing, read again when older than the setting allows (a hot path ``Cached``
-        step: reading nothing before its first query)."""
-        key = (org_root_id, principal_id, wallet)
-        entry = self._entries.get(key)
+    def fresh(self, org_root_id: str, wallet: str) -> Holding | None:
+        """The holding if it was read recently enough (no query), else None."""
+        entry = self._entries.get((org_root_id, wallet))
         if entry is not None and time.monotonic() - entry.loaded_at < settings.MANDATE_HEARTBEAT_CACHE_SECONDS:
             return entry
-        entry = read_standing(*key)
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        return None
+
+    def get(self, org_root_id: str, wallet: str) -> Holding:
+        """The holding, read again when older than the setting allows."""
+        key = (org_root_id, wallet)
+        with self._reading[hash(key) % len(self._reading)]:
+            entry = self.fresh(*key)
+            if entry is not None:
+                return entry
+            entry = read_holding(*key)
+            with self._lock:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
         return entry
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+        _roots.clear()
 
 
-standings = StandingCache()
+holdings = HoldingCache()
 
 
 # --- the refresh: one statement for a batch -----------------------------------------------------
@@ -178,14 +214,15 @@ standings = StandingCache()
 
 @dataclass(frozen=True)
 class LeaseRefresh:
-    """One heartbeat to write: the device (by wallet and device_id, in the standing's
-    organization and principal) and the session the statement re-checks."""
+    """One heartbeat to write: the session, the request, and the organization of its root
+    (from the holding; "" when there is none)."""
 
     session_id: str
     wallet: str
+    org_root_id: str
+    principal_id: str
     device_id: str
     organization_id: str
-    principal_pk: str
 
 
 @dataclass(frozen=True)
@@ -194,32 +231,52 @@ class Refresh:
     lease_expires_at: datetime | None = None
 
 
-# The devices are locked in id order, so two batches naming the same devices never deadlock;
-# a device parked meanwhile no longer matches when its lock is granted (and is settled alone).
+# The statement re-checks what identity owns: the session, the organization of the root, the
+# principal in it and its membership, the wallet as one of its ownership wallets, the device
+# installed and active.
+# Each item finds its device by the unique (wallet, device_id) index; the devices are then
+# locked in id order, so two batches naming the same devices never deadlock, and re-checked
+# under the lock (a device parked meanwhile no longer matches: it is settled alone).
 REFRESH_SQL = """
 WITH item AS (
-    SELECT * FROM jsonb_to_recordset(%s::jsonb)
-        AS i(n int, session_id uuid, wallet text, device_id text, organization_id uuid, principal_id uuid)
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS i(
+        n int, session_id uuid, wallet text, org_root_id text, principal_id text, device_id text, organization_id uuid
+    )
 ), standing AS (
     SELECT item.*, EXISTS (
         SELECT 1 FROM governance_walletsession s
         WHERE s.id = item.session_id AND s.status = %s AND s.expires_at > %s
     ) AS session_ok
     FROM item
+), target AS (
+    SELECT found.id, standing.n
+    FROM standing CROSS JOIN LATERAL (
+        SELECT d.id
+        FROM governance_organization o
+        JOIN governance_principal p ON p.organization_id = o.id
+        JOIN governance_device d
+            ON d.principal_id = p.id AND d.wallet = standing.wallet AND d.device_id = standing.device_id
+        WHERE o.id = standing.organization_id AND o.org_root_id = standing.org_root_id
+            AND p.principal_id = standing.principal_id AND p.membership_status = %s
+            AND EXISTS (
+                SELECT 1 FROM governance_principalwallet w
+                WHERE w.principal_id = p.id AND w.address = standing.wallet AND w.purpose = %s
+            )
+    ) found
+    WHERE standing.session_ok
 ), locked AS (
-    SELECT d.id, standing.n
-    FROM governance_device d JOIN standing
-        ON d.wallet = standing.wallet AND d.device_id = standing.device_id
-        AND d.organization_id = standing.organization_id AND d.principal_id = standing.principal_id
-    WHERE standing.session_ok AND d.install_state = %s AND d.availability_state = %s
-    ORDER BY d.id
-    FOR UPDATE OF d
+    SELECT mine.id
+    FROM (SELECT DISTINCT id FROM target ORDER BY id) ordered CROSS JOIN LATERAL (
+        SELECT d.id FROM governance_device d
+        WHERE d.id = ordered.id AND d.install_state = %s AND d.availability_state = %s
+        FOR UPDATE
+    ) mine
 ), refreshed AS (
     UPDATE governance_device d
     SET lease_expires_at = %s, last_heartbeat_at = %s, access_class = %s, updated_at = %s
-    FROM locked
+    FROM locked JOIN target ON target.id = locked.id
     WHERE d.id = locked.id
-    RETURNING locked.n
+    RETURNING target.n
 )
 SELECT standing.n, standing.session_ok, refreshed.n IS NOT NULL
 FROM standing LEFT JOIN refreshed ON refreshed.n = standing.n
@@ -241,15 +298,16 @@ def refresh_leases(items: list[LeaseRefresh]) -> list[Refresh]:
                 "n": n,
                 "session_id": item.session_id,
                 "wallet": item.wallet,
+                "org_root_id": item.org_root_id,
+                "principal_id": item.principal_id,
                 "device_id": item.device_id,
                 "organization_id": item.organization_id,
-                "principal_id": item.principal_pk,
             }
             for n, item in enumerate(items)
         ]
     )
-    parameters = [payload, TokenStatus.ACTIVE, now, InstallState.ACTIVE, AvailabilityState.ACTIVE]
-    parameters += [lease, now, AccessClass.CONNECTED, now]
+    parameters = [payload, TokenStatus.ACTIVE, now, MembershipStatus.ACTIVE, WalletPurpose.OWNERSHIP]
+    parameters += [InstallState.ACTIVE, AvailabilityState.ACTIVE, lease, now, AccessClass.CONNECTED, now]
     with prepared_cursor() as cursor:
         cursor.execute(REFRESH_SQL, parameters)
         rows = cursor.fetchall()
@@ -268,7 +326,21 @@ def _refresh_one(item: LeaseRefresh, now: datetime, lease: datetime) -> Refresh:
     """``refresh_leases`` for one item through the ORM (SQLite)."""
     if not session_stands(item.session_id, now):
         return Refresh(SESSION_INVALID)
-    refreshed = _device(item).filter(install_state=InstallState.ACTIVE, availability_state=AvailabilityState.ACTIVE)
+    standing = Principal.objects.filter(
+        organization_id=item.organization_id or None,
+        organization__org_root_id=item.org_root_id,
+        principal_id=item.principal_id,
+        membership_status=MembershipStatus.ACTIVE,
+        wallets__address=item.wallet,
+        wallets__purpose=WalletPurpose.OWNERSHIP,
+    )
+    refreshed = Device.objects.filter(
+        principal__in=standing,
+        wallet=item.wallet,
+        device_id=item.device_id,
+        install_state=InstallState.ACTIVE,
+        availability_state=AvailabilityState.ACTIVE,
+    )
     updated = refreshed.update(
         lease_expires_at=lease, last_heartbeat_at=now, access_class=AccessClass.CONNECTED, updated_at=now
     )
@@ -282,21 +354,23 @@ def session_stands(session_id: str, now: datetime | None = None) -> bool:
     ).exists()
 
 
-def _device(item: LeaseRefresh):
-    return Device.objects.filter(
-        wallet=item.wallet,
-        device_id=item.device_id,
-        organization_id=item.organization_id,
-        principal_id=item.principal_pk,
-    )
-
-
 def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
-    """A heartbeat the statement did not refresh, alone, under the device's row lock: the
-    device must be known and installed; a parked one is revived when the governance
-    entitlement is active (read now, not from the cache), with an event on its chain."""
+    """A heartbeat the statement did not refresh, alone, every rule read afresh in edut's
+    order (session, principal in root, ownership wallet, membership, entitlement, device
+    known, installed), under the device's row lock; a parked device is revived, with an
+    event on its chain."""
     with transaction.atomic():
-        device = _device(item).select_for_update().select_related("principal").first()
+        if not session_stands(item.session_id):
+            raise session_invalid()
+        principal = principal_in_root(item.org_root_id, item.principal_id)
+        owns(principal, item.wallet)
+        membership_active(principal)
+        held = entitlement_active(principal, item.wallet)
+        device = (
+            Device.objects.select_for_update()
+            .filter(principal=principal, wallet=item.wallet, device_id=item.device_id)
+            .first()
+        )
         if device is None:
             raise InstallRefused(
                 "device_not_found", f"no device {item.device_id} of this wallet, organization root and principal"
@@ -304,7 +378,6 @@ def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
         if device.install_state != InstallState.ACTIVE:
             raise InstallRefused("device_not_installed", f"the device's install state is {device.install_state}")
         revived = device.availability_state == AvailabilityState.PARKED
-        held = entitlement_active(device.principal, item.wallet) if revived else None
         now = timezone.now()
         device.lease_expires_at = lease_until(now)
         device.last_heartbeat_at = now
@@ -313,7 +386,7 @@ def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
         device.save(
             update_fields=["lease_expires_at", "last_heartbeat_at", "access_class", "availability_state", "updated_at"]
         )
-        if held is not None:
+        if revived:
             record_device_event(
                 device_chain_id(device),
                 REVIVED_EVENT,
@@ -334,7 +407,7 @@ def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
 def heartbeat(secret: str | None, read_body: Callable[[], object]):
     """One heartbeat as hot path steps (``governance.hotpath``): the session of ``secret``,
     the request ``read_body()`` gives (the edge's parser: it raises ``invalid_request``), the
-    caller's standing, the refresh. Returns ``LeaseRefreshed``; raises ``InstallRefused``.
+    holding, the refresh. Returns ``LeaseRefreshed``; raises ``InstallRefused``.
 
     A refusal is the answer only while the session stands: a session revoked since it was
     cached is ``wallet_session_invalid`` on the next request, whatever else is wrong."""
@@ -344,16 +417,25 @@ def heartbeat(secret: str | None, read_body: Callable[[], object]):
     try:
         request = HeartbeatRequest.of(read_body())
         same_wallet(session.wallet, request.wallet)
-        standing = yield Cached(standings.get, request.org_root_id, request.principal_id, request.wallet)
-        standing.confirm()
-        item = LeaseRefresh(
-            session.session_id, request.wallet, request.device_id, standing.organization_id, standing.principal_pk
+        # in memory most of the time; else read in a thread (not tried on the event loop
+        # first: the ORM would build the query twice)
+        holding = holdings.fresh(request.org_root_id, request.wallet) or (
+            yield InThread(holdings.get, request.org_root_id, request.wallet)
         )
-        refresh = yield Write(item)
-        if refresh.status == SESSION_INVALID:
-            raise session_invalid()
-        if refresh.status == REFRESHED:
-            return LeaseRefreshed(refresh.lease_expires_at, revived=False)
+        item = LeaseRefresh(
+            session.session_id,
+            request.wallet,
+            request.org_root_id,
+            request.principal_id,
+            request.device_id,
+            holding.organization_id,
+        )
+        if holding.active:
+            refresh = yield Write(item)
+            if refresh.status == SESSION_INVALID:
+                raise session_invalid()
+            if refresh.status == REFRESHED:
+                return LeaseRefreshed(refresh.lease_expires_at, revived=False)
         return (yield InThread(settle_heartbeat, item))
     except InstallRefused as refused:
         if refused.code == "wallet_session_invalid" or not (yield InThread(session_stands, session.session_id)):
