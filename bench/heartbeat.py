@@ -354,16 +354,16 @@ def run_load(calls, concurrency, server_url, seconds, processes, offset: int, me
 
 def count_round_trips(session: str, body: bytes) -> list[str]:
     """The statements of one heartbeat through the hot route's steps, its session and
-    standing cached."""
+    entitlement cached."""
     from governance.api.device_leases import HEARTBEAT
     from governance.hotpath import HotRequest, drive
 
     request = HotRequest("POST", HEARTBEAT_PATH, {}, {"authorization": f"Bearer {session}"}, body)
-    assert drive(HEARTBEAT, request)[0] == 200  # caches the session and the standing
+    assert drive(HEARTBEAT, request)[0] == 200  # caches the session and the entitlement
     with loadkit.captured() as captured:
         assert drive(HEARTBEAT, request)[0] == 200
     statements = [query["sql"] for query in captured.captured_queries]
-    loadkit.print_statements("One heartbeat through the hot route's steps (session and standing cached)", statements)
+    loadkit.print_statements("One heartbeat through the hot route's steps (session and entitlement cached)", statements)
     loadkit.close_connection()
     return statements
 

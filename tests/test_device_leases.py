@@ -299,6 +299,14 @@ def test_a_device_not_installed_is_409_device_not_installed(launcher, state):
     assert device().last_heartbeat_at is None
 
 
+def test_a_body_over_four_kib_is_413(launcher):
+    body = json.dumps(launcher.body(device_id="x" * 5000))
+    answer = APIClient().post(
+        HEARTBEAT_URL, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {launcher.session}"
+    )
+    assert answer.status_code == 413
+
+
 def test_get_is_405_in_edut_shape(launcher):
     answer = APIClient().get(HEARTBEAT_URL, HTTP_AUTHORIZATION=f"Bearer {launcher.session}")
     refusal(answer, 405, "method_not_allowed")
