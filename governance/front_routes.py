@@ -58,15 +58,16 @@ def route_path(scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def log_request(method: str, path, status: int, started: float) -> None:
-    """One line per request: method, path, status, duration (never headers)."""
+def log_request(method: str, path, status: int, started: float, correlation_id: str | None = None) -> None:
+    """One line per request: method, path, status, duration, and the installer's correlation
+    id when the answer carries one (as ``RequestLogMiddleware`` writes it; never headers)."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info(
-            "request",
-            extra={
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        extra = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        if correlation_id is not None:
+            extra["correlation_id"] = correlation_id
+        logger.info("request", extra=extra)

@@ -359,17 +359,19 @@ class HotPath:
         )
         status, answer, *extra = await drive_async(route, request, self.executor)
         content = render(answer)
+        own = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (extra[0] if extra else ())]
         response_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
-            *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (extra[0] if extra else ())),
+            *own,
             *_VIEW_HEADERS,
         ]
         if self._strict_transport and _is_secure(scope):
             response_headers.append(self._strict_transport)
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": content})
-        log_request(route.method, scope["path"], status, started)
+        correlation_id = next((value.decode("latin-1") for name, value in own if name == b"x-correlation-id"), None)
+        log_request(route.method, scope["path"], status, started, correlation_id)
 
 
 async def _read_body(receive, length: int) -> tuple[bytes, int, bool] | None:

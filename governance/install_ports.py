@@ -2,7 +2,8 @@
 sit above identity, handed in by their ``AppConfig.ready`` as ``governance.audit`` is:
 
 - ``EntitlementsConfig.ready`` → ``use_entitlements``: the governance entitlement of a holder
-  (the ownership wallet, in the organization) — its id and status;
+  (the ownership wallet, in the organization) — its id and status; and of many holders at
+  once (the heartbeats of a group commit);
 - ``EvidenceConfig.ready`` → ``use_evidence``: append an event to a device's hash chain, sign
   with Mandate's Ed25519 key (packages, renewal bundles), and the published Ed25519 keys.
 """
@@ -26,15 +27,20 @@ class Signed:
 
 
 _entitlement_of: Callable[[str, str, str], HeldEntitlement] | None = None
+_entitlements_of: Callable[[list[tuple[str, str]], str], dict] | None = None
 _append: Callable[..., None] | None = None
 _sign: Callable[[bytes], Signed] | None = None
 _public_keys: Callable[[], list[dict]] | None = None
 _active_kid: Callable[[], str] | None = None
 
 
-def use_entitlements(entitlement_of: Callable[[str, str, str], HeldEntitlement]) -> None:
-    global _entitlement_of
-    _entitlement_of = entitlement_of
+def use_entitlements(
+    entitlement_of: Callable[[str, str, str], HeldEntitlement],
+    *,
+    entitlements_of: Callable[[list[tuple[str, str]], str], dict],
+) -> None:
+    global _entitlement_of, _entitlements_of
+    _entitlement_of, _entitlements_of = entitlement_of, entitlements_of
 
 
 def use_evidence(
@@ -57,6 +63,12 @@ def _wired(port, who: str):
 def entitlement_of(organization_id, holder: str, plan_id: str) -> HeldEntitlement:
     """The holder's status entitlement under ``plan_id`` in the organization."""
     return _wired(_entitlement_of, "EntitlementsConfig")(str(organization_id), holder, plan_id)
+
+
+def entitlements_of(holders: list[tuple[str, str]], plan_id: str) -> dict[tuple[str, str], HeldEntitlement]:
+    """The status entitlements under ``plan_id`` of several (organization id, holder) pairs,
+    read together (one query), by the pairs as given."""
+    return _wired(_entitlements_of, "EntitlementsConfig")(holders, plan_id)
 
 
 def record_device_event(

@@ -23,6 +23,7 @@ from evidence.services.verification import verify_chain, verify_ledger
 from governance.api.device_leases import HEARTBEAT
 from governance.choices import AccessClass, AvailabilityState, InstallState, MembershipStatus, WalletPurpose
 from governance.hotpath import HotPath, HotRequest, drive
+from governance.install_ports import entitlements_of
 from governance.models import Device, Organization, PrincipalWallet, WalletSession
 from governance.services.device_leases import (
     PARKED_EVENT,
@@ -327,6 +328,7 @@ def test_expired_leases_are_parked_by_the_task_each_with_an_event(launcher):
     (event,) = device_events(stale)
     assert event.event_type == PARKED_EVENT
     assert event.payload["device_id"] == stale.device_id and event.payload["wallet"] == owner.wallet
+    assert (event.performer_type, event.performer_id) == ("system", "mandate")
     assert device_events(fresh) == [] and device_events(device("parked-box")) == []
     assert park_expired_devices_task() == 0  # nothing twice
     assert verify_chain(device_chain_id(stale)).valid and verify_ledger().valid
@@ -428,14 +430,17 @@ def test_one_statement_refreshes_a_batch_each_with_its_own_outcome(launcher):
     )  # fmt: skip
 
     def item(device_id, session_id=session.pk, principal_id=PRINCIPAL_ID):
-        organization_id = str(owner.organization.pk)
-        return LeaseRefresh(str(session_id), owner.wallet, ORG_ROOT_ID, principal_id, device_id, organization_id)
+        return LeaseRefresh(str(session_id), owner.wallet, ORG_ROOT_ID, principal_id, device_id)
 
     items = [item("desktop-7f6f3a9b"), item("b"), item("c"), item("d"), item("nope"), item("b", other.pk), item("b")]
     items.append(item("b", principal_id="human.other"))
     with CaptureQueriesContext(connections["default"]) as queries:
         outcomes = refresh_leases(items)
-    assert len(queries.captured_queries) == 1
+    # the entitlement (the organization of the root first), then the refresh
+    assert len(queries.captured_queries) == 3
+    with CaptureQueriesContext(connections["default"]) as queries:
+        refresh_leases([item("b")])
+    assert len(queries.captured_queries) == 2  # the root's organization is kept longer
     statuses = [outcome.status for outcome in outcomes]
     assert statuses[0] == "refreshed"
     assert statuses[2:6] == ["unsettled", "unsettled", "unsettled", "session_invalid"]  # parked, installing, unknown
@@ -443,6 +448,23 @@ def test_one_statement_refreshes_a_batch_each_with_its_own_outcome(launcher):
     assert sorted([statuses[1], statuses[6]]) == ["refreshed", "unsettled"]
     assert statuses[7] == "unsettled"  # not that principal's device
     assert device("b").last_heartbeat_at is not None and device("c").last_heartbeat_at is None
+
+
+def test_many_holders_entitlements_are_read_in_one_query(launcher):
+    owner = launcher.owner
+    other = make_owner("org.other.root", "human.ada", entitlement="inactive")
+    organization, wallet = str(owner.organization.pk), owner.wallet
+    pairs = [
+        (organization, wallet),
+        (organization, wallet.lower()),  # a wallet is a holder as stored, checksummed: not this one
+        (str(other.organization.pk), other.wallet),
+        (organization, other.wallet),  # holds nothing here
+    ]
+    with CaptureQueriesContext(connections["default"]) as queries:
+        held = entitlements_of(pairs, "governance")
+    assert len(queries.captured_queries) == 1
+    assert [held[pair].status for pair in pairs] == ["active", "inactive", "inactive", "inactive"]
+    assert held[pairs[0]].entitlement_id and held[pairs[3]].entitlement_id == ""
 
 
 @pytest.mark.postgres
@@ -586,6 +608,19 @@ def test_the_hot_path_and_django_answer_alike(router, django_requests, case):
     if hot.status_code != 200:
         assert hot.json()["code"] == case
         assert hot.json()["correlation_id"] == hot.headers["x-correlation-id"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_hot_paths_log_line_carries_the_correlation_id(router, caplog):
+    owner = make_owner()
+    make_active_device(owner)
+    launcher = launcher_for(owner)
+    with caplog.at_level("INFO", logger="mandate.request"):
+        (answer,) = post_all(router, [(bearer(launcher.session), json.dumps(launcher.body()).encode())])
+    assert answer.status_code == 200
+    lines = [r for r in caplog.records if r.name == "mandate.request" and getattr(r, "path", "") == HEARTBEAT_URL]
+    assert [r.correlation_id for r in lines] == [answer.headers["x-correlation-id"]]
 
 
 @pytest.mark.postgres

@@ -141,3 +141,25 @@ def held_status_entitlement(organization_id, principal: str, plan_id: str) -> He
     if entitlement is None:
         return HeldEntitlement("", EntitlementStatus.INACTIVE)
     return HeldEntitlement(entitlement.entitlement_id, entitlement.status)
+
+
+def held_status_entitlements(holders: list[tuple[str, str]], plan_id: str) -> dict[tuple[str, str], HeldEntitlement]:
+    """``held_status_entitlement`` of several (organization id, holder) pairs in one query, by
+    the pairs as given."""
+    keys = {
+        (organization_id, holder): (str(organization_id), principal_value(holder))
+        for organization_id, holder in holders
+    }
+    found = {
+        (str(entitlement.organization_id), entitlement.principal): HeldEntitlement(
+            entitlement.entitlement_id, entitlement.status
+        )
+        for entitlement in Entitlement.objects.filter(
+            kind=EntitlementKind.STATUS,
+            plan_id=plan_id,
+            organization_id__in={organization_id for organization_id, _ in keys.values()},
+            principal__in={principal for _, principal in keys.values()},
+        )
+    }
+    none = HeldEntitlement("", EntitlementStatus.INACTIVE)
+    return {given: found.get(key, none) for given, key in keys.items()}

@@ -3,12 +3,13 @@ whose lease ran out, and a heartbeat revives a parked device while the governanc
 entitlement is active (edut's ``/governance/lease/heartbeat``; docs/device_leases.md).
 
 Heartbeats are on the hot path (``governance/api/device_leases.py``), so ``heartbeat`` is a
-generator of hot path steps. The wallet session comes from this process's memory and the
-governance entitlement too (read at most ``MANDATE_HEARTBEAT_CACHE_SECONDS`` ago: it belongs
-to another app); then one UPDATE per group commit re-checks everything identity owns (the
-session, the principal in its root, the ownership wallet, the membership, the device) and
-refreshes the lease. What it did not refresh is settled alone (``settle_heartbeat``): every
-rule read afresh, in edut's order, under the device's row lock, and a parked device revived.
+generator of hot path steps. The wallet session comes from this process's memory, and so does
+the governance entitlement when it was found active at most ``MANDATE_HEARTBEAT_CACHE_SECONDS``
+ago (it belongs to another app); the group commit's recorder reads the others of its batch
+together, then one UPDATE re-checks everything identity owns (the session, the principal in
+its root, the ownership wallet, the membership, the device) and refreshes the leases. What it
+did not refresh is settled alone (``settle_heartbeat``): every rule read afresh, in edut's
+order, under the device's row lock, and a parked device revived.
 Parking and reviving are events on the device's hash chain; a plain refresh writes none.
 """
 
@@ -35,7 +36,7 @@ from governance.choices import (
 )
 from governance.group_commit import prepared_cursor
 from governance.hot_steps import Cached, InThread, Write
-from governance.install_ports import entitlement_of, record_device_event
+from governance.install_ports import entitlements_of, record_device_event
 from governance.models import Device, Organization, Principal, WalletSession
 from governance.services.install_rules import (
     InstallRefused,
@@ -138,45 +139,19 @@ class Holding:
 # An organization root's organization, kept longer than a holding: the refresh statement
 # re-checks the pair, so a root id moved to another organization is settled afresh.
 ROOT_SECONDS = 300.0
-_roots: dict[str, tuple[str, float]] = {}
-
-
-def organization_of_root(org_root_id: str) -> str:
-    """The id of the organization whose root is ``org_root_id`` ("" when there is none)."""
-    known = _roots.get(org_root_id)
-    if known is not None and time.monotonic() - known[1] < ROOT_SECONDS:
-        return known[0]
-    found = Organization.objects.filter(org_root_id=org_root_id).values_list("pk", flat=True).first()
-    if found is None:
-        return ""
-    if len(_roots) >= 100_000:
-        _roots.clear()
-    _roots[org_root_id] = (str(found), time.monotonic())
-    return str(found)
-
-
-def read_holding(org_root_id: str, wallet: str) -> Holding:
-    """The holding as the database says now (one query, two for a root not seen lately)."""
-    started = time.monotonic()
-    organization_id = organization_of_root(org_root_id)
-    if not organization_id:
-        return Holding("", False, started)
-    held = entitlement_of(organization_id, wallet, settings.MANDATE_GOVERNANCE_PLAN_ID)
-    return Holding(organization_id, held.status == "active", started)
 
 
 class HoldingCache:
-    """Holdings by (org root, wallet), each used for at most ``MANDATE_HEARTBEAT_CACHE_SECONDS``:
-    an entitlement that turns inactive stops heartbeats within that time in every process.
-    Only for going ahead: a holding that is not active is read afresh by ``settle_heartbeat``,
-    which gives the answer."""
+    """Holdings by (org root, wallet). An active one is relied on for at most
+    ``MANDATE_HEARTBEAT_CACHE_SECONDS``: an entitlement that turns inactive stops heartbeats
+    within that time in every process. One that is not active is never relied on: the
+    heartbeat is settled with everything read afresh (``settle_heartbeat``)."""
 
-    def __init__(self, max_entries: int = 100_000, stripes: int = 64):
+    def __init__(self, max_entries: int = 100_000):
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple, Holding] = OrderedDict()
+        self._roots: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
-        # one read per holding at a time: the threads that missed it too wait for that read
-        self._reading = [threading.Lock() for _ in range(stripes)]
 
     def fresh(self, org_root_id: str, wallet: str) -> Holding | None:
         """The holding if it was read recently enough (no query), else None."""
@@ -185,25 +160,46 @@ class HoldingCache:
             return entry
         return None
 
-    def get(self, org_root_id: str, wallet: str) -> Holding:
-        """The holding, read again when older than the setting allows."""
-        key = (org_root_id, wallet)
-        with self._reading[hash(key) % len(self._reading)]:
-            entry = self.fresh(*key)
-            if entry is not None:
-                return entry
-            entry = read_holding(*key)
-            with self._lock:
+    def read(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Holding]:
+        """The holdings of (org root, wallet) pairs as the database says now, kept: one query
+        for all of them (two when a root was not seen lately)."""
+        started = time.monotonic()
+        roots = self._organizations({root for root, _ in keys})
+        known = [(roots[root], wallet) for root, wallet in keys if roots[root]]
+        held = entitlements_of(known, settings.MANDATE_GOVERNANCE_PLAN_ID) if known else {}
+        read = {
+            (root, wallet): Holding(
+                roots[root], bool(roots[root]) and held[(roots[root], wallet)].status == "active", started
+            )
+            for root, wallet in keys
+        }
+        with self._lock:
+            for key, entry in read.items():
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
-        return entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return read
+
+    def _organizations(self, roots: set[str]) -> dict[str, str]:
+        """The organization id of each root ("" for a root no organization has)."""
+        now = time.monotonic()
+        found = {root: known[0] for root in roots if (known := self._roots.get(root)) and now - known[1] < ROOT_SECONDS}
+        missing = roots - set(found)
+        if missing:
+            rows = dict(Organization.objects.filter(org_root_id__in=missing).values_list("org_root_id", "pk"))
+            with self._lock:
+                if len(self._roots) > self.max_entries:
+                    self._roots.clear()
+                for root, organization_id in rows.items():
+                    self._roots[root] = (str(organization_id), now)
+            found.update({root: str(rows[root]) if root in rows else "" for root in missing})
+        return found
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-        _roots.clear()
+            self._roots.clear()
 
 
 holdings = HoldingCache()
@@ -214,15 +210,15 @@ holdings = HoldingCache()
 
 @dataclass(frozen=True)
 class LeaseRefresh:
-    """One heartbeat to write: the session, the request, and the organization of its root
-    (from the holding; "" when there is none)."""
+    """One heartbeat to write: the session, the request, and the holding of (root, wallet)
+    when one was in memory (else the recorder reads it)."""
 
     session_id: str
     wallet: str
     org_root_id: str
     principal_id: str
     device_id: str
-    organization_id: str
+    holding: Holding | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +230,8 @@ class Refresh:
 # The statement re-checks what identity owns: the session, the organization of the root, the
 # principal in it and its membership, the wallet as one of its ownership wallets, the device
 # installed and active.
-# Each item finds its device by the unique (wallet, device_id) index; the devices are then
+# Each item finds its session by its primary key and its device by the unique (wallet,
+# device_id) index (lateral joins: index probes, however large the tables); the devices are then
 # locked in id order, so two batches naming the same devices never deadlock, and re-checked
 # under the lock (a device parked meanwhile no longer matches: it is settled alone).
 REFRESH_SQL = """
@@ -243,11 +240,12 @@ WITH item AS (
         n int, session_id uuid, wallet text, org_root_id text, principal_id text, device_id text, organization_id uuid
     )
 ), standing AS (
-    SELECT item.*, EXISTS (
-        SELECT 1 FROM governance_walletsession s
+    SELECT item.*, session.id IS NOT NULL AS session_ok
+    FROM item LEFT JOIN LATERAL (
+        SELECT s.id FROM governance_walletsession s
         WHERE s.id = item.session_id AND s.status = %s AND s.expires_at > %s
-    ) AS session_ok
-    FROM item
+        LIMIT 1  -- kept a lateral probe: the planner, expecting 100 items, would scan the table
+    ) session ON true
 ), target AS (
     SELECT found.id, standing.n
     FROM standing CROSS JOIN LATERAL (
@@ -262,6 +260,7 @@ WITH item AS (
                 SELECT 1 FROM governance_principalwallet w
                 WHERE w.principal_id = p.id AND w.address = standing.wallet AND w.purpose = %s
             )
+        LIMIT 1  -- (unique anyway) a lateral probe, as above
     ) found
     WHERE standing.session_ok
 ), locked AS (
@@ -285,34 +284,44 @@ ORDER BY standing.n
 
 
 def refresh_leases(items: list[LeaseRefresh]) -> list[Refresh]:
-    """Refresh the lease of each item's device when its session stands and the device is
-    installed and active; one outcome per item, in order (the hot path's recorder: on
-    PostgreSQL one statement, committed on its own)."""
+    """Refresh the lease of each item's device when its session stands, the wallet's
+    governance entitlement is active (the holdings not in memory read first, together) and
+    identity's rules hold; one outcome per item, in order (the hot path's recorder: on
+    PostgreSQL one statement for the batch, committed on its own)."""
+    unread = list({(item.org_root_id, item.wallet) for item in items if item.holding is None})
+    read = holdings.read(unread) if unread else {}
+    held = [item.holding or read[(item.org_root_id, item.wallet)] for item in items]
+    going = [n for n, holding in enumerate(held) if holding.active]
+    outcomes = [Refresh(UNSETTLED)] * len(items)  # an inactive entitlement: settled afresh
+    if not going:
+        return outcomes
     now = timezone.now()
     lease = lease_until(now)
     if connection.vendor != "postgresql":
-        return [_refresh_one(item, now, lease) for item in items]
+        for n in going:
+            outcomes[n] = _refresh_one(items[n], held[n].organization_id, now, lease)
+        return outcomes
     payload = json.dumps(
         [
             {
                 "n": n,
-                "session_id": item.session_id,
-                "wallet": item.wallet,
-                "org_root_id": item.org_root_id,
-                "principal_id": item.principal_id,
-                "device_id": item.device_id,
-                "organization_id": item.organization_id,
+                "session_id": items[n].session_id,
+                "wallet": items[n].wallet,
+                "org_root_id": items[n].org_root_id,
+                "principal_id": items[n].principal_id,
+                "device_id": items[n].device_id,
+                "organization_id": held[n].organization_id,
             }
-            for n, item in enumerate(items)
+            for n in going
         ]
     )
     parameters = [payload, TokenStatus.ACTIVE, now, MembershipStatus.ACTIVE, WalletPurpose.OWNERSHIP]
     parameters += [InstallState.ACTIVE, AvailabilityState.ACTIVE, lease, now, AccessClass.CONNECTED, now]
     with prepared_cursor() as cursor:
         cursor.execute(REFRESH_SQL, parameters)
-        rows = cursor.fetchall()
-    outcomes = {n: (session_ok, refreshed) for n, session_ok, refreshed in rows}
-    return [_outcome(*outcomes[n], lease) for n in range(len(items))]
+        for n, session_ok, refreshed in cursor.fetchall():
+            outcomes[n] = _outcome(session_ok, refreshed, lease)
+    return outcomes
 
 
 def _outcome(session_ok: bool, refreshed: bool, lease: datetime) -> Refresh:
@@ -322,12 +331,12 @@ def _outcome(session_ok: bool, refreshed: bool, lease: datetime) -> Refresh:
 
 
 @transaction.atomic
-def _refresh_one(item: LeaseRefresh, now: datetime, lease: datetime) -> Refresh:
-    """``refresh_leases`` for one item through the ORM (SQLite)."""
+def _refresh_one(item: LeaseRefresh, organization_id: str, now: datetime, lease: datetime) -> Refresh:
+    """The statement's work for one item through the ORM (SQLite)."""
     if not session_stands(item.session_id, now):
         return Refresh(SESSION_INVALID)
     standing = Principal.objects.filter(
-        organization_id=item.organization_id or None,
+        organization_id=organization_id,
         organization__org_root_id=item.org_root_id,
         principal_id=item.principal_id,
         membership_status=MembershipStatus.ACTIVE,
@@ -417,25 +426,17 @@ def heartbeat(secret: str | None, read_body: Callable[[], object]):
     try:
         request = HeartbeatRequest.of(read_body())
         same_wallet(session.wallet, request.wallet)
-        # in memory most of the time; else read in a thread (not tried on the event loop
-        # first: the ORM would build the query twice)
-        holding = holdings.fresh(request.org_root_id, request.wallet) or (
-            yield InThread(holdings.get, request.org_root_id, request.wallet)
-        )
+        holding = holdings.fresh(request.org_root_id, request.wallet)
         item = LeaseRefresh(
-            session.session_id,
-            request.wallet,
-            request.org_root_id,
-            request.principal_id,
-            request.device_id,
-            holding.organization_id,
+            session.session_id, request.wallet, request.org_root_id, request.principal_id, request.device_id, holding
         )
-        if holding.active:
-            refresh = yield Write(item)
-            if refresh.status == SESSION_INVALID:
-                raise session_invalid()
-            if refresh.status == REFRESHED:
-                return LeaseRefreshed(refresh.lease_expires_at, revived=False)
+        if holding is not None and not holding.active:
+            return (yield InThread(settle_heartbeat, item))  # refused, or reads it active now
+        refresh = yield Write(item)
+        if refresh.status == SESSION_INVALID:
+            raise session_invalid()
+        if refresh.status == REFRESHED:
+            return LeaseRefreshed(refresh.lease_expires_at, revived=False)
         return (yield InThread(settle_heartbeat, item))
     except InstallRefused as refused:
         if refused.code == "wallet_session_invalid" or not (yield InThread(session_stands, session.session_id)):
@@ -476,7 +477,8 @@ def park_expired_devices(now: datetime | None = None, batch_size: int = PARK_BAT
                         "wallet": row["wallet"],
                         "lease_expired_at": rfc3339_isoformat(row["lease_expires_at"]),
                     },
-                    row["wallet"],
+                    "mandate",
+                    performer_type="system",
                 )
         parked += len(expired)
         if len(expired) < batch_size:
