@@ -708,6 +708,28 @@ def read_py_spy(recorders: list[tuple[subprocess.Popen, Path]], keep: bool) -> t
     return own, inclusive, total
 
 
+def report_py_spy(recorders: list[tuple[subprocess.Popen, Path]], parts: list[tuple[str, str | None]]) -> None:
+    """What ``read_py_spy`` found: the inclusive share of each of ``parts`` ((label, function
+    name), the name None for what runs outside ``HotPath._route``, the pool threads and the
+    group commit's writer: uvicorn's own work), then the hottest functions by self samples."""
+    own, inclusive, total = read_py_spy(recorders, keep=False)
+    if not total:
+        return
+
+    def share(name: str) -> float:
+        return sum(n for frame, n in inclusive.items() if frame == name or frame.startswith(name + " (")) / total
+
+    print(f"\npy-spy (GIL holder only): {total:,} samples of busy server threads")
+    print("\n| Part | Share of server samples |\n|---|---:|")
+    for label, name in parts:
+        outside = 1.0 - share("HotPath._route") - share("_worker") - share("GroupCommit._run")
+        value = outside if name is None else share(name)
+        print(f"| {label} | {value * 100:.1f}% |")
+    print("\nTop 25 functions by self samples:")
+    for frame, samples in own.most_common(25):
+        print(f"  {samples / total * 100:5.1f}%  {frame}")
+
+
 def function_of(frame: str) -> str:
     """``dispatch (rest_framework/views.py:490)`` -> ``dispatch (rest_framework/views.py)``."""
     name, _, location = frame.partition(" (")

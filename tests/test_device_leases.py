@@ -3,7 +3,6 @@ through Django and through the hot path in front of it, the service's statement,
 task, real parallel heartbeats against PostgreSQL, and the devices' evidence chains."""
 
 import asyncio
-import contextlib
 import json
 import re
 import threading
@@ -22,7 +21,7 @@ from evidence.models import AuditEvent
 from evidence.services.verification import verify_chain, verify_ledger
 from governance.api.device_leases import HEARTBEAT
 from governance.choices import AccessClass, AvailabilityState, InstallState, MembershipStatus, WalletPurpose
-from governance.hotpath import HotPath, HotRequest, drive
+from governance.hotpath import HotRequest, drive
 from governance.install_ports import entitlements_of
 from governance.models import Device, Organization, PrincipalWallet, WalletSession
 from governance.services.device_leases import (
@@ -38,6 +37,7 @@ from governance.services.install_rules import device_chain_id
 from governance.services.wallet_sessions import revoke_wallet_session
 from governance.tasks import park_expired_devices_task
 from tests.faults import database_url_named, server
+from tests.hot_serving import serving
 from tests.install_world import (
     DOMAIN,
     ORG_ROOT_ID,
@@ -517,29 +517,12 @@ def test_two_parkers_at_once_park_each_device_once():
 # --- the hot path in front of Django --------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def serving(app):
-    """A hot path with the heartbeat in front of ``app``, torn down cleanly."""
-    route = HotPath(app, [HEARTBEAT], threads=2)
-    assert route.routes == [HEARTBEAT]
-    yield route
-    both = threading.Barrier(2)  # each thread hands its connection back before the database goes
-
-    def close():
-        both.wait(timeout=10)
-        connections.close_all()
-
-    for future in [route.executor.submit(close) for _ in range(2)]:
-        future.result()
-    route.executor.shutdown()
-    HEARTBEAT.group.close()
-
-
 @pytest.fixture
 def router():
     from governance.asgi import django_application
 
-    with serving(django_application) as route:
+    with serving(django_application, [HEARTBEAT]) as route:
+        assert route.routes == [HEARTBEAT]
         yield route
 
 
