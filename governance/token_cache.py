@@ -10,6 +10,7 @@ TTL only bounds memory and how long a changed organization object lives here.
 """
 
 import abc
+import hmac
 import threading
 import time
 from collections import OrderedDict
@@ -63,7 +64,10 @@ class SecretCache(abc.ABC):
 
     def cached(self, secret: str):
         """The entry, if cached and fresh (no query)."""
-        entry = self._entries.get(hash_secret(secret))
+        return self.cached_by_hash(hash_secret(secret))
+
+    def cached_by_hash(self, secret_hash: str):
+        entry = self._entries.get(secret_hash)
         if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
             return entry
         return None
@@ -78,11 +82,15 @@ class SecretCache(abc.ABC):
         if entry is None:
             self.drop(secret)
             return None
+        self.put(hash_secret(secret), entry)
+        return entry
+
+    def put(self, secret_hash: str, entry) -> None:
+        """Keep ``entry`` for the secret whose SHA-256 is ``secret_hash``."""
         with self._lock:
-            self._entries[hash_secret(secret)] = entry
+            self._entries[secret_hash] = entry
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return entry
 
     def drop(self, secret: str) -> None:
         with self._lock:
@@ -125,7 +133,10 @@ class CachedWalletSession:
 
 
 class WalletSessionCache(SecretCache):
-    """Verified wallet sessions (``mws_``)."""
+    """Verified wallet sessions (``mws_``): a launcher each, so many (a fleet's heartbeats)."""
+
+    def __init__(self, ttl: float = 300.0, max_entries: int = 100_000):
+        super().__init__(ttl, max_entries)
 
     def load(self, secret: str) -> CachedWalletSession | None:
         from governance.services.wallet_sessions import authenticate_wallet_session
@@ -134,3 +145,24 @@ class WalletSessionCache(SecretCache):
         if session is None:
             return None
         return CachedWalletSession(session_id=str(session.pk), wallet=session.wallet, loaded_at=time.monotonic())
+
+    def load_many(self, wanted: dict[str, str]) -> dict[str, CachedWalletSession]:
+        """The active, unexpired sessions of several secrets, by ``{SHA-256 of the secret:
+        its prefix}``, found with one query and kept; a secret that is none is left out."""
+        from django.utils import timezone
+
+        from governance.choices import TokenStatus
+        from governance.models import WalletSession
+
+        loaded_at = time.monotonic()
+        rows = WalletSession.objects.filter(
+            prefix__in=set(wanted.values()), status=TokenStatus.ACTIVE, expires_at__gt=timezone.now()
+        ).values_list("prefix", "secret_hash", "pk", "wallet")
+        by_prefix = {prefix: (stored, pk, wallet) for prefix, stored, pk, wallet in rows}
+        found = {}
+        for secret_hash, prefix in wanted.items():
+            stored, pk, wallet = by_prefix.get(prefix, ("", None, ""))
+            if pk is not None and hmac.compare_digest(stored, secret_hash):
+                found[secret_hash] = CachedWalletSession(session_id=str(pk), wallet=wallet, loaded_at=loaded_at)
+                self.put(secret_hash, found[secret_hash])
+        return found

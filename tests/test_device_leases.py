@@ -28,6 +28,7 @@ from governance.services.device_leases import (
     PARKED_EVENT,
     REVIVED_EVENT,
     LeaseRefresh,
+    SessionKey,
     holdings,
     park_expired_devices,
     refresh_leases,
@@ -36,6 +37,7 @@ from governance.services.device_leases import (
 from governance.services.install_rules import device_chain_id
 from governance.services.wallet_sessions import revoke_wallet_session
 from governance.tasks import park_expired_devices_task
+from governance.token_cache import CachedWalletSession
 from tests.faults import database_url_named, server
 from tests.hot_serving import serving
 from tests.install_world import (
@@ -424,15 +426,18 @@ def test_one_statement_refreshes_a_batch_each_with_its_own_outcome(launcher):
     Device.objects.filter(device_id="c").update(availability_state=AvailabilityState.PARKED)
     Device.objects.filter(device_id="d").update(install_state=InstallState.VERIFIED)
     session = WalletSession.objects.get()
-    other = WalletSession.objects.create(
+    revoked = WalletSession.objects.create(
         wallet=owner.wallet, chain_id=1, domain=DOMAIN, prefix="revoked1", secret_hash="x" * 64,
         status="revoked", expires_at=timezone.now() + timedelta(hours=1),
     )  # fmt: skip
+    in_memory = CachedWalletSession(str(session.pk), owner.wallet, time.monotonic())
+    stale = CachedWalletSession(str(revoked.pk), owner.wallet, time.monotonic())  # revoked since it was cached
+    key = SessionKey.of(launcher.session)
 
-    def item(device_id, session_id=session.pk, principal_id=PRINCIPAL_ID):
-        return LeaseRefresh(str(session_id), owner.wallet, ORG_ROOT_ID, principal_id, device_id)
+    def item(device_id, session=in_memory, principal_id=PRINCIPAL_ID):
+        return LeaseRefresh(key, owner.wallet, ORG_ROOT_ID, principal_id, device_id, session)
 
-    items = [item("desktop-7f6f3a9b"), item("b"), item("c"), item("d"), item("nope"), item("b", other.pk), item("b")]
+    items = [item("desktop-7f6f3a9b"), item("b"), item("c"), item("d"), item("nope"), item("b", stale), item("b")]
     items.append(item("b", principal_id="human.other"))
     with CaptureQueriesContext(connections["default"]) as queries:
         outcomes = refresh_leases(items)
@@ -448,6 +453,32 @@ def test_one_statement_refreshes_a_batch_each_with_its_own_outcome(launcher):
     assert sorted([statuses[1], statuses[6]]) == ["refreshed", "unsettled"]
     assert statuses[7] == "unsettled"  # not that principal's device
     assert device("b").last_heartbeat_at is not None and device("c").last_heartbeat_at is None
+
+
+@pytest.mark.postgres
+def test_sessions_not_in_memory_are_looked_up_together_by_the_batch(launcher):
+    owner = launcher.owner
+    other = make_owner("org.other.root", "human.ada")
+    make_active_device(other, "ada-box")
+    other_session = open_wallet_session(APIClient(), other.account)
+    sessions.clear()
+
+    def item(secret, wallet, root=ORG_ROOT_ID, principal_id=PRINCIPAL_ID, device_id="desktop-7f6f3a9b"):
+        return LeaseRefresh(SessionKey.of(secret), wallet, root, principal_id, device_id)
+
+    items = [
+        item(launcher.session, owner.wallet),
+        item(other_session, other.wallet, "org.other.root", "human.ada", "ada-box"),
+        item(launcher.session + "x", owner.wallet),  # not a session's secret
+        item(other_session, owner.wallet),  # ada's session, for another wallet
+    ]
+    with CaptureQueriesContext(connections["default"]) as queries:
+        outcomes = refresh_leases(items)
+    # the sessions, the roots' organizations, the entitlements, the refresh
+    assert len(queries.captured_queries) == 4
+    assert [o.status for o in outcomes] == ["refreshed", "refreshed", "session_invalid", "wallet_mismatch"]
+    assert outcomes[3].session_wallet == other.wallet
+    assert sessions.cached(launcher.session) is not None and sessions.cached(other_session) is not None
 
 
 def test_many_holders_entitlements_are_read_in_one_query(launcher):

@@ -35,9 +35,10 @@ from governance.choices import (
     WalletPurpose,
 )
 from governance.group_commit import prepared_cursor
-from governance.hot_steps import Cached, InThread, Write
+from governance.hot_steps import InThread, Write
 from governance.install_ports import entitlements_of, record_device_event
 from governance.models import Device, Organization, Principal, WalletSession
+from governance.secret_hashing import hash_secret
 from governance.services.install_rules import (
     InstallRefused,
     device_chain_id,
@@ -52,7 +53,7 @@ from governance.services.install_rules import (
 )
 from governance.services.wallet_sessions import SESSION_SCHEME
 from governance.timestamps import rfc3339_isoformat
-from governance.token_cache import WalletSessionCache
+from governance.token_cache import CachedWalletSession, WalletSessionCache
 
 HEARTBEAT_FIELDS = ("wallet", "org_root_id", "principal_id", "device_id")
 REVIVED_EVENT = "lease.revived"
@@ -62,6 +63,7 @@ PARK_BATCH = 500
 # Outcomes of the batch statement, per heartbeat.
 REFRESHED = "refreshed"
 SESSION_INVALID = "session_invalid"
+WALLET_MISMATCH = "wallet_mismatch"  # the session stands, for another wallet
 UNSETTLED = "unsettled"  # not refreshed: settled alone (``settle_heartbeat``)
 
 sessions = WalletSessionCache()
@@ -78,6 +80,22 @@ def wallet_session_secret(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not secret.startswith(f"{SESSION_SCHEME}_"):
         return None
     return secret
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """How a wallet session is found without its secret: the prefix (unique) and the
+    SHA-256 of the secret (compared in constant time)."""
+
+    prefix: str
+    secret_hash: str
+
+    @classmethod
+    def of(cls, secret: str) -> "SessionKey | None":
+        parts = secret.split("_", 2)
+        if len(parts) != 3 or parts[0] != SESSION_SCHEME or not parts[1]:
+            return None
+        return cls(parts[1], hash_secret(secret))
 
 
 def lease_until(now: datetime) -> datetime:
@@ -210,21 +228,29 @@ holdings = HoldingCache()
 
 @dataclass(frozen=True)
 class LeaseRefresh:
-    """One heartbeat to write: the session, the request, and the holding of (root, wallet)
-    when one was in memory (else the recorder reads it)."""
+    """One heartbeat to write: the request, and its wallet session and the holding of
+    (root, wallet) when they were in memory (else the recorder reads them, with the others of
+    its batch)."""
 
-    session_id: str
+    key: SessionKey
     wallet: str
     org_root_id: str
     principal_id: str
     device_id: str
+    session: CachedWalletSession | None = None
     holding: Holding | None = None
+
+    def session_now(self) -> CachedWalletSession | None:
+        """The session, if it stands now (one query; a session not in memory is looked up)."""
+        session = self.session or sessions.load_many({self.key.secret_hash: self.key.prefix}).get(self.key.secret_hash)
+        return session if session is not None and session_stands(session.session_id) else None
 
 
 @dataclass(frozen=True)
 class Refresh:
-    status: str  # REFRESHED, SESSION_INVALID or UNSETTLED
+    status: str  # REFRESHED, SESSION_INVALID, WALLET_MISMATCH or UNSETTLED
     lease_expires_at: datetime | None = None
+    session_wallet: str = ""  # WALLET_MISMATCH: the session's
 
 
 # The statement re-checks what identity owns: the session, the organization of the root, the
@@ -284,28 +310,39 @@ ORDER BY standing.n
 
 
 def refresh_leases(items: list[LeaseRefresh]) -> list[Refresh]:
-    """Refresh the lease of each item's device when its session stands, the wallet's
-    governance entitlement is active (the holdings not in memory read first, together) and
-    identity's rules hold; one outcome per item, in order (the hot path's recorder: on
-    PostgreSQL one statement for the batch, committed on its own)."""
-    unread = list({(item.org_root_id, item.wallet) for item in items if item.holding is None})
+    """Refresh the lease of each item's device when its session stands for its wallet, the
+    wallet's governance entitlement is active and identity's rules hold; one outcome per
+    item, in order. The hot path's recorder: the sessions and holdings not in memory are read
+    first, each kind together (one query), then on PostgreSQL one statement for the batch."""
+    unknown = {item.key.secret_hash: item.key.prefix for item in items if item.session is None}
+    found = sessions.load_many(unknown) if unknown else {}
+    session_of = [item.session or found.get(item.key.secret_hash) for item in items]
+    outcomes = [  # overwritten below for the items that go on
+        Refresh(SESSION_INVALID) if session is None else Refresh(WALLET_MISMATCH, session_wallet=session.wallet)
+        for session in session_of
+    ]
+    candidates = [
+        n for n, session in enumerate(session_of) if session is not None and session.wallet == items[n].wallet
+    ]
+    unread = list({(items[n].org_root_id, items[n].wallet) for n in candidates if items[n].holding is None})
     read = holdings.read(unread) if unread else {}
-    held = [item.holding or read[(item.org_root_id, item.wallet)] for item in items]
-    going = [n for n, holding in enumerate(held) if holding.active]
-    outcomes = [Refresh(UNSETTLED)] * len(items)  # an inactive entitlement: settled afresh
+    held = {n: items[n].holding or read[(items[n].org_root_id, items[n].wallet)] for n in candidates}
+    going = [n for n in candidates if held[n].active]
+    for n in candidates:
+        outcomes[n] = Refresh(UNSETTLED)  # an inactive entitlement, unless refreshed below: settled afresh
     if not going:
         return outcomes
     now = timezone.now()
     lease = lease_until(now)
     if connection.vendor != "postgresql":
         for n in going:
-            outcomes[n] = _refresh_one(items[n], held[n].organization_id, now, lease)
+            outcomes[n] = _refresh_one(items[n], session_of[n].session_id, held[n].organization_id, now, lease)
         return outcomes
     payload = json.dumps(
         [
             {
                 "n": n,
-                "session_id": items[n].session_id,
+                "session_id": session_of[n].session_id,
                 "wallet": items[n].wallet,
                 "org_root_id": items[n].org_root_id,
                 "principal_id": items[n].principal_id,
@@ -331,9 +368,9 @@ def _outcome(session_ok: bool, refreshed: bool, lease: datetime) -> Refresh:
 
 
 @transaction.atomic
-def _refresh_one(item: LeaseRefresh, organization_id: str, now: datetime, lease: datetime) -> Refresh:
+def _refresh_one(item: LeaseRefresh, session_id: str, organization_id: str, now: datetime, lease: datetime) -> Refresh:
     """The statement's work for one item through the ORM (SQLite)."""
-    if not session_stands(item.session_id, now):
+    if not session_stands(session_id, now):
         return Refresh(SESSION_INVALID)
     standing = Principal.objects.filter(
         organization_id=organization_id,
@@ -356,6 +393,13 @@ def _refresh_one(item: LeaseRefresh, organization_id: str, now: datetime, lease:
     return _outcome(True, bool(updated), lease)
 
 
+def standing_session(key: SessionKey, session: CachedWalletSession | None) -> CachedWalletSession | None:
+    """The session of ``key`` if it stands now (``session``: what memory held of it; one
+    query, two when memory held nothing)."""
+    found = session or sessions.load_many({key.secret_hash: key.prefix}).get(key.secret_hash)
+    return found if found is not None and session_stands(found.session_id) else None
+
+
 def session_stands(session_id: str, now: datetime | None = None) -> bool:
     """The wallet session is active and unexpired."""
     return WalletSession.objects.filter(
@@ -369,8 +413,10 @@ def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
     known, installed), under the device's row lock; a parked device is revived, with an
     event on its chain."""
     with transaction.atomic():
-        if not session_stands(item.session_id):
+        session = item.session_now()
+        if session is None:
             raise session_invalid()
+        same_wallet(session.wallet, item.wallet)
         principal = principal_in_root(item.org_root_id, item.principal_id)
         owns(principal, item.wallet)
         membership_active(principal)
@@ -414,35 +460,44 @@ def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
 
 
 def heartbeat(secret: str | None, read_body: Callable[[], object]):
-    """One heartbeat as hot path steps (``governance.hotpath``): the session of ``secret``,
-    the request ``read_body()`` gives (the edge's parser: it raises ``invalid_request``), the
-    holding, the refresh. Returns ``LeaseRefreshed``; raises ``InstallRefused``.
+    """One heartbeat as hot path steps (``governance.hotpath``): the wallet session of
+    ``secret`` (from memory, else the recorder's), the request ``read_body()`` gives (the
+    edge's parser: it raises ``invalid_request``), the holding, the refresh. Returns
+    ``LeaseRefreshed``; raises ``InstallRefused``.
 
     A refusal is the answer only while the session stands: a session revoked since it was
     cached is ``wallet_session_invalid`` on the next request, whatever else is wrong."""
-    session = (yield Cached(sessions.get, secret)) if secret is not None else None
-    if session is None:
+    key = SessionKey.of(secret) if secret is not None else None
+    if key is None:
         raise session_invalid()
+    session = sessions.cached_by_hash(key.secret_hash)
     try:
         request = HeartbeatRequest.of(read_body())
-        same_wallet(session.wallet, request.wallet)
+        if session is not None:
+            same_wallet(session.wallet, request.wallet)
         holding = holdings.fresh(request.org_root_id, request.wallet)
         item = LeaseRefresh(
-            session.session_id, request.wallet, request.org_root_id, request.principal_id, request.device_id, holding
+            key, request.wallet, request.org_root_id, request.principal_id, request.device_id, session, holding
         )
         if holding is not None and not holding.active:
             return (yield InThread(settle_heartbeat, item))  # refused, or reads it active now
         refresh = yield Write(item)
         if refresh.status == SESSION_INVALID:
             raise session_invalid()
+        if refresh.status == WALLET_MISMATCH:
+            same_wallet(refresh.session_wallet, request.wallet)
         if refresh.status == REFRESHED:
             return LeaseRefreshed(refresh.lease_expires_at, revived=False)
         return (yield InThread(settle_heartbeat, item))
     except InstallRefused as refused:
-        if refused.code == "wallet_session_invalid" or not (yield InThread(session_stands, session.session_id)):
+        if refused.code == "wallet_session_invalid" or not (yield InThread(_stands, key, session)):
             sessions.drop(secret)
             raise session_invalid() from None
         raise
+
+
+def _stands(key: SessionKey, session: CachedWalletSession | None) -> bool:
+    return standing_session(key, session) is not None
 
 
 # --- parking -----------------------------------------------------------------------------------
