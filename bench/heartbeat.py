@@ -374,12 +374,12 @@ def count_round_trips(session: str, body: bytes) -> list[str]:
 PARTS = [
     ("uvicorn: HTTP parsing, ASGI, responses (outside the hot path)", None),
     ("hot path: admission, body, answer (HotPath._route)", "HotPath._route"),
-    ("  the steps on the event loop (drive_async, cached session and entitlement)", "drive_async"),
+    ("  the steps on the event loop (drive_async)", "drive_async"),
     ("  the heartbeat's parse and rules (heartbeat)", "heartbeat"),
-    ("  handing steps to threads (ThreadPoolExecutor.submit)", "ThreadPoolExecutor.submit"),
-    ("pool threads, all (entitlement reads, settling)", "_worker"),
-    ("  the entitlement read (read_holding)", "read_holding"),
-    ("the group commit's writer thread, all (the UPDATE)", "GroupCommit._run"),
+    ("pool threads, all (settling: parked, refused)", "_worker"),
+    ("the group commit's writer thread, all", "GroupCommit._run"),
+    ("  sessions not in memory, read for the batch", "WalletSessionCache.load_many"),
+    ("  entitlements not in memory, read for the batch", "HoldingCache.read"),
 ]
 
 

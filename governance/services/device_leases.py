@@ -3,13 +3,14 @@ whose lease ran out, and a heartbeat revives a parked device while the governanc
 entitlement is active (edut's ``/governance/lease/heartbeat``; docs/device_leases.md).
 
 Heartbeats are on the hot path (``governance/api/device_leases.py``), so ``heartbeat`` is a
-generator of hot path steps. The wallet session comes from this process's memory, and so does
-the governance entitlement when it was found active at most ``MANDATE_HEARTBEAT_CACHE_SECONDS``
-ago (it belongs to another app); the group commit's recorder reads the others of its batch
-together, then one UPDATE re-checks everything identity owns (the session, the principal in
-its root, the ownership wallet, the membership, the device) and refreshes the leases. What it
-did not refresh is settled alone (``settle_heartbeat``): every rule read afresh, in edut's
-order, under the device's row lock, and a parked device revived.
+generator of hot path steps that does no I/O itself. The wallet session comes from this
+process's memory, and so does the governance entitlement when it was found active at most
+``MANDATE_HEARTBEAT_CACHE_SECONDS`` ago (it belongs to another app); the group commit's
+recorder reads the sessions and entitlements its batch lacks, each kind in one query, then one
+UPDATE re-checks everything identity owns (the session, the principal in its root, the
+ownership wallet, the membership, the device) and refreshes the leases. What it did not
+refresh is settled alone (``settle_heartbeat``): every rule read afresh, in edut's order,
+under the device's row lock, and a parked device revived.
 Parking and reviving are events on the device's hash chain; a plain refresh writes none.
 """
 
