@@ -156,6 +156,7 @@ def test_a_heartbeat_refreshes_the_lease_for_thirty_days(launcher):
 
 def test_the_lease_length_is_a_setting(launcher, settings):
     settings.MANDATE_DEVICE_LEASE_SECONDS = 3600
+    Device.objects.update(lease_expires_at=timezone.now() + timedelta(minutes=1))
     assert launcher.heartbeat().status_code == 200
     assert abs(device().lease_expires_at - timezone.now() - timedelta(hours=1)) < timedelta(seconds=5)
 
@@ -746,3 +747,27 @@ def test_parallel_heartbeats_on_two_servers_refresh_every_lease_and_revive_each_
     for box in parked:
         assert [e.event_type for e in device_events(box)] == [PARKED_EVENT, REVIVED_EVENT]
     assert verify_ledger().valid
+
+
+def test_a_heartbeat_never_shortens_a_longer_lease(launcher):
+    """A device renewed offline for a year keeps that year when it heartbeats again."""
+    renewed_until = (timezone.now() + timedelta(days=365)).replace(microsecond=0)
+    Device.objects.update(lease_expires_at=renewed_until, access_class=AccessClass.OFFLINE)
+    answer = launcher.heartbeat()
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["lease_expires_at"] == renewed_until.isoformat().replace("+00:00", "Z")
+    assert device().lease_expires_at == renewed_until
+    assert device().access_class == AccessClass.CONNECTED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_hot_path_never_shortens_a_longer_lease_either(router):
+    owner = make_owner()
+    renewed_until = (timezone.now() + timedelta(days=365)).replace(microsecond=0)
+    make_active_device(owner, lease_expires_at=renewed_until)
+    launcher = launcher_for(owner)
+    (hot,) = post_all(router, [(bearer(launcher.session), json.dumps(launcher.body()).encode())])
+    assert hot.status_code == 200, hot.content
+    assert hot.json()["lease_expires_at"] == renewed_until.isoformat().replace("+00:00", "Z")
+    assert device().lease_expires_at == renewed_until

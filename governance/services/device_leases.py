@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from governance.choices import (
@@ -299,12 +301,13 @@ WITH item AS (
     ) mine
 ), refreshed AS (
     UPDATE governance_device d
-    SET lease_expires_at = %s, last_heartbeat_at = %s, access_class = %s, updated_at = %s
+    SET lease_expires_at = GREATEST(d.lease_expires_at, %s), last_heartbeat_at = %s, access_class = %s,
+        updated_at = %s
     FROM locked JOIN target ON target.id = locked.id
     WHERE d.id = locked.id
-    RETURNING target.n
+    RETURNING target.n, d.lease_expires_at
 )
-SELECT standing.n, standing.session_ok, refreshed.n IS NOT NULL
+SELECT standing.n, standing.session_ok, refreshed.n IS NOT NULL, refreshed.lease_expires_at
 FROM standing LEFT JOIN refreshed ON refreshed.n = standing.n
 ORDER BY standing.n
 """
@@ -357,8 +360,8 @@ def refresh_leases(items: list[LeaseRefresh]) -> list[Refresh]:
     parameters += [InstallState.ACTIVE, AvailabilityState.ACTIVE, lease, now, AccessClass.CONNECTED, now]
     with prepared_cursor() as cursor:
         cursor.execute(REFRESH_SQL, parameters)
-        for n, session_ok, refreshed in cursor.fetchall():
-            outcomes[n] = _outcome(session_ok, refreshed, lease)
+        for n, session_ok, refreshed, lease_expires_at in cursor.fetchall():
+            outcomes[n] = _outcome(session_ok, refreshed, lease_expires_at)
     return outcomes
 
 
@@ -389,9 +392,14 @@ def _refresh_one(item: LeaseRefresh, session_id: str, organization_id: str, now:
         availability_state=AvailabilityState.ACTIVE,
     )
     updated = refreshed.update(
-        lease_expires_at=lease, last_heartbeat_at=now, access_class=AccessClass.CONNECTED, updated_at=now
+        lease_expires_at=Greatest(Coalesce("lease_expires_at", Value(lease)), Value(lease)),
+        last_heartbeat_at=now,
+        access_class=AccessClass.CONNECTED,
+        updated_at=now,
     )
-    return _outcome(True, bool(updated), lease)
+    if not updated:
+        return _outcome(True, False, None)
+    return _outcome(True, True, refreshed.values_list("lease_expires_at", flat=True).first())
 
 
 def standing_session(key: SessionKey, session: CachedWalletSession | None) -> CachedWalletSession | None:
@@ -435,7 +443,7 @@ def settle_heartbeat(item: LeaseRefresh) -> LeaseRefreshed:
             raise InstallRefused("device_not_installed", f"the device's install state is {device.install_state}")
         revived = device.availability_state == AvailabilityState.PARKED
         now = timezone.now()
-        device.lease_expires_at = lease_until(now)
+        device.lease_expires_at = max(lease_until(now), device.lease_expires_at or now)
         device.last_heartbeat_at = now
         device.access_class = AccessClass.CONNECTED
         device.availability_state = AvailabilityState.ACTIVE
