@@ -255,6 +255,23 @@ def test_domain_errors(operator, body, status, error):
     assert (response.status_code, response.json()["error"]) == (status, error)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        ("get", "/v1/admin/domains?action=a%00b"),
+        ("delete", "/v1/admin/domains/clear?action=%00"),
+        ("get", "/v1/admin/paths?action=a%01b"),
+        ("delete", "/v1/admin/paths/clear?action=%00"),
+    ],
+)
+def test_an_action_filter_with_control_characters_is_400(operator, call):
+    method, path = call
+    response = getattr(operator, method)(path)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["reason"] == "action holds control characters"
+
+
 def test_a_domain_learned_twice_is_409(operator):
     body = {"action_id": "http_fetch", "domain": "api.newservice.com"}
     post(operator, "/v1/admin/domains", body)

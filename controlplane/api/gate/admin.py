@@ -15,6 +15,7 @@ from controlplane.gate.manifests import ManifestError
 from controlplane.gate.registry import reload
 from controlplane.gate.rego import PolicyError
 from governance.api.errors import APIError
+from governance.control_characters import has_control_characters
 from governance.timestamps import rfc3339_isoformat
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ ACTION_FILTER = OpenApiParameter("action", str, description="Only this action's 
 
 
 # --- policy ------------------------------------------------------------------------------------
+
+
+def action_filter(request) -> str | None:
+    """``?action=`` of the learned domains and paths: one action's, or every action's."""
+    action = request.query_params.get("action") or None
+    if action is not None and has_control_characters(action):
+        raise APIError(400, "invalid_request", reason="action holds control characters")
+    return action
 
 
 class PolicyView(OperatorView):
@@ -164,7 +173,7 @@ class DomainsView(OperatorView):
         operation_id="gate_domains_list",
     )
     def get(self, request):
-        rows = learned.learned_domains(request.query_params.get("action") or None)
+        rows = learned.learned_domains(action_filter(request))
         return Response({"domains": [_learned_row(row, "domain") for row in rows]})
 
     @extend_schema(
@@ -203,7 +212,7 @@ class DomainsClearView(OperatorView):
         operation_id="gate_domains_clear",
     )
     def delete(self, request):
-        count = learned.clear_domains(actor=self.actor, action_id=request.query_params.get("action") or None)
+        count = learned.clear_domains(actor=self.actor, action_id=action_filter(request))
         return Response({"cleared": True, "deleted_count": count})
 
 
@@ -216,7 +225,7 @@ class PathsView(OperatorView):
         operation_id="gate_paths_list",
     )
     def get(self, request):
-        rows = learned.learned_paths(request.query_params.get("action") or None)
+        rows = learned.learned_paths(action_filter(request))
         return Response({"paths": [_learned_row(row, "path") for row in rows]})
 
     @extend_schema(
@@ -257,7 +266,7 @@ class PathsClearView(OperatorView):
         operation_id="gate_paths_clear",
     )
     def delete(self, request):
-        count = learned.clear_paths(actor=self.actor, action_id=request.query_params.get("action") or None)
+        count = learned.clear_paths(actor=self.actor, action_id=action_filter(request))
         return Response({"cleared": True, "deleted_count": count})
 
 
