@@ -10,7 +10,6 @@ import types
 import uuid
 
 import pytest
-from django.db import DatabaseError
 
 from envelopes.gate import budgets
 from envelopes.gate.steps import dispatching, recording
@@ -352,11 +351,14 @@ def test_over_the_rate_the_call_is_429_without_a_ledger_event(api_client, gate, 
 def test_when_the_evidence_cannot_be_written_the_call_is_500_evidence_persistence_failed(
     api_client, gate, target, monkeypatch
 ):
-    def broken(receipts):  # the receipt insert fails (a refusal's event stores no receipt)
-        if receipts:
-            raise DatabaseError("disk full")
+    prepare = recording.execution_evidence
 
-    monkeypatch.setattr(recording, "store_receipts", broken)
+    def unstorable(call, receipt_id):  # the database refuses the receipt (a refusal's event stores none)
+        evidence = prepare(call, receipt_id)
+        evidence.receipt.action_id = None  # NOT NULL
+        return evidence
+
+    monkeypatch.setattr(recording, "execution_evidence", unstorable)
     response = execute(api_client, gate.lease(), "local_fetch", {"url": f"{target}/"})
     refused_with(response, 500, "evidence_persistence_failed")
     assert len(Target.seen) == 1  # it ran: the ledger says the evidence is missing

@@ -286,8 +286,6 @@ def test_metrics_follow_the_calls(api_client, gate, target):
 
 
 def test_metrics_count_exhausted_budgets_and_evidence_write_failures(api_client, gate, target, monkeypatch):
-    from django.db import DatabaseError
-
     from envelopes.gate.steps import recording
 
     lease = gate.lease(budgets={"max_calls": 1})
@@ -295,11 +293,14 @@ def test_metrics_count_exhausted_budgets_and_evidence_write_failures(api_client,
     assert execute(api_client, lease, {"url": f"{target}/"}).status_code == 200
     assert execute(api_client, lease, {"url": f"{target}/"}).status_code == 403
 
-    def broken(receipts):  # the receipt insert fails (a refusal's event stores no receipt)
-        if receipts:
-            raise DatabaseError("disk full")
+    prepare = recording.execution_evidence
 
-    monkeypatch.setattr(recording, "store_receipts", broken)
+    def unstorable(call, receipt_id):  # the database refuses the receipt (a refusal's event stores none)
+        evidence = prepare(call, receipt_id)
+        evidence.receipt.action_id = None  # NOT NULL
+        return evidence
+
+    monkeypatch.setattr(recording, "execution_evidence", unstorable)
     assert execute(api_client, gate.lease(), {"url": f"{target}/"}).status_code == 500
     change = moved(before, scrape(gate))
     assert change["mandate_gate_budget_exhausted_total"] == 1

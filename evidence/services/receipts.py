@@ -11,7 +11,7 @@ transaction never kept, is noticed without a query per receipt.
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -135,19 +135,31 @@ def store_receipts(receipts: list[Receipt]) -> None:
     """Store drafted receipts in the caller's transaction, all signed by the active key (one
     statement on Postgres). Receipts signed by a key that is no longer the active one (rotated
     elsewhere, or one a rolled-back transaction never kept) are signed again first."""
-    if not receipts:
-        return
+    if receipts:
+        store_signed(receipts, _insert_while_key_active)
+
+
+def store_signed(receipts: list[Receipt], insert: Callable[[list[Receipt], str], bool]) -> None:
+    """``store_receipts`` with the caller's statement: ``insert(receipts, kid)`` writes them (and
+    whatever must be written with them) only while ``kid`` is the active key, else writes
+    nothing and answers False; the receipts are then signed again with the key read afresh."""
     for _ in range(2):
         kid, private = active_signer(KeyAlgorithm.ED25519)
         for receipt in receipts:
             if receipt.signing_key_id != kid:
                 _sign(receipt, kid, private)
-        if _insert_while_key_active(receipts, kid):
+        if insert(receipts, kid):
             for receipt in receipts:
                 receipt._state.adding, receipt._state.db = False, connection.alias
             return
         forget_active_signers()  # read the active key again
     raise RuntimeError("no active Ed25519 key to sign the receipt with")
+
+
+def receipt_rows_json(receipts: list[Receipt]) -> str:
+    """Receipts as the JSON ``jsonb_populate_recordset`` reads (every column)."""
+    fields = Receipt._meta.concrete_fields
+    return rows_json([{field.column: getattr(receipt, field.attname) for field in fields} for receipt in receipts])
 
 
 def result_hash_of(document: Mapping) -> str:
@@ -341,13 +353,12 @@ def _insert_while_key_active(receipts: list[Receipt], kid: str) -> bool:
     columns = ", ".join(quote(field.column) for field in fields)
     active = f"WHERE EXISTS (SELECT 1 FROM {keys_table} WHERE kid = %s AND status = %s)"  # noqa: S608
     if connection.vendor == "postgresql":
-        rows = [{field.column: getattr(receipt, field.attname) for field in fields} for receipt in receipts]
         sql = (
             f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608 - quoted names; values are parameters
             f"FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) {active}"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [rows_json(rows), kid, KeyStatus.ACTIVE])
+            cursor.execute(sql, [receipt_rows_json(receipts), kid, KeyStatus.ACTIVE])
             return cursor.rowcount == len(receipts)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"INSERT INTO {table} ({columns}) SELECT {placeholders} {active}"  # noqa: S608
