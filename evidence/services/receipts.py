@@ -29,7 +29,7 @@ from evidence.choices import (
 )
 from evidence.ids import uuid7_hex
 from evidence.models import GATE_EVENTS, AuditEvent, Receipt, SigningKey
-from evidence.services.chain import json_native, rows_json
+from evidence.services.chain import NotNative, json_native, native_copy, rows_json
 from evidence.services.keys import (
     active_signer,
     b64url,
@@ -282,7 +282,30 @@ def storable_json(value):
     (``json_native``), and strings (values and keys) with NUL and lone surrogates, which
     Postgres cannot store and RFC 8785 cannot write, replaced by U+FFFD. Provider output comes
     from outside, so a receipt holds what can be stored rather than failing after the effect."""
-    return map_leaves(json_native(value), _storable_leaf, key=_storable_text)
+    try:
+        return _storable_copy(value)  # plain JSON already: one pass
+    except (NotNative, RecursionError):
+        return map_leaves(json_native(value), _storable_leaf, key=_storable_text)
+
+
+def _storable_copy(value):
+    """``storable_json`` of a value that is already plain JSON (``native_copy``'s domain), in
+    one copy; NotNative for anything else."""
+    kind = type(value)
+    if kind is str:
+        return value if value.isascii() and "\x00" not in value else _storable_text(value)
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise NotNative
+            copy[key if key.isascii() and "\x00" not in key else _storable_text(key)] = _storable_copy(item)
+        return copy
+    if kind is list:
+        return [_storable_copy(item) for item in value]
+    if isinstance(value, str):
+        return _storable_text(str.__str__(value))
+    return native_copy(value)
 
 
 def _storable_leaf(value):
@@ -337,8 +360,11 @@ def _moment(name: str, value) -> str:
     return format_timestamp(value)
 
 
+_FAILURE_CLASSES = frozenset(FailureClass.values)
+
+
 def _failure_class(value) -> str | None:
-    if value is not None and value not in FailureClass.values:
+    if value is not None and value not in _FAILURE_CLASSES:
         raise InvalidReceipt(f"failure_class must be null or one of {', '.join(FailureClass.values)}")
     return None if value is None else str(value)
 
