@@ -158,7 +158,11 @@ def format_timestamp(moment: datetime) -> str:
         return last[1]
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year >= 1000:  # isoformat's text is strftime's there (%Y pads to four digits)
+        text = utc.isoformat(timespec="microseconds")[:-6] + "Z"
+    else:
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     _last_timestamp = (moment, text)
     return text
 

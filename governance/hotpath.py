@@ -541,7 +541,13 @@ async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[i
             except StopIteration as finished:
                 return finished.value
             try:
-                driving.reply = await _run_step(route, step, loop, executor)
+                if type(step) is Cached:  # most steps: run here, without a coroutine of their own
+                    try:
+                        driving.reply = step.function(*step.args)
+                    except SynchronousOnlyOperation:  # it needs the database after all
+                        driving.reply = await loop.run_in_executor(executor, _in_thread, step.function, *step.args)
+                else:
+                    driving.reply = await _run_step(route, step, loop, executor)
             except Exception as exc:  # noqa: BLE001 (back into the service)
                 driving.failure = exc
     except Exception as exc:  # noqa: BLE001
@@ -549,8 +555,6 @@ async def drive_async(route: HotRoute, request: HotRequest, executor) -> tuple[i
 
 
 async def _run_step(route: HotRoute, step, loop, executor):
-    if type(step) is Cached:
-        return await _cached(step, loop, executor)
     if type(step) is OnLoop:
         return await step.coroutine(*step.args)
     if type(step) is not Write:

@@ -87,3 +87,19 @@ def gate(tmp_path, client_with, settings):
                 return gate_client.lease(operator, agent_id=AGENT, **options)
 
         yield World
+
+
+def refuse_receipts(monkeypatch) -> None:
+    """From now on the database refuses every execution's receipt (a NOT NULL column left
+    empty), so its evidence cannot be written; a refusal's ledger event stores no receipt and
+    is still written."""
+    from envelopes.gate.steps import recording
+
+    prepare = recording.execution_evidence
+
+    def unstorable(call, receipt_id):
+        evidence = prepare(call, receipt_id)
+        evidence.receipt.action_id = None
+        return evidence
+
+    monkeypatch.setattr(recording, "execution_evidence", unstorable)

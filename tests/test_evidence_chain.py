@@ -1,6 +1,6 @@
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -24,6 +24,23 @@ def _tamper(sql, params):
     """Change rows behind the service's back, as an attacker with DB access would."""
     with as_owner_unguarded("evidence_auditevent"), connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 7, 18, 0, 1, 0, tzinfo=UTC),
+        datetime(2026, 12, 7, 18, 0, 1, 7, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=14))),
+        datetime(1000, 1, 1, 12, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, 5, tzinfo=UTC),
+        datetime(5, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+@pytest.mark.django_db(databases=[])
+def test_timestamps_are_hashed_as_their_utc_text_with_six_fractional_digits(moment):
+    assert format_timestamp(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_appended_events_form_a_linked_chain_that_verifies():

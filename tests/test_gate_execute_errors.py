@@ -10,10 +10,9 @@ import types
 import uuid
 
 import pytest
-from django.db import DatabaseError
 
 from envelopes.gate import budgets
-from envelopes.gate.steps import dispatching, recording
+from envelopes.gate.steps import dispatching
 from envelopes.models import GateExecution, SessionBudget
 from evidence.models import AuditEvent, Receipt
 from governance.control_characters import has_control_characters
@@ -21,7 +20,7 @@ from governance.gate import auth, jws
 from tests import gate_client
 from tests.faults import free_port
 from tests.gate_client import DROP, make_key
-from tests.gate_world import Target, gate, target  # noqa: F401  (fixtures)
+from tests.gate_world import Target, gate, refuse_receipts, target  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -352,11 +351,7 @@ def test_over_the_rate_the_call_is_429_without_a_ledger_event(api_client, gate, 
 def test_when_the_evidence_cannot_be_written_the_call_is_500_evidence_persistence_failed(
     api_client, gate, target, monkeypatch
 ):
-    def broken(receipts):  # the receipt insert fails (a refusal's event stores no receipt)
-        if receipts:
-            raise DatabaseError("disk full")
-
-    monkeypatch.setattr(recording, "store_receipts", broken)
+    refuse_receipts(monkeypatch)
     response = execute(api_client, gate.lease(), "local_fetch", {"url": f"{target}/"})
     refused_with(response, 500, "evidence_persistence_failed")
     assert len(Target.seen) == 1  # it ran: the ledger says the evidence is missing

@@ -16,7 +16,9 @@ from django.db import connections
 from envelopes.gate.api.execute import EXECUTE
 from envelopes.gate.steps import recording
 from envelopes.models import GateExecution, SessionBudget
-from evidence.models import AuditEvent, Receipt
+from evidence.choices import KeyAlgorithm
+from evidence.models import AuditEvent, Receipt, SigningKey
+from evidence.services import keys
 from evidence.services.receipts import verify_receipt
 from evidence.services.verification import verify_ledger
 from governance.hotpath import HotPath
@@ -110,6 +112,23 @@ def test_a_call_whose_evidence_cannot_be_written_is_500_and_leaves_nothing_half_
     failed = AuditEvent.objects.get(event_type="GATE_ACTION_CALL", payload__error="evidence_persistence_failed")
     assert failed.payload["decision"] == "error" and "receipt_id" not in failed.payload
     assert AuditEvent.objects.filter(event_type="GATE_ACTION_CALL", payload__decision="allow").count() == 5
+    assert verify_ledger().valid
+
+
+def test_on_the_hot_path_receipts_signed_with_a_key_another_process_retired_are_signed_again(gate, target):
+    stale = keys.active_signer(KeyAlgorithm.ED25519)
+    keys.rotate_key(KeyAlgorithm.ED25519)
+    keys._active_signers[KeyAlgorithm.ED25519] = stale  # what another process still holds
+    lease = gate.lease()
+    with serving() as app:
+        responses = post_all(app, [(lease, {"url": f"{target}/item/{n}"}) for n in range(4)])
+    assert [r.status_code for r in responses] == [200] * 4, [r.content for r in responses]
+    active = SigningKey.objects.get(algorithm=KeyAlgorithm.ED25519, status="active")
+    for response in responses:
+        receipt = Receipt.objects.get(receipt_id=response.json()["receipt_id"])
+        assert receipt.signing_key_id == active.kid != stale[0]
+        assert verify_receipt(receipt) == "verified"
+    assert Receipt.objects.count() == GateExecution.objects.count() == 4
     assert verify_ledger().valid
 
 

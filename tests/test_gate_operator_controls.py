@@ -18,7 +18,7 @@ from governance.gate.operator_keys import create_operator_key
 from tests import gate_client
 from tests.faults import free_port
 from tests.gate_client import make_key, operator_headers
-from tests.gate_world import Target, gate, target  # noqa: F401  (fixtures)
+from tests.gate_world import Target, gate, refuse_receipts, target  # noqa: F401  (fixtures)
 from tests.held_actions import hold_action
 
 pytestmark = pytest.mark.django_db
@@ -286,20 +286,12 @@ def test_metrics_follow_the_calls(api_client, gate, target):
 
 
 def test_metrics_count_exhausted_budgets_and_evidence_write_failures(api_client, gate, target, monkeypatch):
-    from django.db import DatabaseError
-
-    from envelopes.gate.steps import recording
-
     lease = gate.lease(budgets={"max_calls": 1})
     before = scrape(gate)
     assert execute(api_client, lease, {"url": f"{target}/"}).status_code == 200
     assert execute(api_client, lease, {"url": f"{target}/"}).status_code == 403
 
-    def broken(receipts):  # the receipt insert fails (a refusal's event stores no receipt)
-        if receipts:
-            raise DatabaseError("disk full")
-
-    monkeypatch.setattr(recording, "store_receipts", broken)
+    refuse_receipts(monkeypatch)
     assert execute(api_client, gate.lease(), {"url": f"{target}/"}).status_code == 500
     change = moved(before, scrape(gate))
     assert change["mandate_gate_budget_exhausted_total"] == 1

@@ -3,7 +3,9 @@ published keys alone (across rotations), append-only in the database, and their 
 visible to ``GET /v1/receipts/{id}`` and ``GET /v1/audit/verify``."""
 
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import rfc8785
@@ -12,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
+from evidence.canonical import canonical_json, map_leaves
 from evidence.choices import KeyAlgorithm, SignatureStatus
 from evidence.models import Receipt, SigningKey
-from evidence.services import keys
-from evidence.services.chain import append_events
+from evidence.services import keys, receipts
+from evidence.services.chain import append_events, json_native
 from evidence.services.gate_events import gate_event
 from evidence.services.keys import b64url_decode
 from evidence.services.receipts import (
@@ -326,6 +329,26 @@ def test_provider_output_postgres_cannot_store_is_kept_as_replacement_characters
     stored = find_receipt(receipt.receipt_id)
     assert stored.provider_receipt == {"body": "a\ufffdb\ufffdc", "k\ufffd": [1, {"deep": "\ufffd"}], "n": str(2**60)}
     assert verify_receipt(stored) == SignatureStatus.VERIFIED
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        {"status": 200, "headers": {"content-type": "application/json"}, "body": {"ok": True, "items": [1, 2.5]}},
+        {"é\x00": ["ü\ud800", None, False, -(2**53 - 1)], "k": {"deep": [[{"x": "\x00"}]]}},
+        {"big": 2**60, "float": 1e300, "text": "plain"},
+        {1: "a non-string key"},
+        [Decimal("1.5"), datetime(2026, 1, 2, tzinfo=UTC), uuid.UUID(int=7)],
+        "\udfff alone",
+        [],
+    ],
+)
+def test_provider_output_is_stored_as_the_general_json_path_would_store_it(output):
+    """The one-pass copy of plain JSON output gives what the general path (``json_native``, then
+    every string made storable) gives, whatever the output holds."""
+    general = map_leaves(json_native(output), receipts._storable_leaf, key=receipts._storable_text)
+    assert receipts.storable_json(output) == general
+    assert canonical_json(receipts.storable_json(output)) == canonical_json(general)
 
 
 def test_receipt_ids_are_rcpt_and_a_uuid7_in_hex():

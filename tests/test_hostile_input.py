@@ -202,6 +202,22 @@ def test_a_body_that_is_not_utf8_is_400(operator, demo):
     assert response.json()["error"].startswith("malformed request body")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"\xef\xbb\xbf{}", b'{"a": NaN}', b'{"a": -Infinity}', b'{"a": 1e999}', b"[1,2", b"", b'{"a": 1} x'],
+)
+def test_a_body_json_refuses_is_refused_with_the_json_parsers_own_words(body):
+    from rest_framework.exceptions import ParseError
+
+    from governance.api.parsers import _finite, _refuse_constant, parse_strict_json
+
+    with pytest.raises(ValueError) as stdlib:
+        json.loads(body.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant)
+    with pytest.raises(ParseError) as refused:
+        parse_strict_json(body)
+    assert refused.value.detail == f"JSON parse error - {stdlib.value}"
+
+
 # --- depth -------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from controlplane.gate.manifest_rules import (
     schema_problems,
     with_defaults,
 )
+from controlplane.gate.quick_schema import quick_check
 
 __all__ = ["BUILTIN_FS", "BUILTIN_HTTP", "Manifest", "ManifestError", "Trust", "parse_manifest", "wire_form"]
 
@@ -163,10 +164,21 @@ class Manifest:
         schema = self.io.response_schema
         return None if schema is None else validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
 
+    @cached_property
+    def request_quick_check(self):
+        """The request schema as a plain predicate, when it is of the common kind (``quick_schema``)."""
+        validator = self.request_validator
+        if validator is None:
+            return None
+        return quick_check(self.io.request_schema, asserts_formats=validator.format_checker is not None)
+
     def request_problem(self, body) -> str | None:
         """Why ``body`` does not match the request schema (``field: message``), or None."""
         if not isinstance(body, dict):
             return "the request body must be a JSON object"
+        quick = self.request_quick_check
+        if quick is not None and quick(body):
+            return None  # what jsonschema would find too: nothing
         return _first_problem(self.request_validator, body)
 
     def response_problem(self, output) -> str | None:

@@ -57,44 +57,44 @@ def _i_json(value):
     return value
 
 
-class _NotNative(Exception):
-    pass
+class NotNative(Exception):
+    """A value ``native_copy`` does not copy: a JSON column would change it."""
 
 
-def _native_copy(value):
+def native_copy(value):
     """A copy of a value that is already plain JSON (str keys, finite floats, safe
-    integers); _NotNative for anything that a JSON column would change."""
+    integers); NotNative for anything that a JSON column would change."""
     kind = type(value)
     if value is None or kind is str or kind is bool:
         return value
     if kind is int:
         if -SAFE_INTEGER <= value <= SAFE_INTEGER:
             return value
-        raise _NotNative
+        raise NotNative
     if kind is float:
         if -SAFE_INTEGER <= value <= SAFE_INTEGER:  # finite, and reads back as it is hashed
             return value
-        raise _NotNative
+        raise NotNative
     if kind is dict:
         copy = {}
         for key, item in value.items():
             if type(key) is not str:
-                raise _NotNative
-            copy[key] = _native_copy(item)
+                raise NotNative
+            copy[key] = native_copy(item)
         return copy
     if kind is list:
-        return [_native_copy(item) for item in value]
+        return [native_copy(item) for item in value]
     if isinstance(value, str):
         return str.__str__(value)  # a str subclass (a choices member): its text, as JSON writes it
-    raise _NotNative
+    raise NotNative
 
 
 def json_native(value):
     """The value exactly as it will read back from a JSON column, in I-JSON's domain (a
     copy: later changes to ``value`` cannot reach what was hashed)."""
     try:
-        return _native_copy(value)
-    except (_NotNative, RecursionError):
+        return native_copy(value)
+    except (NotNative, RecursionError):
         return _i_json(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
 
 

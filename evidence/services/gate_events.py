@@ -31,6 +31,7 @@ RESERVED_KEYS = frozenset(
     }
 )
 MAX_LIMIT = 1000
+_DECISIONS = frozenset(GateDecision.values)
 
 
 def gate_event(
@@ -54,7 +55,7 @@ def gate_event(
     """
     if not event_type.startswith(GATE_EVENT_PREFIX) or event_type != event_type.upper():
         raise ValueError(f"gate event types are {GATE_EVENT_PREFIX} + upper case, not {event_type!r}")
-    if decision is not None and decision not in GateDecision.values:
+    if decision is not None and decision not in _DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(GateDecision.values)}")
     clash = RESERVED_KEYS.intersection(details)
     if clash:

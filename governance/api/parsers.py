@@ -25,11 +25,21 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+_decoder = json.JSONDecoder(parse_float=_finite, parse_constant=_refuse_constant)
+
+
+def _loads(text: str):
+    """``json.loads(text, parse_float=…, parse_constant=…)``, without building a decoder per body."""
+    if text.startswith("\ufeff"):  # json.loads's own check, word for word
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _decoder.decode(text)
+
+
 def parse_strict_json(body: bytes):
     """The value of a UTF-8 JSON body inside I-JSON's domain; ParseError naming the first
     value outside it."""
     try:
-        value = json.loads(body.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant)
+        value = _loads(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ParseError(f"JSON parse error - {exc}") from exc
     try:

@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from governance.errors import GateError
+from governance.gate.replay_wire import ReplayConnection, ReplyError, plain_target
 from governance.models import DpopReplay
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,36 @@ def remembers_without_blocking() -> bool:
     return bool(settings.REDIS_URL)
 
 
+_replay_connections: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, ReplayConnection | None]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _replay_connection() -> ReplayConnection | None:
+    """The running loop's pipelined connection (``replay_wire``) for a plain ``redis://`` URL;
+    None for any other URL (redis-py's client checks then)."""
+    loop = asyncio.get_running_loop()
+    url = settings.REDIS_URL
+    found = _replay_connections.get(loop)
+    if found is None or found[0] != url:
+        for closed in [other for other in _replay_connections if other.is_closed()]:
+            del _replay_connections[closed]  # its connection refers to its loop: never collected otherwise
+        target = plain_target(url)
+        connection = ReplayConnection(target, REDIS_TIMEOUT_SECONDS) if target is not None else None
+        found = _replay_connections[loop] = (url, connection)
+    return found[1]
+
+
 async def remember_proof_async(jti: str) -> None:
     """``remember_proof`` on the running loop, through Redis (``remembers_without_blocking``)."""
+    key = REDIS_KEY_PREFIX + jti
+    connection = _replay_connection()
     try:
-        first = await _redis_async().set(REDIS_KEY_PREFIX + jti, b"1", nx=True, ex=REMEMBER_SECONDS)
-    except (redis.RedisError, OSError, TimeoutError) as exc:
+        if connection is not None:
+            first = await connection.set_once(key.encode(), REMEMBER_SECONDS)
+        else:
+            first = await _redis_async().set(key, b"1", nx=True, ex=REMEMBER_SECONDS)
+    except (redis.RedisError, ReplyError, OSError, TimeoutError) as exc:
         logger.warning("gate: DPoP replay cache unreachable", extra={"error": str(exc)})
         raise GateError(503, "replay_cache_unavailable") from None
     if not first:

@@ -207,7 +207,9 @@ def answer_output(answer: egress.HttpAnswer, secrets: tuple[str, ...] = ()) -> d
     body = _redact(text, secrets)
     if media == "application/json" or media.endswith("+json"):
         with contextlib.suppress(ValueError):
-            body = _redact(json.loads(body), secrets)
+            body = json.loads(body)
+            if secrets:  # nothing to redact otherwise: the parse is a fresh value already
+                body = _redact(body, secrets)
     return {"status": answer.status, "headers": _redact(answer.headers, secrets), "body": body}
 
 

@@ -4,9 +4,10 @@ gets 500 ``evidence_persistence_failed`` and nothing half-written stays.
 
 A call's evidence is prepared where the call runs (the receipt checked, hashed and signed,
 the event hashed) and handed over as a ``Write``. On the hot path the route's group commit
-gives ``record_evidence`` the evidence of every call waiting at that moment: one
-transaction, the receipts in one statement, the execution rows in one, the ledger events
-last in one (the ledger's lock is held only until the commit). When that transaction fails,
+gives ``record_evidence`` the evidence of every call waiting at that moment: on Postgres
+one statement (``mandate_record_gate_calls``), its own transaction — the receipts, the
+execution rows, then the ledger events last (the ledger's lock is held only until that
+statement's commit, never across a round trip). When that statement fails,
 the group commit writes each call's evidence alone, so one call's failure is its own.
 Django's view (``drive``) writes each call's evidence alone with the same function."""
 
@@ -17,10 +18,11 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from envelopes.gate.steps.call import Call
 from envelopes.models import GateExecution
+from evidence.choices import KeyStatus
 from evidence.models import Receipt
 from evidence.services.chain import append_events, draft_rows, rows_json, store_rows
 from evidence.services.gate_events import gate_event
-from evidence.services.receipts import draft_receipt, store_receipts
+from evidence.services.receipts import draft_receipt, receipt_rows_json, store_receipts, store_signed
 from governance.errors import GateError
 from governance.gate.ids import new_id
 from governance.hotpath import Cached, Write
@@ -146,10 +148,39 @@ def insert_executions(rows: list[dict]) -> None:
 
 def record_evidence(items: list[Evidence]) -> list[Evidence]:
     """The execute route's recorder (``HotRoute.record``): the evidence of many calls in one
-    transaction; each item's result is itself."""
-    with transaction.atomic():
-        store_evidence(items)
+    transaction; each item's result is itself. On Postgres that is one statement
+    (``mandate_record_gate_calls``, envelopes migration 0007), its own transaction unless the
+    caller has one open (then a savepoint keeps a failure from breaking the caller's)."""
+    if connection.vendor != "postgresql" or any(item.appended for item in items):
+        with transaction.atomic():
+            store_evidence(items)
+    elif connection.in_atomic_block:
+        with transaction.atomic():
+            _record_in_one_statement(items)
+    else:
+        _record_in_one_statement(items)
     return items
+
+
+_RECORD_GATE_CALLS = "SELECT mandate_record_gate_calls(%s::jsonb, %s::jsonb, %s::jsonb, %s, %s)"
+
+
+def _record_in_one_statement(items: list[Evidence]) -> None:
+    """Receipts, execution rows and ledger events of ``items`` (none appended to an existing
+    trace) in one statement; the receipts only while their key is the active one."""
+    executions = rows_json([item.execution for item in items if item.execution is not None])
+    events = rows_json([row for item in items for row in item.events])
+
+    def insert(receipts: list[Receipt], kid: str) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(_RECORD_GATE_CALLS, [receipt_rows_json(receipts), executions, events, kid, KeyStatus.ACTIVE])
+            return cursor.fetchone()[0]
+
+    receipts = [item.receipt for item in items if item.receipt is not None]
+    if receipts:
+        store_signed(receipts, insert)
+    else:
+        insert([], "")
 
 
 def write_evidence(call: Call, receipt_id: str) -> Receipt:
