@@ -33,12 +33,16 @@ def test_readyz_is_degraded_but_200_when_redis_is_unreachable(client, settings):
 
 @pytest.mark.django_db
 def test_readyz_is_503_not_ready_when_the_database_is_down(client, monkeypatch):
+    from django.db import connections
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-    def refuse(self, *args, **kwargs):
+    def refuse(*args, **kwargs):
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(BaseDatabaseWrapper, "cursor", refuse)
+    # A test that allowed no database (``databases=[]``) leaves ``cursor`` on the connection
+    # itself when Django restores it, which would hide the class's.
+    monkeypatch.setattr(connections["default"], "cursor", refuse)
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
