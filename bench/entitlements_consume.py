@@ -309,12 +309,8 @@ def print_table(rows: list[dict], args) -> None:
     loadkit.print_table(title, COLUMNS, rows)
 
 
-def passed(row: dict) -> bool:
-    return row["errors"] == 0 and not row["problems"]
-
-
 def meets_target(row: dict) -> bool:
-    return row["rps"] >= THROUGHPUT_TARGET and row["errors"] == 0 and not row["problems"]
+    return row["rps"] >= THROUGHPUT_TARGET and loadkit.run_passed(row)
 
 
 def parse_args(argv=None):
@@ -336,9 +332,9 @@ def measure(args, secrets: list[str], rows: list[dict]) -> bool:
         header = f"clients={args.concurrency}, people={args.people}"
         loadkit.sweep(args, rows, header, partial(measure_configuration, args, secrets, problems))
         print_table(rows, args)
-        ok = not problems and all(r["errors"] == 0 and not r["problems"] for r in rows)
+        ok = not problems and all(loadkit.run_passed(r) for r in rows)
         goal = f"≥ {THROUGHPUT_TARGET:,.0f}/s"
-        ok = loadkit.report_best(rows, args, "consumes/s", goal, passed, meets_target) and ok
+        ok = loadkit.report_best(rows, args, "consumes/s", goal, loadkit.run_passed, meets_target) and ok
     statements = count_round_trips(secrets[0])
     print(f"\nRound trips per consume on the hot path (transaction control included): {len(statements)}")
     return ok

@@ -419,26 +419,6 @@ PARTS = [
 ]
 
 
-def report_py_spy(recorders) -> None:
-    """Inclusive shares of the pipeline's parts, then the hottest functions (self)."""
-    own, inclusive, total = loadkit.read_py_spy(recorders, keep=True)
-    if not total:
-        return
-
-    def share(name: str) -> float:
-        return sum(n for frame, n in inclusive.items() if frame == name or frame.startswith(name + " (")) / total
-
-    print(f"\npy-spy (GIL holder only): {total:,} samples of busy server threads")
-    print("\n| Part | Share of server samples |\n|---|---:|")
-    for label, name in PARTS:
-        outside = 1.0 - share("HotPath._route") - share("_worker") - share("GroupCommit._run")
-        value = outside if name is None else share(name)
-        print(f"| {label} | {value * 100:.1f}% |")
-    print("\nTop 25 functions by self samples:")
-    for frame, samples in own.most_common(25):
-        print(f"  {samples / total * 100:5.1f}%  {frame}")
-
-
 # --- runs -------------------------------------------------------------------------------------
 
 
@@ -469,7 +449,7 @@ def measure_configuration(args, token: str, workers: int, target: str, target_pi
             rows.append(result)
             loadkit.print_call_run(result, "executions/s", "call", "executions", "EVIDENCE", others=("target",))
             if recorders:
-                report_py_spy(recorders)
+                loadkit.report_py_spy(recorders, PARTS, keep=True)
     finally:
         server.close()
     return rows

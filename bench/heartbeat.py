@@ -433,12 +433,8 @@ def print_table(rows: list[dict], args) -> None:
     loadkit.print_table(title, COLUMNS, rows)
 
 
-def passed(row: dict) -> bool:
-    return row["errors"] == 0 and not row["problems"]
-
-
 def meets_target(row: dict) -> bool:
-    return row["rps"] >= THROUGHPUT_TARGET and passed(row)
+    return row["rps"] >= THROUGHPUT_TARGET and loadkit.run_passed(row)
 
 
 def parse_args(argv=None):
@@ -462,9 +458,9 @@ def measure(args, calls, rows: list[dict]) -> bool:
         header = f"clients={args.concurrency}, devices={args.devices:,}, owners={args.owners}"
         loadkit.sweep(args, rows, header, partial(measure_configuration, args, calls, problems))
         print_table(rows, args)
-        ok = not problems and all(passed(r) for r in rows)
+        ok = not problems and all(loadkit.run_passed(r) for r in rows)
         goal = f"≥ {THROUGHPUT_TARGET:,.0f}/s"
-        ok = loadkit.report_best(rows, args, "heartbeats/s", goal, passed, meets_target) and ok
+        ok = loadkit.report_best(rows, args, "heartbeats/s", goal, loadkit.run_passed, meets_target) and ok
     statements = count_round_trips(*calls[-1])
     print(f"\nRound trips per heartbeat on the hot path (transaction control included): {len(statements)}")
     return ok

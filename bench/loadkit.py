@@ -708,11 +708,13 @@ def read_py_spy(recorders: list[tuple[subprocess.Popen, Path]], keep: bool) -> t
     return own, inclusive, total
 
 
-def report_py_spy(recorders: list[tuple[subprocess.Popen, Path]], parts: list[tuple[str, str | None]]) -> None:
+def report_py_spy(
+    recorders: list[tuple[subprocess.Popen, Path]], parts: list[tuple[str, str | None]], *, keep: bool = False
+) -> None:
     """What ``read_py_spy`` found: the inclusive share of each of ``parts`` ((label, function
     name), the name None for what runs outside ``HotPath._route``, the pool threads and the
     group commit's writer: uvicorn's own work), then the hottest functions by self samples."""
-    own, inclusive, total = read_py_spy(recorders, keep=False)
+    own, inclusive, total = read_py_spy(recorders, keep=keep)
     if not total:
         return
 
@@ -808,6 +810,11 @@ def run_columns(rate: str, spread: str) -> list[tuple[str, str]]:
         ("max ms", "{max:.1f}"),
         ("Errors", "{errors}"),
     ]
+
+
+def run_passed(row: dict) -> bool:
+    """A measured run with no error and nothing its checks found wrong."""
+    return row["errors"] == 0 and not row["problems"]
 
 
 def call_columns(rate: str, per: str, noun: str, others: tuple[str, ...] = (), postgres_per_call: bool = False):
