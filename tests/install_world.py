@@ -6,21 +6,17 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 from eth_account import Account
-from eth_account.messages import encode_defunct
 from rest_framework.test import APIClient
 
 from entitlements.services.issuance import set_status_entitlement
 from governance.choices import MembershipStatus, PrincipalRole, WalletPurpose
 from governance.models import Organization, Principal, PrincipalWallet
 from governance.siwe import format_message
+from tests.siwe_wallets import sign as sign_text
 
 DOMAIN = "mandate.example"
 ORG_ROOT_ID = "org.acme.root"
 PRINCIPAL_ID = "human.joshua"
-
-
-def sign_text(account, text: str) -> str:
-    return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
 
 
 def open_wallet_session(client: APIClient, account, domain: str = DOMAIN) -> str:

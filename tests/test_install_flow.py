@@ -23,7 +23,8 @@ from governance.services.renewals import create_renewal_bundle
 from governance.services.runtime_packages import register_package
 from governance.siwe import format_message
 from tests.faults import database_url_named, free_port, server
-from tests.install_world import make_owner, sign_text
+from tests.install_world import make_owner
+from tests.siwe_wallets import sign as sign_text
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
